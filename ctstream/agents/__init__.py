@@ -1,0 +1,52 @@
+"""The pipeline's agents: poll (CT → raw), dedup (raw → deduped), sink (deduped → BigQuery)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ctstream.agents.dedup import DedupStats, install_dedup
+from ctstream.agents.poll import PollStats, install_pollers
+from ctstream.agents.sink import SinkStats, install_sink
+from ctstream.models import TableSpec
+from ctstream.settings import Settings
+from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.error_sink import ErrorReporter
+from ctstream.streams.topics import PipelineTopics, declare
+
+
+@dataclass
+class Pipeline:
+    """Everything a worker runs, and the counters its status views read."""
+
+    app: Any
+    settings: Settings
+    specs: Mapping[str, TableSpec]
+    topics: PipelineTopics
+    writer: BigQueryWriter
+    errors: ErrorReporter
+    poll_stats: PollStats
+    dedup_stats: DedupStats
+    sink_stats: SinkStats
+
+
+def install(
+    app: Any, settings: Settings, specs: Mapping[str, TableSpec], writer: BigQueryWriter
+) -> Pipeline:
+    topics = declare(app, settings, list(specs.values()))
+    errors = ErrorReporter(
+        writer, topics.errors, settings.sink.retry_initial, settings.sink.retry_max
+    )
+    pipeline = Pipeline(
+        app, settings, specs, topics, writer, errors, PollStats(), DedupStats(), SinkStats()
+    )
+    install_pollers(app, settings, specs, topics, pipeline.poll_stats)
+    install_dedup(app, topics, settings.dedup.window, errors, pipeline.dedup_stats)
+    install_sink(app, settings.sink, specs, topics, writer, errors, pipeline.sink_stats)
+
+    @app.on_before_shutdown.connect
+    async def _close(app_: Any, **kwargs: Any) -> None:
+        await app.ctstream_reader.close()
+
+    return pipeline

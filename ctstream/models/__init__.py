@@ -1,0 +1,21 @@
+"""Plain data types shared by every stage. Nothing here imports the app."""
+
+from ctstream.models.change_event import METADATA_COLUMNS, BadEvent, ChangeEvent, Operation
+from ctstream.models.table_spec import ColumnSpec, TableSpec, bq_identifier
+from ctstream.models.unique_id import encode_key, parse_unique_id, unique_id
+from ctstream.models.values import JsonValue, normalise
+
+__all__ = [
+    "METADATA_COLUMNS",
+    "BadEvent",
+    "ChangeEvent",
+    "ColumnSpec",
+    "JsonValue",
+    "Operation",
+    "TableSpec",
+    "bq_identifier",
+    "encode_key",
+    "normalise",
+    "parse_unique_id",
+    "unique_id",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from ctstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""Sink agent: deduped topics → BigQuery, in batches, acknowledging only what was written.
+
+A batch (by rows and by time) is split by table, each row is validated against its
+table's schema, good rows are written with ``insertId = message_unique_id``, bad rows go
+to the error topic and ``_error_records``. Retriable failures are retried forever with
+backoff *inside* the agent: faust acknowledges a ``take_events`` batch only when the loop
+asks for the next one, so nothing is committed until BigQuery accepted it, and while
+BigQuery is down the agent stops pulling — the consumer's buffer fills and fetching
+pauses, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ctstream.errors import CtstreamError, SinkError
+from ctstream.models import BadEvent, ChangeEvent, TableSpec
+from ctstream.settings import SinkSettings
+from ctstream.streams.backoff import retry_forever
+from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.change_capture import iso_utc
+from ctstream.streams.error_sink import ErrorRecord, ErrorReporter
+from ctstream.streams.topics import PipelineTopics
+
+log = logging.getLogger("ctstream.sink")
+
+
+@dataclass
+class SinkStats:
+    rows_written: dict[str, int] = field(default_factory=dict)
+    error_rows: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    retries: int = 0
+    last_batch_at: float | None = None
+    last_batch_rows: int = 0
+
+
+def install_sink(
+    app: Any,
+    settings: SinkSettings,
+    specs: Mapping[str, TableSpec],
+    topics: PipelineTopics,
+    writer: BigQueryWriter,
+    errors: ErrorReporter,
+    stats: SinkStats,
+) -> None:
+    deduped = app.topic(
+        *(t.get_topic_name() for t in topics.deduped.values()),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(deduped, name="ctstream.sink")
+    async def sink(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_rows, within=settings.batch_wait):
+            await write_batch(events)
+
+    def on_retry(attempt: int, exc: CtstreamError) -> None:
+        stats.retries += 1
+
+    async def write_batch(events: list[Any]) -> None:
+        by_table: dict[str, list[tuple[ChangeEvent, Any]]] = {}
+        bad: list[ErrorRecord] = []
+        for event in events:
+            message = event.message
+            table = topics.table_of_deduped_topic.get(message.topic)
+            try:
+                change = ChangeEvent.from_bytes(event.value)
+                if table is None or change.table_name != table:
+                    raise BadEvent(f"table {change.table_name!r} is not configured here")
+            except BadEvent as exc:
+                bad.append(_record(f"sink: {exc}", event, table))
+                continue
+            by_table.setdefault(table, []).append((change, event))
+
+        for table, items in by_table.items():
+            spec = specs[table]
+            bq_table = spec.bq_table
+            validator = writer.validator(bq_table)
+            now_iso = iso_utc(time.time())
+            rows: list[dict[str, Any]] = []
+            ids: list[str] = []
+            sources: list[tuple[ChangeEvent, Any]] = []
+            for change, event in items:
+                row = to_bigquery_row(spec, change, now_iso)
+                problems = validator.problems(row)
+                if problems:
+                    reason = "; ".join(str(p) for p in problems)
+                    bad.append(_record(f"invalid row: {reason}", event, table, change))
+                    continue
+                rows.append(row)
+                ids.append(change.message_unique_id)
+                sources.append((change, event))
+
+            async def write(rows: list[dict[str, Any]] = rows, ids: list[str] = ids) -> Any:
+                return await writer.insert(bq_table, rows, ids)
+
+            try:
+                rejected = await retry_forever(
+                    write, f"writing {len(rows)} rows to {bq_table}",
+                    *_retry(settings), on_retry=on_retry,
+                )
+            except SinkError as exc:
+                # Retrying cannot help (e.g. 400 for the whole request): park every row.
+                rejected = [(i, str(exc)) for i in range(len(rows))]
+            for index, reason in rejected:
+                if 0 <= index < len(sources):
+                    change, event = sources[index]
+                    bad.append(_record(f"rejected by BigQuery: {reason}", event, table, change))
+            stats.rows_written[table] = stats.rows_written.get(table, 0) + len(rows) - len(
+                rejected
+            )
+
+        if bad:
+            for record in bad:
+                key = record.source_table or "?"
+                stats.error_rows[key] = stats.error_rows.get(key, 0) + 1
+            await errors.report_many(bad)
+        stats.batches += 1
+        stats.last_batch_at = time.time()
+        stats.last_batch_rows = len(events)
+
+
+def _retry(settings: SinkSettings) -> tuple[float, float]:
+    return settings.retry_initial, settings.retry_max
+
+
+def _record(
+    reason: str, event: Any, table: str | None, change: ChangeEvent | None = None
+) -> ErrorRecord:
+    message = event.message
+    return ErrorRecord(
+        reason=reason,
+        payload=event.value,
+        source_table=table,
+        message_unique_id=change.message_unique_id if change else None,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+
+
+def to_bigquery_row(spec: TableSpec, change: ChangeEvent, insert_time: str) -> dict[str, Any]:
+    """Source columns under their BigQuery names, plus the change metadata."""
+    names = {c.name: c.bq_name for c in spec.columns}
+    row: dict[str, Any] = {names.get(k, k): v for k, v in change.row.items()}
+    row.update(
+        message_unique_id=change.message_unique_id,
+        table_name=change.table_name,
+        changetrack_interval=change.changetrack_interval,
+        changetrack_start_time=change.changetrack_start_time,
+        changetrack_type=change.changetrack_type,
+        changetrack_ver=change.changetrack_ver,
+        bigquery_insert_time=insert_time,
+    )
+    return row

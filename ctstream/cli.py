@@ -1,0 +1,195 @@
+"""The ``ctstream`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ctstream import __version__
+from ctstream.errors import ConfigError, CtstreamError
+
+_DESCRIPTION = """\
+ctstream moves row changes from SQL Server (Change Tracking) into BigQuery in seconds:
+pollers read changes into Kafka, a Faust table drops duplicates by unique id within a
+window, and sinks write batches to BigQuery, slowing down instead of dropping data.
+"""
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from ctstream.runner import run_worker
+    from ctstream.settings import load_settings
+
+    settings = load_settings(args.config)
+    return run_worker(settings, loglevel=args.loglevel)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ctstream.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        rows=args.rows,
+        workers=args.workers,
+        collectors=args.collectors,
+        timeout=args.timeout,
+        workdir=Path(args.workdir) if args.workdir else None,
+        keep=args.keep,
+    )
+    summary = run_demo(options)
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            print(f"{key:<{width}}  {value}")
+    return 0 if summary["mismatches"] == 0 else 1
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from ctstream.streams import local_stack
+
+    base = Path(args.dir)
+    if args.action == "up":
+        info, already = local_stack.stack_up(base)
+        data = {
+            "kafka_bootstrap": info.kafka_bootstrap,
+            "bigquery_endpoint": info.bigquery_endpoint,
+            "bigquery_grpc": info.bigquery_grpc,
+            "already_running": already,
+        }
+        if args.json:
+            print(json.dumps(data))
+        else:
+            state = "already running" if already else "started"
+            print(f"local stack {state} (state in {local_stack.state_path(base)})")
+            print(f"  kafka_bootstrap    {info.kafka_bootstrap}")
+            print(f"  bigquery_endpoint  {info.bigquery_endpoint}")
+        return 0
+    stopped = local_stack.stack_down(base)
+    if args.json:
+        print(json.dumps({"stopped": stopped}))
+    else:
+        print("local stack stopped" if stopped else "no local stack was running")
+    return 0
+
+
+def _cmd_sqlite_track(args: argparse.Namespace) -> int:
+    from ctstream.streams.sqlite_tracking import track_database
+
+    retention = args.retention
+    tracked = track_database(args.db, args.tables, retention_seconds=retention)
+    for t in tracked:
+        print(
+            f"tracking {t.table_name!r}: key ({', '.join(t.key_columns)}), "
+            f"changes in {t.change_table!r}, min valid version {t.min_valid_version}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ctstream.settings import parse_duration
+
+    def duration(value: str) -> float:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser = argparse.ArgumentParser(
+        prog="ctstream",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ctstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = sub.add_parser(
+        "worker",
+        help="run a pipeline worker (poll, dedup, sink); several may run at once",
+        description="Run one worker. Workers of one config share the work through Kafka "
+        "consumer groups; each needs its own web port (set CTSTREAM_WEB__PORT).",
+    )
+    worker.add_argument("--config", "-c", required=True, help="TOML config file")
+    worker.add_argument(
+        "--loglevel", "-l", choices=["debug", "info", "warning", "error"], default=None,
+        help="log level (default: app.log_level from the config)",
+    )
+    worker.set_defaults(func=_cmd_worker)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on the embedded local stack and check the result",
+        description="Start a local Kafka-compatible broker and BigQuery emulator, create a "
+        "change-tracked SQLite source, drive inserts/updates/deletes through the pipeline "
+        "and compare every source table with its BigQuery latest-state view. Progress goes "
+        "to stderr; exit status 0 only when nothing differs.",
+    )
+    demo.add_argument("--rows", type=int, default=20_000, help="changes to make (default 20000)")
+    demo.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    demo.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    demo.add_argument(
+        "--collectors", type=int, default=2, choices=[1, 2],
+        help="2 (default) adds a second, redundant collector like the seed system's, "
+        "so every change reaches Kafka twice and dedup has work to do",
+    )
+    demo.add_argument("--timeout", type=duration, default=300.0,
+                      help="how long to wait for BigQuery to catch up (default 300s)")
+    demo.add_argument("--workdir", help="keep the demo's files here (default: a temp dir)")
+    demo.add_argument("--keep", action="store_true", help="do not delete the work dir")
+    demo.set_defaults(func=_cmd_demo)
+
+    stack = sub.add_parser(
+        "stack",
+        help="start or stop the local broker and BigQuery emulator",
+        description="Start (up) or stop (down) the embedded local stack: a Tansu "
+        "Kafka-compatible broker and bqemulator, on free loopback ports. `up` prints their "
+        "addresses and leaves them running; `down` stops them.",
+    )
+    stack.add_argument("action", choices=["up", "down"])
+    stack.add_argument("--json", action="store_true",
+                       help="print kafka_bootstrap and bigquery_endpoint as JSON")
+    stack.add_argument("--dir", default=".ctstream",
+                       help="where the state file and logs live (default .ctstream)")
+    stack.set_defaults(func=_cmd_stack)
+
+    sqlite = sub.add_parser(
+        "sqlite", help="the SQLite Change Tracking stand-in",
+        description="Tools for the SQLite source that stands in for SQL Server.",
+    )
+    sqlite_sub = sqlite.add_subparsers(dest="sqlite_command", required=True, metavar="COMMAND")
+    track = sqlite_sub.add_parser(
+        "track",
+        help="turn on change tracking for tables",
+        description="Install triggers that keep a change table per table with SQL Server "
+        "Change Tracking's semantics (net changes, one row per key, a database-wide "
+        "version, a minimum valid version advanced by cleanup). Tables need a primary key.",
+    )
+    track.add_argument("db", help="SQLite database file")
+    track.add_argument("tables", nargs="+", metavar="TABLE")
+    track.add_argument("--retention", type=duration, default=2 * 86400.0,
+                       help="how long changes are kept before cleanup may drop them "
+                       "(default 2d, as SQL Server)")
+    track.set_defaults(func=_cmd_sqlite_track)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"ctstream: {exc}", file=sys.stderr)
+        return 2
+    except CtstreamError as exc:
+        print(f"ctstream: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

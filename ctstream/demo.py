@@ -1,0 +1,300 @@
+"""``ctstream demo``: the whole pipeline on the embedded stack, checked end to end.
+
+Starts the local broker and BigQuery emulator, makes a change-tracked SQLite source with
+three tables (one with a composite integer key, one with a composite text key whose
+values would collide under naive concatenation), starts worker processes, drives
+inserts, updates, deletes and re-inserts — plus, by default, a second redundant collector
+as the seed system ran, so every change reaches Kafka twice — waits for BigQuery to catch
+up and compares each source table with its latest-state view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctstream.demo_check import compare_tables, kafka_totals, latency_percentiles
+from ctstream.settings import Settings, load_settings
+from ctstream.streams import local_stack
+from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.sqlite_tracking import track_database
+
+SCHEMA = {
+    "items": (
+        'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, '
+        "qty INTEGER, updated_at DATETIME)"
+    ),
+    "order_lines": (
+        "CREATE TABLE order_lines (order_id INTEGER NOT NULL, line_no INTEGER NOT NULL, "
+        "sku TEXT, amount REAL, note TEXT, PRIMARY KEY (order_id, line_no))"
+    ),
+    "kv": (
+        "CREATE TABLE kv (ns TEXT NOT NULL, k TEXT NOT NULL, v TEXT, blob BLOB, "
+        "PRIMARY KEY (ns, k)) WITHOUT ROWID"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    rows: int = 20_000
+    workers: int = 1
+    collectors: int = 2
+    timeout: float = 300.0
+    workdir: Path | None = None
+    keep: bool = False
+    poll_interval: str = "500ms"
+
+
+def progress(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_demo(options: DemoOptions) -> dict[str, Any]:
+    started = time.monotonic()
+    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="ctstream-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        progress(f"work dir {workdir}; starting the local broker and BigQuery emulator")
+        with local_stack.stack_running(workdir / "stack") as info:
+            progress(f"kafka {info.kafka_bootstrap}, bigquery {info.bigquery_endpoint}")
+            db = workdir / "demo.db"
+            create_source(db)
+            config = write_config(workdir, info.kafka_bootstrap, info.bigquery_endpoint, db,
+                                  options.poll_interval)
+            settings = load_settings(config)
+            with workers_running(config, options.workers, workdir):
+                summary = asyncio.run(_drive(settings, db, options))
+    finally:
+        if not options.keep and options.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    summary["elapsed_s"] = round(time.monotonic() - started, 2)
+    return summary
+
+
+def create_source(db: Path) -> None:
+    if db.exists():
+        db.unlink()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        for ddl in SCHEMA.values():
+            conn.execute(ddl)
+        conn.commit()
+    track_database(db, list(SCHEMA))
+
+
+def write_config(workdir: Path, kafka: str, bigquery: str, db: Path, poll: str) -> Path:
+    path = workdir / "ctstream.toml"
+    tables = ", ".join(f'"{t}"' for t in SCHEMA)
+    path.write_text(
+        f"""# written by `ctstream demo`
+[app]
+id = "ctstream-demo"
+data_dir = "{workdir / 'data'}"
+
+[source]
+dialect = "sqlite"
+dsn = "Driver=SQLite3;Database={db};Timeout=30000"
+tables = [{tables}]
+poll_interval = "{poll}"
+
+[kafka]
+bootstrap_servers = "{kafka}"
+topic_prefix = "demo"
+partitions = 4
+
+[dedup]
+window = "10m"
+
+[sink]
+batch_rows = 2000
+batch_wait = "300ms"
+
+[bigquery]
+project = "local"
+dataset = "cdc"
+endpoint = "{bigquery}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@contextlib.contextmanager
+def workers_running(config: Path, count: int, workdir: Path) -> Iterator[list[Any]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        for i in range(count):
+            env = dict(os.environ)
+            env["CTSTREAM_WEB__PORT"] = str(local_stack.free_port())
+            env["CTSTREAM_APP__DATA_DIR"] = str(workdir / f"data-{i}")
+            log = open(workdir / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed below
+            logs.append(log)
+            procs.append(
+                subprocess.Popen(  # noqa: S603 - fixed argv
+                    [sys.executable, "-m", "ctstream", "worker", "--config", str(config)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
+        progress(f"started {count} worker process(es); logs in {workdir}/worker-*.log")
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for log in logs:
+            log.close()
+
+
+class ChangeDriver:
+    """Makes ``total`` row changes: inserts, updates (some keys very often), deletes and
+    re-inserts of deleted keys. Deterministic for a seed."""
+
+    def __init__(self, db: Path, total: int, seed: int = 7) -> None:
+        self.db = db
+        self.total = total
+        self.done = 0
+        self.rng = random.Random(seed)  # noqa: S311 - test data
+        self.live: dict[str, list[tuple[Any, ...]]] = {t: [] for t in SCHEMA}
+        self.live_set: dict[str, set[tuple[Any, ...]]] = {t: set() for t in SCHEMA}
+        self.deleted: dict[str, list[tuple[Any, ...]]] = {t: [] for t in SCHEMA}
+        self.next_id = {"items": 1, "order_lines": 1, "kv": 1}
+
+    def _new_key(self, table: str) -> tuple[Any, ...]:
+        n = self.next_id[table]
+        self.next_id[table] += 1
+        if table == "items":
+            return (n,)
+        if table == "order_lines":
+            return (n // 5 + 1, n % 5 + 1)
+        # Keys like ('1', '23') and ('12', '3') collide if joined without a separator;
+        # separators and quotes inside values must not confuse the unique id either.
+        tricky = ["", "|", ",", '"', "\\", ":", "ü"][n % 7]
+        return (f"{n // 10}{tricky}", f"{n % 10}{tricky}{n}")
+
+    def _values(self, table: str, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        r = self.rng
+        if table == "items":
+            ts = f"2026-11-{r.randint(1, 28):02d} {r.randint(0, 23):02d}:{r.randint(0, 59):02d}:00"
+            return (*key, f"item {key[0]} v{r.randint(0, 999)}", round(r.uniform(1, 500), 2),
+                    r.randint(0, 100), ts)
+        if table == "order_lines":
+            return (*key, f"SKU-{r.randint(1, 9999)}", round(r.uniform(1, 900), 2),
+                    r.choice([None, "gift", "express", "ünïcödé;'\""]))
+        return (*key, r.choice(["a", "b|c", 'quote"d', None]), r.randbytes(r.randint(0, 24)))
+
+    def _sql(self, table: str) -> tuple[str, str, str]:
+        cols = {"items": ["id", "name", "price", "qty", "updated_at"],
+                "order_lines": ["order_id", "line_no", "sku", "amount", "note"],
+                "kv": ["ns", "k", "v", "blob"]}[table]
+        nkey = {"items": 1, "order_lines": 2, "kv": 2}[table]
+        keys, others = cols[:nkey], cols[nkey:]
+        where = " AND ".join(f"{k} = ?" for k in keys)
+        insert = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        update = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in others)} WHERE {where}"
+        delete = f"DELETE FROM {table} WHERE {where}"
+        return insert, update, delete
+
+    def step(self, conn: sqlite3.Connection, count: int) -> None:
+        r = self.rng
+        for _ in range(count):
+            table = r.choices(list(SCHEMA), weights=[45, 40, 15])[0]
+            insert, update, delete = self._sql(table)
+            live = self.live[table]
+            roll = r.random()
+            if len(live) < 50 or roll < 0.40:
+                key = self._new_key(table)
+                conn.execute(insert, self._values(table, key))
+                self._add(table, key)
+            elif roll < 0.78:
+                # A fifth of updates hit the first 20 keys: those change many times.
+                key = live[r.randrange(min(20, len(live)))] if r.random() < 0.2 else r.choice(live)
+                values = self._values(table, key)[len(key):]
+                conn.execute(update, (*values, *key))
+            elif roll < 0.92 or not self.deleted[table]:
+                key = live.pop(r.randrange(len(live)))
+                self.live_set[table].discard(key)
+                conn.execute(delete, key)
+                self.deleted[table].append(key)
+            else:
+                key = self.deleted[table].pop(r.randrange(len(self.deleted[table])))
+                conn.execute(insert, self._values(table, key))
+                self._add(table, key)
+            self.done += 1
+
+    def _add(self, table: str, key: tuple[Any, ...]) -> None:
+        self.live[table].append(key)
+        self.live_set[table].add(key)
+
+    def run(self, chunk: int = 400) -> None:
+        with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
+            while self.done < self.total:
+                self.step(conn, min(chunk, self.total - self.done))
+                conn.commit()
+                time.sleep(0.01)  # let pollers interleave with the writer, as in production
+
+
+async def _drive(settings: Settings, db: Path, options: DemoOptions) -> dict[str, Any]:
+    from ctstream.demo_collector import run_collector
+
+    writer = BigQueryWriter(settings.bigquery)
+    stop_collector = asyncio.Event()
+    collector = None
+    if options.collectors == 2:
+        collector = asyncio.create_task(run_collector(settings, stop_collector))
+        progress("second (redundant) collector running: every change will be sent twice")
+    driver = ChangeDriver(db, options.rows)
+    progress(f"driving {options.rows} changes into {db.name}")
+    t0 = time.monotonic()
+    await asyncio.to_thread(driver.run)
+    progress(f"{driver.done} changes committed in {time.monotonic() - t0:.1f}s; "
+             "waiting for BigQuery to catch up")
+    deadline = time.monotonic() + options.timeout
+    mismatches = -1
+    detail: list[str] = []
+    while time.monotonic() < deadline:
+        mismatches, detail = await compare_tables(db, writer, list(SCHEMA))
+        if mismatches == 0:
+            break
+        await asyncio.sleep(1.0)
+    progress(f"latest views {'match' if mismatches == 0 else 'DIFFER from'} the source")
+    for line in detail[:10]:
+        progress(f"  {line}")
+    stop_collector.set()
+    if collector is not None:
+        await collector
+    totals = await kafka_totals(settings, list(SCHEMA), deadline=time.monotonic() + 30)
+    p50, p99, rows_in_bq = await latency_percentiles(writer, list(SCHEMA))
+    writer.close()
+    return {
+        "rows_changed": driver.done,
+        "events_produced": totals["raw"],
+        "duplicates_dropped": totals["raw"] - totals["deduped"],
+        "rows_in_bigquery": rows_in_bq,
+        "mismatches": mismatches,
+        "p50_latency_s": p50,
+        "p99_latency_s": p99,
+        "workers": options.workers,
+        "collectors": options.collectors,
+    }

@@ -1,0 +1,68 @@
+"""A stand-alone redundant collector: the same poll code, its own version, no Faust.
+
+The seed system ran two collectors for availability, each sending every change; the
+demo runs this one beside the workers' pollers so the dedup stage has real duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+
+from aiokafka import AIOKafkaProducer
+
+from ctstream.errors import CtstreamError
+from ctstream.settings import Settings
+from ctstream.streams.change_capture import poll_table
+from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.topics import TopicNames
+
+log = logging.getLogger("ctstream.collector")
+
+
+async def run_collector(settings: Settings, stop: asyncio.Event) -> int:
+    """Poll every table until ``stop`` is set, then once more; returns events sent."""
+    reader = SourceReader(settings.source)
+    names = TopicNames(settings.kafka.topic_prefix)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5
+    )
+    await producer.start()
+    sent = 0
+    try:
+        specs = await reader.describe_all(settings.source.tables)
+        versions = {name: await reader.min_valid_version(s) for name, s in specs.items()}
+        last_start: dict[str, float] = {}
+        final = False
+        while True:
+            for name, spec in specs.items():
+                topic = names.raw(spec)
+
+                async def send(
+                    key: bytes, value: bytes, ts: float, topic: str = topic
+                ) -> Awaitable[object]:
+                    fut: Awaitable[object] = await producer.send(
+                        topic, value=value, key=key, timestamp_ms=int(ts * 1000)
+                    )
+                    return fut
+
+                try:
+                    result = await poll_table(
+                        reader, spec, versions[name], send, last_start.get(name)
+                    )
+                except CtstreamError as exc:
+                    log.warning("collector: %s: %s", name, exc)
+                    continue
+                versions[name] = result.to_version
+                last_start[name] = result.started_at
+                sent += result.events
+            if final:
+                return sent
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.source.poll_interval)
+            final = stop.is_set()
+    finally:
+        await producer.stop()
+        await reader.close()

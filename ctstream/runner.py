@@ -1,0 +1,80 @@
+"""Starting a worker: check everything it needs first, then run the faust worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ctstream.errors import ConfigError, CtstreamError
+from ctstream.models import TableSpec
+from ctstream.settings import Settings
+from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.dialects import dialect_for
+from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.topics import TopicNames, ensure_topics
+
+log = logging.getLogger("ctstream.worker")
+
+
+async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, TableSpec]:
+    """Source tables described and checked, topics created, BigQuery tables and views made.
+
+    Every failure here is a clear error at start instead of a stalled pipeline later.
+    """
+    try:
+        dialect = dialect_for(settings.source.dialect)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    reader = SourceReader(settings.source, dialect)
+    try:
+        specs = await reader.describe_all(settings.source.tables)
+    finally:
+        await reader.close()
+    names = TopicNames(settings.kafka.topic_prefix).all_for(specs.values())
+    await ensure_topics(
+        settings.kafka.bootstrap_servers,
+        names,
+        settings.kafka.partitions,
+        settings.kafka.replication_factor,
+    )
+    try:
+        await writer.ensure_dataset()
+        for spec in specs.values():
+            await writer.ensure_table(spec)
+    except CtstreamError as exc:
+        where = settings.bigquery.endpoint or "Google's endpoint"
+        raise type(exc)(f"BigQuery at {where}: {exc}") from None
+    return specs
+
+
+def run_worker(settings: Settings, loglevel: str | None = None) -> int:
+    """Run one worker until SIGINT/SIGTERM. Several may run at once on one config."""
+    import uvloop
+    from faust.worker import Worker
+
+    from ctstream.agents import install
+    from ctstream.app import create_app
+    from ctstream.web import install_views
+
+    writer = BigQueryWriter(settings.bigquery, timeout=settings.sink.request_timeout)
+    specs = asyncio.run(preflight(settings, writer))
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = create_app(settings)
+    pipeline = install(app, settings, specs, writer)
+    install_views(app, pipeline)
+    worker: Any = Worker(
+        app,
+        loop=loop,
+        loglevel=loglevel or settings.app.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=True,
+    )
+    log.info("worker starting: tables %s", ", ".join(specs))
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -1,0 +1,176 @@
+"""BigQuery table shapes for source tables, and row validation before sending.
+
+bqemulator answers a wrongly typed row with HTTP 500 for the whole request, and ignores
+unknown columns; real BigQuery rejects them per row. Either way, a row is checked here
+first so a bad row goes to ``_error_records`` instead of failing its batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from google.cloud.bigquery import SchemaField
+
+from ctstream.models import TableSpec
+
+METADATA_FIELDS: tuple[SchemaField, ...] = (
+    SchemaField("message_unique_id", "STRING", mode="REQUIRED"),
+    SchemaField("table_name", "STRING", mode="REQUIRED"),
+    SchemaField("changetrack_interval", "FLOAT64"),
+    SchemaField("changetrack_start_time", "TIMESTAMP"),
+    SchemaField("changetrack_type", "STRING", mode="REQUIRED"),
+    SchemaField("changetrack_ver", "INT64", mode="REQUIRED"),
+    SchemaField("bigquery_insert_time", "TIMESTAMP"),
+)
+
+ERROR_RECORDS_TABLE = "_error_records"
+ERROR_RECORDS_FIELDS: tuple[SchemaField, ...] = (
+    SchemaField("source_table", "STRING"),
+    SchemaField("message_unique_id", "STRING"),
+    SchemaField("reason", "STRING", mode="REQUIRED"),
+    SchemaField("payload", "STRING"),
+    SchemaField("topic", "STRING"),
+    SchemaField("partition", "INT64"),
+    SchemaField("offset", "INT64"),
+    SchemaField("error_time", "TIMESTAMP", mode="REQUIRED"),
+)
+
+_PARAMS = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
+
+
+def bigquery_type(source_type: str) -> str:
+    """Declared source type → BigQuery type (SQLite affinity rules, SQL Server names)."""
+    t = source_type.strip().lower()
+    base = t.split("(")[0].strip()
+    if base in {"bit", "bool", "boolean"}:
+        return "BOOL"
+    if base in {"date"}:
+        return "DATE"
+    if base in {"time"}:
+        return "TIME"
+    if base in {"datetime", "datetime2", "smalldatetime", "timestamp"}:
+        return "DATETIME"
+    if base == "datetimeoffset":
+        return "TIMESTAMP"
+    if base in {"decimal", "numeric", "money", "smallmoney"}:
+        match = _PARAMS.search(t)
+        precision = int(match.group(1)) if match else 18
+        scale = int(match.group(2) or 0) if match else 0
+        if base in {"money", "smallmoney"} or (precision - scale <= 29 and scale <= 9):
+            return "NUMERIC"
+        return "BIGNUMERIC"
+    if base in {"uniqueidentifier", "xml"}:
+        return "STRING"
+    # SQLite type affinity (https://www.sqlite.org/datatype3.html §3.1), in its order.
+    if "int" in base:
+        return "INT64"
+    if any(s in base for s in ("char", "clob", "text")):
+        return "STRING"
+    if base == "" or "blob" in base or "binary" in base or base == "image":
+        return "BYTES" if base else "STRING"
+    if any(s in base for s in ("real", "floa", "doub")):
+        return "FLOAT64"
+    return "NUMERIC"
+
+
+def table_schema(spec: TableSpec) -> list[SchemaField]:
+    fields = [SchemaField(c.bq_name, bigquery_type(c.source_type)) for c in spec.columns]
+    return [*fields, *METADATA_FIELDS]
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"column {self.column!r}: {self.reason}"
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_value(kind: str, value: Any) -> str | None:
+    """None if ``value`` is acceptable JSON for a BigQuery ``kind`` column, else why not."""
+    if value is None:
+        return None
+    if kind == "STRING":
+        return None if isinstance(value, str) else f"expected text, got {type(value).__name__}"
+    if kind == "INT64":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return f"expected an integer, got {type(value).__name__}"
+        try:
+            number = int(value)
+        except ValueError:
+            return f"expected an integer, got {str(value)[:40]!r}"
+        return None if _INT64[0] <= number <= _INT64[1] else "integer out of INT64 range"
+    if kind == "FLOAT64":
+        if isinstance(value, bool):
+            return "expected a number, got bool"
+        if isinstance(value, int | float) or value in ("NaN", "Infinity", "-Infinity"):
+            return None
+        return f"expected a number, got {type(value).__name__}"
+    if kind in {"NUMERIC", "BIGNUMERIC"}:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            return f"expected a decimal number, got {type(value).__name__}"
+        try:
+            Decimal(str(value))
+        except InvalidOperation:
+            return f"expected a decimal number, got {str(value)[:40]!r}"
+        return None
+    if kind == "BOOL":
+        if isinstance(value, bool) or value in (0, 1, "true", "false"):
+            return None
+        return f"expected a boolean, got {str(value)[:40]!r}"
+    if kind == "BYTES":
+        if not isinstance(value, str):
+            return f"expected base64 bytes, got {type(value).__name__}"
+        try:
+            base64.b64decode(value, validate=True)
+        except binascii.Error:
+            return "expected base64-encoded bytes"
+        return None
+    if kind in {"DATE", "DATETIME", "TIMESTAMP", "TIME"}:
+        if not isinstance(value, str):
+            return f"expected an ISO-8601 {kind.lower()}, got {type(value).__name__}"
+        try:
+            if kind == "DATE":
+                dt.date.fromisoformat(value)
+            elif kind == "TIME":
+                dt.time.fromisoformat(value)
+            else:
+                dt.datetime.fromisoformat(value.replace(" ", "T"))
+        except ValueError:
+            return f"expected an ISO-8601 {kind.lower()}, got {value[:40]!r}"
+        return None
+    return None
+
+
+class RowValidator:
+    """Checks rows against one BigQuery table's schema (names and types)."""
+
+    def __init__(self, fields: list[SchemaField]) -> None:
+        self._types = {f.name: f.field_type for f in fields}
+        self._required = [f.name for f in fields if f.mode == "REQUIRED"]
+
+    def problems(self, row: Mapping[str, Any]) -> list[RowProblem]:
+        found: list[RowProblem] = []
+        for name, value in row.items():
+            kind = self._types.get(name)
+            if kind is None:
+                found.append(RowProblem(name, "no such column in the BigQuery table"))
+                continue
+            reason = _check_value(kind, value)
+            if reason is not None:
+                found.append(RowProblem(name, reason))
+        for name in self._required:
+            if row.get(name) is None:
+                found.append(RowProblem(name, "required, but missing or null"))
+        return found

@@ -1,0 +1,198 @@
+"""Writes change rows to BigQuery: tables and views on first use, insertAll with insertIds.
+
+The google-cloud-bigquery client is synchronous; every call runs in a worker thread so
+the event loop never blocks. Retrying is the caller's job (the sink agent retries forever
+with backoff and does not acknowledge meanwhile); this module only says, through the
+``retriable`` attribute of the error it raises, whether trying again can help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.cloud import bigquery
+
+from ctstream.errors import SinkError, SinkUnavailable
+from ctstream.models import TableSpec
+from ctstream.settings import BigQuerySettings
+from ctstream.streams.bigquery_schema import (
+    ERROR_RECORDS_FIELDS,
+    ERROR_RECORDS_TABLE,
+    RowValidator,
+    table_schema,
+)
+
+log = logging.getLogger(__name__)
+
+_RETRIABLE_REASONS = {"quotaExceeded", "rateLimitExceeded", "backendError", "internalError"}
+
+
+def make_client(settings: BigQuerySettings) -> bigquery.Client:
+    options: dict[str, Any] = {}
+    credentials: Credentials | None = None
+    if settings.endpoint:
+        options["api_endpoint"] = settings.endpoint
+    if settings.credentials_file is not None:
+        from google.oauth2 import service_account
+
+        credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+            str(settings.credentials_file)
+        )
+    elif settings.endpoint:
+        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    return bigquery.Client(
+        project=settings.project,
+        credentials=credentials,
+        location=settings.location,
+        client_options=options or None,
+    )
+
+
+def classify(exc: BaseException, what: str) -> SinkError:
+    """A client exception → SinkUnavailable (try again) or SinkError (will not help)."""
+    if isinstance(exc, SinkError):
+        return exc
+    message = f"{what}: {type(exc).__name__}: {str(exc)[:300]}"
+    if isinstance(
+        exc,
+        gexc.ServerError | gexc.TooManyRequests | gexc.RetryError | TimeoutError | ConnectionError,
+    ) or isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return SinkUnavailable(message)
+    if isinstance(exc, gexc.Forbidden):
+        reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
+        if reasons & _RETRIABLE_REASONS:
+            return SinkUnavailable(message)
+    if isinstance(exc, gexc.GoogleAPICallError) and exc.code in (408, 409, 500, 502, 503, 504):
+        return SinkUnavailable(message)
+    return SinkError(message)
+
+
+class BigQueryWriter:
+    """One dataset: change tables, their latest-state views and the error records table."""
+
+    def __init__(self, settings: BigQuerySettings, timeout: float = 60.0) -> None:
+        self.settings = settings
+        self._client = make_client(settings)
+        self._timeout = timeout
+        self._validators: dict[str, RowValidator] = {}
+
+    def ref(self, table: str) -> str:
+        return f"{self.settings.project}.{self.settings.dataset}.{table}"
+
+    def validator(self, table: str) -> RowValidator:
+        return self._validators[table]
+
+    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except Exception as exc:
+            raise classify(exc, what) from exc
+
+    async def ensure_dataset(self) -> None:
+        dataset = bigquery.Dataset(f"{self.settings.project}.{self.settings.dataset}")
+        if self.settings.location:
+            dataset.location = self.settings.location
+        await self._call(
+            f"creating dataset {self.settings.dataset}",
+            self._client.create_dataset,
+            dataset,
+            exists_ok=True,
+            timeout=self._timeout,
+        )
+        fields = list(ERROR_RECORDS_FIELDS)
+        table = bigquery.Table(self.ref(ERROR_RECORDS_TABLE), schema=fields)
+        await self._call(
+            "creating the error records table",
+            self._client.create_table,
+            table,
+            exists_ok=True,
+            timeout=self._timeout,
+        )
+        self._validators[ERROR_RECORDS_TABLE] = RowValidator(fields)
+
+    async def ensure_table(self, spec: TableSpec) -> None:
+        """Create the change table and its latest-state view if they are missing."""
+        fields = table_schema(spec)
+        table = bigquery.Table(self.ref(spec.bq_table), schema=fields)
+        clusterable = [
+            c.bq_name
+            for c in spec.key_columns
+            if next(f for f in fields if f.name == c.bq_name).field_type
+            in {"STRING", "INT64", "DATE", "DATETIME", "TIMESTAMP", "BOOL", "NUMERIC"}
+        ]
+        if clusterable:
+            table.clustering_fields = clusterable[:4]
+        await self._call(
+            f"creating table {spec.bq_table}",
+            self._client.create_table,
+            table,
+            exists_ok=True,
+            timeout=self._timeout,
+        )
+        view = bigquery.Table(self.ref(f"{spec.bq_table}_latest"))
+        view.view_query = latest_view_sql(self.ref(spec.bq_table), spec)
+        await self._call(
+            f"creating view {spec.bq_table}_latest",
+            self._client.create_table,
+            view,
+            exists_ok=True,
+            timeout=self._timeout,
+        )
+        self._validators[spec.bq_table] = RowValidator(fields)
+
+    async def insert(
+        self, table: str, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]
+    ) -> list[tuple[int, str]]:
+        """insertAll. Returns per-row rejections as (index, reason); raises on failure."""
+        if not rows:
+            return []
+        errors = await self._call(
+            f"writing {len(rows)} rows to {table}",
+            self._client.insert_rows_json,
+            self.ref(table),
+            list(rows),
+            row_ids=list(row_ids),
+            retry=None,  # ours: forever, with backoff, and without acknowledging meanwhile
+            timeout=self._timeout,
+        )
+        rejected: list[tuple[int, str]] = []
+        for entry in errors or []:
+            reasons = "; ".join(
+                f"{e.get('location', '')}: {e.get('message', e.get('reason', ''))}"
+                for e in entry.get("errors", [])
+            )
+            rejected.append((int(entry.get("index", -1)), reasons or "rejected by BigQuery"))
+        return rejected
+
+    async def query(self, sql: str) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            job = self._client.query(sql, timeout=self._timeout)
+            return [dict(row.items()) for row in job.result(timeout=self._timeout)]
+
+        result: list[dict[str, Any]] = await self._call("query", run)
+        return result
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def latest_view_sql(table_ref: str, spec: TableSpec) -> str:
+    """Latest row per key by change version; deleted keys left out."""
+    keys = ", ".join(_quote(c.bq_name) for c in spec.key_columns)
+    return (
+        "SELECT * EXCEPT (_ctstream_rank) FROM ("
+        f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
+        "ORDER BY changetrack_ver DESC, bigquery_insert_time DESC) AS _ctstream_rank "
+        f"FROM {_quote(table_ref)}) "
+        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D'"
+    )

@@ -1,0 +1,82 @@
+"""One poll of one table: read changes, produce them, wait for Kafka, report the version.
+
+Shared by the poll agent (which saves the version in a changelog-backed Faust table) and
+by any stand-alone collector (the demo's second, redundant collector). The caller saves
+the returned version only after this returns: every event has been acknowledged by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ctstream.models import ChangeEvent, TableSpec, encode_key, unique_id
+from ctstream.streams.source_reader import SourceReader
+
+# send(key, value, timestamp_s) → an awaitable that completes when Kafka acknowledged it.
+Send = Callable[[bytes, bytes, float], Awaitable[Awaitable[object]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    table: str
+    from_version: int
+    to_version: int
+    min_valid_version: int
+    events: int
+    started_at: float
+    seconds: float
+
+
+def iso_utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def poll_table(
+    reader: SourceReader,
+    spec: TableSpec,
+    last_version: int,
+    send: Send,
+    previous_start: float | None = None,
+) -> PollResult:
+    """Produce every change of ``spec`` after ``last_version``; return the new version.
+
+    Acks are awaited per fetched batch, so memory stays bounded by ``fetch_size`` however
+    large the change set is. Raises (SourceUnavailable, VersionTooOld, Kafka errors)
+    without a result: then nothing may be saved and the next poll reads the same changes.
+    """
+    started = time.time()
+    start_iso = iso_utc(started)
+    interval = round(started - previous_start, 6) if previous_start else 0.0
+    events = 0
+    async with reader.changes(spec, last_version) as changes:
+        async for batch in changes.batches():
+            pending: list[Awaitable[object]] = []
+            for change in batch:
+                event = ChangeEvent(
+                    message_unique_id=unique_id(spec.name, change.key, change.version),
+                    table_name=spec.name,
+                    changetrack_interval=interval,
+                    changetrack_start_time=start_iso,
+                    changetrack_type=change.operation,
+                    changetrack_ver=change.version,
+                    key=list(change.key),
+                    row=change.row,
+                )
+                pending.append(await send(encode_key(change.key), event.to_bytes(), started))
+            await asyncio.gather(*pending)
+            events += len(batch)
+        to_version = max(changes.current_version, last_version)
+        min_valid = changes.min_valid_version
+    return PollResult(
+        table=spec.name,
+        from_version=last_version,
+        to_version=to_version,
+        min_valid_version=min_valid,
+        events=events,
+        started_at=started,
+        seconds=time.time() - started,
+    )

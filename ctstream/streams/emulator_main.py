@@ -1,0 +1,134 @@
+"""Run the BigQuery emulator (bqemulator) as a process of its own.
+
+Usage::
+
+    python -m ctstream.streams.emulator_main --rest-port N --grpc-port M \\
+        [--ready-file PATH] [--log-level warning] [--project local]
+
+The emulator insists on DuckDB's ``spatial`` extension at start, which cannot be
+downloaded on machines without internet access; this entry point replaces the loader
+with a no-op (only GEOGRAPHY is lost). DuckDB's ``avro`` extension is skipped too unless
+``--avro`` is given: its download attempt fails offline after about two seconds, and only
+Avro load/extract jobs need it. Once both servers accept connections it writes
+``{"rest_port": .., "grpc_port": .., "pid": ..}`` atomically (temp file + rename) to the
+ready file, then runs until SIGTERM or SIGINT and stops cleanly. The ready file is removed
+again on a clean stop.
+
+:mod:`ctstream.streams.local_stack` launches this module; it is not meant to be imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+HOST = "127.0.0.1"
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m ctstream.streams.emulator_main",
+        description="Run the local BigQuery emulator on 127.0.0.1.",
+    )
+    parser.add_argument("--rest-port", type=int, required=True, help="REST port (0 = any free)")
+    parser.add_argument("--grpc-port", type=int, required=True, help="gRPC port (0 = any free)")
+    parser.add_argument("--ready-file", type=Path, default=None, help="JSON written once ready")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    parser.add_argument("--project", default="local", help="default project id")
+    parser.add_argument(
+        "--avro",
+        action="store_true",
+        help="try to install DuckDB's avro extension (needs network; off by default)",
+    )
+    return parser.parse_args(argv)
+
+
+def write_ready_file(path: Path, payload: dict[str, int]) -> None:
+    """Write ``payload`` as JSON to ``path`` so that readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _disable_spatial() -> None:
+    from bqemulator.storage.engine import DuckDBEngine
+
+    def _no_spatial(self: object) -> None:
+        return None
+
+    DuckDBEngine._load_spatial = _no_spatial  # type: ignore[method-assign]
+
+
+async def serve(args: argparse.Namespace) -> None:
+    _disable_spatial()
+    from bqemulator.config import Settings
+    from bqemulator.server import EmulatorServer
+
+    settings = Settings(
+        rest_host=HOST,
+        grpc_host=HOST,
+        rest_port=args.rest_port,
+        grpc_port=args.grpc_port,
+        default_project_id=args.project,
+        log_level=args.log_level,
+        enable_format_extensions=args.avro,
+    )
+    server = EmulatorServer(settings)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    ready_file: Path | None = args.ready_file
+    try:
+        await server.start()
+        rest_port, grpc_port = int(server.rest_port), int(server.grpc_port)
+        if ready_file is not None:
+            write_ready_file(
+                ready_file, {"rest_port": rest_port, "grpc_port": grpc_port, "pid": os.getpid()}
+            )
+        print(
+            f"emulator ready: rest http://{HOST}:{rest_port} grpc {HOST}:{grpc_port} "
+            f"pid {os.getpid()}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+        print("emulator stopping", file=sys.stderr, flush=True)
+    finally:
+        await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    ready_file: Path | None = args.ready_file
+    try:
+        asyncio.run(serve(args))
+    finally:
+        if ready_file is not None:
+            with contextlib.suppress(OSError):
+                ready_file.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""``/api/status``: what this worker did, per table. No setting is ever shown here."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ctstream.agents import Pipeline
+
+
+def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
+    poll, dedup, sink = pipeline.poll_stats, pipeline.dedup_stats, pipeline.sink_stats
+    tables = {}
+    for name in pipeline.specs:
+        tables[name] = {
+            "polls": poll.polls.get(name, 0),
+            "events_produced": poll.events.get(name, 0),
+            "saved_version": poll.versions.get(name),
+            "poll_error": poll.last_error.get(name),
+            "dedup_seen": dedup.seen.get(name, 0),
+            "duplicates_dropped": dedup.dropped.get(name, 0),
+            "rows_written": sink.rows_written.get(name, 0),
+            "error_rows": sink.error_rows.get(name, 0),
+        }
+    app = pipeline.app
+    return {
+        "app": app.conf.id,
+        "time": time.time(),
+        "tables": tables,
+        "sink": {
+            "batches": sink.batches,
+            "retries": sink.retries,
+            "last_batch_at": sink.last_batch_at,
+            "last_batch_rows": sink.last_batch_rows,
+        },
+        "errors_reported": pipeline.errors.count,
+        "bad_messages_at_dedup": dedup.bad,
+    }
+
+
+def install_views(app: Any, pipeline: Pipeline) -> None:
+    @app.page("/api/status/")
+    async def status(web: Any, request: Any) -> Any:
+        return web.json(status_snapshot(pipeline))

@@ -113,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--config", "-c", required=True, help="TOML config file")
     worker.add_argument(
-        "--loglevel", "-l", choices=["debug", "info", "warning", "error"], default=None,
+        "--loglevel",
+        "-l",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
         help="log level (default: app.log_level from the config)",
     )
     worker.set_defaults(func=_cmd_worker)
@@ -130,12 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     demo.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     demo.add_argument(
-        "--collectors", type=int, default=2, choices=[1, 2],
+        "--collectors",
+        type=int,
+        default=2,
+        choices=[1, 2],
         help="2 (default) adds a second, redundant collector like the seed system's, "
         "so every change reaches Kafka twice and dedup has work to do",
     )
-    demo.add_argument("--timeout", type=duration, default=300.0,
-                      help="how long to wait for BigQuery to catch up (default 300s)")
+    demo.add_argument(
+        "--timeout",
+        type=duration,
+        default=300.0,
+        help="how long to wait for BigQuery to catch up (default 300s)",
+    )
     demo.add_argument("--workdir", help="keep the demo's files here (default: a temp dir)")
     demo.add_argument("--keep", action="store_true", help="do not delete the work dir")
     demo.set_defaults(func=_cmd_demo)
@@ -148,14 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         "addresses and leaves them running; `down` stops them.",
     )
     stack.add_argument("action", choices=["up", "down"])
-    stack.add_argument("--json", action="store_true",
-                       help="print kafka_bootstrap and bigquery_endpoint as JSON")
-    stack.add_argument("--dir", default=".ctstream",
-                       help="where the state file and logs live (default .ctstream)")
+    stack.add_argument(
+        "--json", action="store_true", help="print kafka_bootstrap and bigquery_endpoint as JSON"
+    )
+    stack.add_argument(
+        "--dir", default=".ctstream", help="where the state file and logs live (default .ctstream)"
+    )
     stack.set_defaults(func=_cmd_stack)
 
     sqlite = sub.add_parser(
-        "sqlite", help="the SQLite Change Tracking stand-in",
+        "sqlite",
+        help="the SQLite Change Tracking stand-in",
         description="Tools for the SQLite source that stands in for SQL Server.",
     )
     sqlite_sub = sqlite.add_subparsers(dest="sqlite_command", required=True, metavar="COMMAND")
@@ -168,9 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     track.add_argument("db", help="SQLite database file")
     track.add_argument("tables", nargs="+", metavar="TABLE")
-    track.add_argument("--retention", type=duration, default=2 * 86400.0,
-                       help="how long changes are kept before cleanup may drop them "
-                       "(default 2d, as SQL Server)")
+    track.add_argument(
+        "--retention",
+        type=duration,
+        default=2 * 86400.0,
+        help="how long changes are kept before cleanup may drop them (default 2d, as SQL Server)",
+    )
     track.set_defaults(func=_cmd_sqlite_track)
     return parser
 

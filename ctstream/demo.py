@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -21,12 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ctstream.demo_check import compare_tables, kafka_totals, latency_percentiles
+from ctstream.errors import CtstreamError
 from ctstream.settings import Settings, load_settings
 from ctstream.streams import local_stack
 from ctstream.streams.bigquery_writer import BigQueryWriter
@@ -34,7 +37,7 @@ from ctstream.streams.sqlite_tracking import track_database
 
 SCHEMA = {
     "items": (
-        'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, '
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, "
         "qty INTEGER, updated_at DATETIME)"
     ),
     "order_lines": (
@@ -73,11 +76,12 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             progress(f"kafka {info.kafka_bootstrap}, bigquery {info.bigquery_endpoint}")
             db = workdir / "demo.db"
             create_source(db)
-            config = write_config(workdir, info.kafka_bootstrap, info.bigquery_endpoint, db,
-                                  options.poll_interval)
+            config = write_config(
+                workdir, info.kafka_bootstrap, info.bigquery_endpoint, db, options.poll_interval
+            )
             settings = load_settings(config)
-            with workers_running(config, options.workers, workdir):
-                summary = asyncio.run(_drive(settings, db, options))
+            with workers_running(config, options.workers, workdir) as workers:
+                summary = asyncio.run(_drive(settings, db, options, workers))
     finally:
         if not options.keep and options.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -102,7 +106,7 @@ def write_config(workdir: Path, kafka: str, bigquery: str, db: Path, poll: str) 
         f"""# written by `ctstream demo`
 [app]
 id = "ctstream-demo"
-data_dir = "{workdir / 'data'}"
+data_dir = "{workdir / "data"}"
 
 [source]
 dialect = "sqlite"
@@ -132,32 +136,40 @@ endpoint = "{bigquery}"
     return path
 
 
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    web_port: int
+    log: Path
+
+
 @contextlib.contextmanager
-def workers_running(config: Path, count: int, workdir: Path) -> Iterator[list[Any]]:
-    procs: list[subprocess.Popen[bytes]] = []
+def workers_running(config: Path, count: int, workdir: Path) -> Iterator[list[WorkerProcess]]:
+    procs: list[WorkerProcess] = []
     logs = []
     try:
         for i in range(count):
             env = dict(os.environ)
-            env["CTSTREAM_WEB__PORT"] = str(local_stack.free_port())
+            port = local_stack.free_port()
+            env["CTSTREAM_WEB__PORT"] = str(port)
             env["CTSTREAM_APP__DATA_DIR"] = str(workdir / f"data-{i}")
-            log = open(workdir / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed below
+            log_path = workdir / f"worker-{i}.log"
+            log = open(log_path, "wb")  # noqa: SIM115 - closed below
             logs.append(log)
-            procs.append(
-                subprocess.Popen(  # noqa: S603 - fixed argv
-                    [sys.executable, "-m", "ctstream", "worker", "--config", str(config)],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv
+                [sys.executable, "-m", "ctstream", "worker", "--config", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
+            procs.append(WorkerProcess(proc, port, log_path))
         progress(f"started {count} worker process(es); logs in {workdir}/worker-*.log")
         yield procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
+        for worker in procs:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        for proc in (w.proc for w in procs):
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -197,17 +209,28 @@ class ChangeDriver:
         r = self.rng
         if table == "items":
             ts = f"2026-11-{r.randint(1, 28):02d} {r.randint(0, 23):02d}:{r.randint(0, 59):02d}:00"
-            return (*key, f"item {key[0]} v{r.randint(0, 999)}", round(r.uniform(1, 500), 2),
-                    r.randint(0, 100), ts)
+            return (
+                *key,
+                f"item {key[0]} v{r.randint(0, 999)}",
+                round(r.uniform(1, 500), 2),
+                r.randint(0, 100),
+                ts,
+            )
         if table == "order_lines":
-            return (*key, f"SKU-{r.randint(1, 9999)}", round(r.uniform(1, 900), 2),
-                    r.choice([None, "gift", "express", "ünïcödé;'\""]))
+            return (
+                *key,
+                f"SKU-{r.randint(1, 9999)}",
+                round(r.uniform(1, 900), 2),
+                r.choice([None, "gift", "express", "ünïcödé;'\""]),
+            )
         return (*key, r.choice(["a", "b|c", 'quote"d', None]), r.randbytes(r.randint(0, 24)))
 
     def _sql(self, table: str) -> tuple[str, str, str]:
-        cols = {"items": ["id", "name", "price", "qty", "updated_at"],
-                "order_lines": ["order_id", "line_no", "sku", "amount", "note"],
-                "kv": ["ns", "k", "v", "blob"]}[table]
+        cols = {
+            "items": ["id", "name", "price", "qty", "updated_at"],
+            "order_lines": ["order_id", "line_no", "sku", "amount", "note"],
+            "kv": ["ns", "k", "v", "blob"],
+        }[table]
         nkey = {"items": 1, "order_lines": 2, "kv": 2}[table]
         keys, others = cols[:nkey], cols[nkey:]
         where = " AND ".join(f"{k} = ?" for k in keys)
@@ -230,7 +253,7 @@ class ChangeDriver:
             elif roll < 0.78:
                 # A fifth of updates hit the first 20 keys: those change many times.
                 key = live[r.randrange(min(20, len(live)))] if r.random() < 0.2 else r.choice(live)
-                values = self._values(table, key)[len(key):]
+                values = self._values(table, key)[len(key) :]
                 conn.execute(update, (*values, *key))
             elif roll < 0.92 or not self.deleted[table]:
                 key = live.pop(r.randrange(len(live)))
@@ -255,9 +278,52 @@ class ChangeDriver:
                 time.sleep(0.01)  # let pollers interleave with the writer, as in production
 
 
-async def _drive(settings: Settings, db: Path, options: DemoOptions) -> dict[str, Any]:
+async def wait_until_polling(
+    workers: list[WorkerProcess],
+    tables: list[str],
+    timeout: float,  # noqa: ASYNC109
+) -> None:
+    """Until every table has been polled once by some worker; fail fast if one died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        polled: set[str] = set()
+        for worker in workers:
+            if worker.proc.poll() is not None:
+                tail = worker.log.read_text(errors="replace").splitlines()[-15:]
+                raise CtstreamError(
+                    f"worker exited with status {worker.proc.returncode}; its log ends:\n"
+                    + "\n".join(tail)
+                )
+            status = await asyncio.to_thread(_worker_status, worker.web_port)
+            for name, table in (status or {}).get("tables", {}).items():
+                if table.get("polls"):
+                    polled.add(name)
+        if polled >= set(tables):
+            return
+        if time.monotonic() > deadline:
+            raise CtstreamError(
+                f"workers did not start polling within {timeout:.0f}s "
+                f"(polled so far: {sorted(polled)}); see {workers[0].log}"
+            )
+        await asyncio.sleep(0.5)
+
+
+def _worker_status(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status/", timeout=2) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+    except (OSError, ValueError):
+        return None
+
+
+async def _drive(
+    settings: Settings, db: Path, options: DemoOptions, workers: list[WorkerProcess]
+) -> dict[str, Any]:
     from ctstream.demo_collector import run_collector
 
+    progress("waiting for the workers to join and start polling")
+    await wait_until_polling(workers, list(SCHEMA), timeout=120)
     writer = BigQueryWriter(settings.bigquery)
     stop_collector = asyncio.Event()
     collector = None
@@ -268,8 +334,10 @@ async def _drive(settings: Settings, db: Path, options: DemoOptions) -> dict[str
     progress(f"driving {options.rows} changes into {db.name}")
     t0 = time.monotonic()
     await asyncio.to_thread(driver.run)
-    progress(f"{driver.done} changes committed in {time.monotonic() - t0:.1f}s; "
-             "waiting for BigQuery to catch up")
+    progress(
+        f"{driver.done} changes committed in {time.monotonic() - t0:.1f}s; "
+        "waiting for BigQuery to catch up"
+    )
     deadline = time.monotonic() + options.timeout
     mismatches = -1
     detail: list[str] = []

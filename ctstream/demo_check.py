@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
@@ -23,8 +22,10 @@ from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.dialects import quote_sqlite
 from ctstream.streams.topics import TopicNames
 
+SourceRows = dict[tuple[Any, ...], dict[str, Any]]
 
-def _source_rows(db: Path, table: str) -> tuple[list[str], list[str], dict[tuple[Any, ...], dict[str, Any]]]:
+
+def _source_rows(db: Path, table: str) -> tuple[list[str], list[str], SourceRows]:
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
         info = conn.execute("SELECT name, pk FROM pragma_table_info(?) ORDER BY cid", (table,))
         cols = info.fetchall()
@@ -126,23 +127,22 @@ async def kafka_totals(
     raw_topics = [names.raw(s) for s in specs]
     deduped_topics = [names.deduped(s) for s in specs]
     bootstrap = settings.kafka.bootstrap_servers
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    # committed() reads the app's group offsets without joining the group.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=settings.app.id, enable_auto_commit=False
+    )
     await consumer.start()
-    await admin.start()
     try:
+        parts = [
+            TopicPartition(t, p)
+            for t in raw_topics + deduped_topics
+            for p in range(settings.kafka.partitions)
+        ]
         while True:
-            parts = [
-                TopicPartition(t, p)
-                for t in raw_topics + deduped_topics
-                for p in range(settings.kafka.partitions)
-            ]
             ends = await consumer.end_offsets(parts)
-            committed = await admin.list_consumer_group_offsets(settings.app.id)
-            lag = sum(
-                ends[tp] - (committed[tp].offset if tp in committed else 0)
-                for tp in parts
-            )
+            lag = 0
+            for tp in parts:
+                lag += ends[tp] - (await consumer.committed(tp) or 0)
             if lag <= 0 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
@@ -151,4 +151,3 @@ async def kafka_totals(
         return {"raw": raw, "deduped": deduped, "lag": max(lag, 0)}
     finally:
         await consumer.stop()
-        await admin.close()

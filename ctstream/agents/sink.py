@@ -96,13 +96,17 @@ def install_sink(
                 ids.append(change.message_unique_id)
                 sources.append((change, event))
 
-            async def write(rows: list[dict[str, Any]] = rows, ids: list[str] = ids) -> Any:
+            async def write(
+                rows: list[dict[str, Any]] = rows, ids: list[str] = ids, bq_table: str = bq_table
+            ) -> Any:
                 return await writer.insert(bq_table, rows, ids)
 
             try:
                 rejected = await retry_forever(
-                    write, f"writing {len(rows)} rows to {bq_table}",
-                    *_retry(settings), on_retry=on_retry,
+                    write,
+                    f"writing {len(rows)} rows to {bq_table}",
+                    *_retry(settings),
+                    on_retry=on_retry,
                 )
             except SinkError as exc:
                 # Retrying cannot help (e.g. 400 for the whole request): park every row.
@@ -111,9 +115,7 @@ def install_sink(
                 if 0 <= index < len(sources):
                     change, event = sources[index]
                     bad.append(_record(f"rejected by BigQuery: {reason}", event, table, change))
-            stats.rows_written[table] = stats.rows_written.get(table, 0) + len(rows) - len(
-                rejected
-            )
+            stats.rows_written[table] = stats.rows_written.get(table, 0) + len(rows) - len(rejected)
 
         if bad:
             for record in bad:

@@ -68,12 +68,16 @@ class ChangeEvent:
         if not isinstance(obj, dict):
             raise BadEvent("not a JSON object")
         try:
-            uid, table, interval = obj["message_unique_id"], obj["table_name"], obj[
-                "changetrack_interval"
-            ]
-            start, op, ver = obj["changetrack_start_time"], obj["changetrack_type"], obj[
-                "changetrack_ver"
-            ]
+            uid, table, interval = (
+                obj["message_unique_id"],
+                obj["table_name"],
+                obj["changetrack_interval"],
+            )
+            start, op, ver = (
+                obj["changetrack_start_time"],
+                obj["changetrack_type"],
+                obj["changetrack_ver"],
+            )
             key, row = obj["key"], obj["row"]
         except KeyError as exc:
             raise BadEvent(f"missing field {exc.args[0]!r}") from None

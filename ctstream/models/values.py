@@ -20,7 +20,7 @@ JsonValue = None | bool | int | float | str
 def normalise(value: Any) -> JsonValue:
     """One database value → its JSON-native form."""
     if value is None or isinstance(value, bool | int | str):
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, float):
         # NaN/Infinity are not JSON; keep them as the strings BigQuery accepts for FLOAT64.
         if math.isnan(value):
@@ -34,9 +34,8 @@ def normalise(value: Any) -> JsonValue:
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC)
-            return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return value.isoformat(timespec="microseconds")
+            return str(value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        return str(value.isoformat(timespec="microseconds"))
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, uuid.UUID):

@@ -18,7 +18,7 @@ T = TypeVar("T")
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Full-jitter-ish delay: between half and all of ``initial * 2**(attempt-1)``, capped."""
     ceiling = min(maximum, initial * 2 ** max(0, attempt - 1))
-    return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+    return float(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not cryptography
 
 
 async def retry_forever(

@@ -59,10 +59,16 @@ def classify(exc: BaseException, what: str) -> SinkError:
     if isinstance(exc, SinkError):
         return exc
     message = f"{what}: {type(exc).__name__}: {str(exc)[:300]}"
-    if isinstance(
-        exc,
-        gexc.ServerError | gexc.TooManyRequests | gexc.RetryError | TimeoutError | ConnectionError,
-    ) or isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+    transient = (
+        gexc.ServerError,
+        gexc.TooManyRequests,
+        gexc.RetryError,
+        TimeoutError,
+        ConnectionError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+    )
+    if isinstance(exc, transient):
         return SinkUnavailable(message)
     if isinstance(exc, gexc.Forbidden):
         reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
@@ -179,7 +185,7 @@ class BigQueryWriter:
         return result
 
     def close(self) -> None:
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]
 
 
 def _quote(name: str) -> str:

@@ -52,10 +52,7 @@ class SqliteDialect:
     name = "sqlite"
 
     def tracked_table_sql(self) -> str:
-        return (
-            "SELECT change_table, min_valid_version FROM _ctstream_tracked "
-            "WHERE table_name = ?"
-        )
+        return "SELECT change_table, min_valid_version FROM _ctstream_tracked WHERE table_name = ?"
 
     def columns_sql(self) -> str:
         return 'SELECT name, type, "notnull", pk FROM pragma_table_info(?) ORDER BY cid'

@@ -152,7 +152,9 @@ class SourceReader:
                 await conn.rollback()
             except pyodbc.Error as exc:
                 await self.close()
-                raise SourceUnavailable(f"reading the current version: {_odbc_message(exc)}")
+                raise SourceUnavailable(
+                    f"reading the current version: {_odbc_message(exc)}"
+                ) from None
         return int(row[0])
 
     async def min_valid_version(self, spec: TableSpec) -> int:
@@ -165,7 +167,9 @@ class SourceReader:
                 await conn.rollback()
             except pyodbc.Error as exc:
                 await self.close()
-                raise SourceUnavailable(f"reading min valid version: {_odbc_message(exc)}")
+                raise SourceUnavailable(
+                    f"reading the min valid version: {_odbc_message(exc)}"
+                ) from None
         if row is None:
             raise SourceError(f"table {spec.name!r} is no longer change-tracked")
         return int(row[0])

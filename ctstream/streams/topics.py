@@ -9,6 +9,7 @@ co-partitioned with the raw topics, and the deduped topic keeps the same key →
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,11 @@ class KafkaUnavailable(CtstreamError):
 
 
 async def ensure_topics(
-    bootstrap: str, names: Sequence[str], partitions: int, replication: int, timeout: float = 30
+    bootstrap: str,
+    names: Sequence[str],
+    partitions: int,
+    replication: int,
+    timeout: float = 30,  # noqa: ASYNC109 - also passed to the broker as timeout_ms
 ) -> list[str]:
     """Create the topics that are missing; returns the ones created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
@@ -71,13 +76,11 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
                 await admin.create_topics(
                     [NewTopic(n, partitions, replication) for n in missing],
                     timeout_ms=int(timeout * 1000),
                 )
-            except TopicAlreadyExistsError:
-                pass  # another worker made them first
             log.info("created topics %s", ", ".join(missing))
         return missing
     finally:
@@ -120,9 +123,7 @@ def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> Pipelin
         default=int,
         partitions=n,
         help="message_unique_id → copies seen, per dedup window",
-    ).tumbling(
-        timedelta(seconds=window), expires=timedelta(seconds=window * 3)
-    )
+    ).tumbling(timedelta(seconds=window), expires=timedelta(seconds=window * 3))
     versions = app.Table(
         "ct-versions",
         default=None,

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -63,11 +65,12 @@ def port_open(port: int) -> bool:
 
 
 def pid_exists(pid: int) -> bool:
+    """True for a live process; a zombie waiting for its (adoptive) parent counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -229,6 +232,37 @@ def test_stale_state_file_is_replaced(tmp_path: Path) -> None:
     state_path(base).write_text(up.info.to_json())
     assert stack_down(base) is False
     assert not state_path(base).exists()
+
+
+def test_stack_up_outlives_its_process(tmp_path: Path) -> None:
+    """`ctstream stack up` returns and exits; the stack keeps running until `stack down`."""
+    base = tmp_path / ".ctstream"
+    script = (
+        "import sys; from pathlib import Path; "
+        "from ctstream.streams.local_stack import stack_up; "
+        "print(stack_up(Path(sys.argv[1])).info.to_json())"
+    )
+    repo_root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(base)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    info = StackInfo.from_json(done.stdout)
+    try:
+        assert local_stack.running_info(base) == info
+        assert local_stack.kafka_ready(info.kafka_bootstrap)
+        assert local_stack.http_ready(
+            f"{info.bigquery_endpoint}/bigquery/v2/projects/local/datasets"
+        )
+        assert stack_up(base).already_running is True
+    finally:
+        assert stack_down(base) is True
+    assert_stopped(info)
 
 
 def test_state_path_default_is_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -143,40 +143,48 @@ class WorkerProcess:
     log: Path
 
 
+def start_worker(config: Path, workdir: Path, index: int) -> WorkerProcess:
+    """``ctstream worker`` as a child process with its own web port and data dir."""
+    env = dict(os.environ)
+    port = local_stack.free_port()
+    env["CTSTREAM_WEB__PORT"] = str(port)
+    env["CTSTREAM_APP__DATA_DIR"] = str(workdir / f"data-{index}")
+    log_path = workdir / f"worker-{index}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", "ctstream", "worker", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    return WorkerProcess(proc, port, log_path)
+
+
+def stop_worker(worker: WorkerProcess, sig: signal.Signals = signal.SIGTERM) -> int:
+    """Stop a worker (SIGTERM: clean; SIGKILL: a crash); returns its exit status."""
+    if worker.proc.poll() is None:
+        worker.proc.send_signal(sig)
+    try:
+        return worker.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.proc.kill()
+        return worker.proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def workers_running(config: Path, count: int, workdir: Path) -> Iterator[list[WorkerProcess]]:
     procs: list[WorkerProcess] = []
-    logs = []
     try:
         for i in range(count):
-            env = dict(os.environ)
-            port = local_stack.free_port()
-            env["CTSTREAM_WEB__PORT"] = str(port)
-            env["CTSTREAM_APP__DATA_DIR"] = str(workdir / f"data-{i}")
-            log_path = workdir / f"worker-{i}.log"
-            log = open(log_path, "wb")  # noqa: SIM115 - closed below
-            logs.append(log)
-            proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                [sys.executable, "-m", "ctstream", "worker", "--config", str(config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            procs.append(WorkerProcess(proc, port, log_path))
+            procs.append(start_worker(config, workdir, i))
         progress(f"started {count} worker process(es); logs in {workdir}/worker-*.log")
         yield procs
     finally:
         for worker in procs:
             if worker.proc.poll() is None:
                 worker.proc.send_signal(signal.SIGTERM)
-        for proc in (w.proc for w in procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        for log in logs:
-            log.close()
+        for worker in procs:
+            stop_worker(worker)
 
 
 class ChangeDriver:

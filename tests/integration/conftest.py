@@ -1,0 +1,34 @@
+"""Shared fixtures for tests on the real local stack (broker, emulator, SQLite ODBC)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ctstream.streams.local_stack import StackInfo, stack_running
+from tests.integration.harness import Harness
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
+    """One broker and one emulator for the whole session; tests use unique names."""
+    with stack_running(tmp_path_factory.mktemp("stack")) as info:
+        yield info
+
+
+@pytest.fixture
+async def make_harness(
+    stack: StackInfo, tmp_path: Path
+) -> AsyncIterator[type[Harness] | object]:
+    made: list[Harness] = []
+
+    def make(tables: dict[str, str], **kwargs: object) -> Harness:
+        harness = Harness(stack, tmp_path / f"h{len(made)}", tables, **kwargs)  # type: ignore[arg-type]
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()

@@ -1,0 +1,184 @@
+"""A pipeline on the real local stack for one test: SQLite source, config, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import signal
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ctstream.demo import WorkerProcess, start_worker, stop_worker, wait_until_polling
+from ctstream.demo_check import compare_table
+from ctstream.models import TableSpec
+from ctstream.settings import Settings, load_settings
+from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.local_stack import StackInfo
+from ctstream.streams.sqlite_tracking import track_database
+from ctstream.streams.topics import TopicNames
+
+_counter = itertools.count(1)
+
+
+class Harness:
+    def __init__(
+        self,
+        stack: StackInfo,
+        workdir: Path,
+        tables: dict[str, str],
+        window: str = "10m",
+        partitions: int = 2,
+        poll_interval: str = "300ms",
+    ) -> None:
+        n = next(_counter)
+        self.name = f"t{n}_{int(time.time() * 1000) % 10**8}"
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.db = workdir / "source.db"
+        self.tables = list(tables)
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            for ddl in tables.values():
+                conn.execute(ddl)
+            conn.commit()
+        track_database(self.db, self.tables)
+        names = ", ".join(f'"{t}"' for t in tables)
+        self.config = workdir / "ctstream.toml"
+        self.config.write_text(
+            f"""
+[app]
+id = "app-{self.name}"
+log_level = "info"
+[source]
+dialect = "sqlite"
+dsn = "Driver=SQLite3;Database={self.db};Timeout=30000"
+tables = [{names}]
+poll_interval = "{poll_interval}"
+[kafka]
+bootstrap_servers = "{stack.kafka_bootstrap}"
+topic_prefix = "{self.name}"
+partitions = {partitions}
+[dedup]
+window = "{window}"
+[sink]
+batch_rows = 500
+batch_wait = "200ms"
+[bigquery]
+project = "local"
+dataset = "ds_{self.name}"
+endpoint = "{stack.bigquery_endpoint}"
+""",
+            encoding="utf-8",
+        )
+        self.settings: Settings = load_settings(self.config)
+        self.writer = BigQueryWriter(self.settings.bigquery)
+        self.workers: list[WorkerProcess] = []
+        self._index = itertools.count()
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def start_worker(self, wait: bool = True) -> WorkerProcess:
+        worker = start_worker(self.config, self.workdir, next(self._index))
+        self.workers.append(worker)
+        if wait:
+            await wait_until_polling([worker], self.tables, timeout=120)
+        return worker
+
+    def stop_worker(self, worker: WorkerProcess, sig: signal.Signals = signal.SIGTERM) -> int:
+        code = stop_worker(worker, sig)
+        self.workers.remove(worker)
+        return code
+
+    def close(self) -> None:
+        for worker in list(self.workers):
+            self.stop_worker(worker)
+        self.writer.close()
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")[-4000:] for p in sorted(self.workdir.glob("worker-*.log"))
+        )
+
+    # -- source --------------------------------------------------------------------------
+
+    def execute(self, sql: str, rows: Sequence[Sequence[Any]] = ((),)) -> None:
+        with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
+            conn.executemany(sql, rows)
+            conn.commit()
+
+    # -- checks --------------------------------------------------------------------------
+
+    def spec(self, table: str) -> TableSpec:
+        return TableSpec(table, None, table, ())
+
+    async def differences(self, table: str) -> list[str]:
+        return await compare_table(self.db, self.writer, table)
+
+    async def wait_equal(self, timeout: float = 120) -> None:  # noqa: ASYNC109
+        """Until every table's latest view equals the source (or fail with the diff)."""
+        deadline = time.monotonic() + timeout
+        problems: list[str] = []
+        while time.monotonic() < deadline:
+            problems = []
+            for table in self.tables:
+                problems += await self.differences(table)
+            if not problems:
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(
+            f"latest views differ after {timeout}s: {problems[:10]}\n--- logs ---\n{self.logs()}"
+        )
+
+    async def query(self, sql: str) -> list[dict[str, Any]]:
+        return await self.writer.query(sql.replace("{ds}", f"local.ds_{self.name}"))
+
+    async def produce_raw(
+        self, table: str, items: Sequence[tuple[bytes | None, bytes | None, float]]
+    ) -> None:
+        """Produce (key, value, timestamp_s) messages straight to a table's raw topic."""
+        topic = TopicNames(self.settings.kafka.topic_prefix).raw(self.spec(table))
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers, acks="all"
+        )
+        await producer.start()
+        try:
+            for key, value, ts in items:
+                await producer.send_and_wait(
+                    topic, value=value, key=key, timestamp_ms=int(ts * 1000)
+                )
+        finally:
+            await producer.stop()
+
+    async def wait_caught_up(self, timeout: float = 60) -> None:  # noqa: ASYNC109
+        """Until the app's group has committed everything in the raw and deduped topics."""
+        names = TopicNames(self.settings.kafka.topic_prefix)
+        topics = [names.raw(self.spec(t)) for t in self.tables]
+        topics += [names.deduped(self.spec(t)) for t in self.tables]
+        parts = [
+            TopicPartition(t, p) for t in topics for p in range(self.settings.kafka.partitions)
+        ]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers,
+            group_id=self.settings.app.id,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                ends = await consumer.end_offsets(parts)
+                lag = 0
+                for tp in parts:
+                    lag += ends[tp] - (await consumer.committed(tp) or 0)
+                if lag <= 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"consumer lag still {lag} after {timeout}s")
+                await asyncio.sleep(0.3)
+        finally:
+            await consumer.stop()

@@ -7,6 +7,7 @@ at start; a bad value fails with the key's dotted name and the form it expects.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -19,8 +20,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -40,8 +41,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError("expected a duration such as '500ms', '1s', '10m', '2h' or '7d'")
-    if seconds <= 0:
-        raise ValueError("expected a duration greater than zero")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("expected a finite duration greater than zero")
     return seconds
 
 
@@ -56,7 +57,22 @@ _TABLE_NAME = re.compile(r"^[^\x00-\x1f.]+(\.[^\x00-\x1f.]+)?$")
 def dsn_pairs(dsn: str) -> dict[str, str]:
     """Split an ODBC connection string into ``{lower-case key: value}``; raise if malformed."""
     pairs: dict[str, str] = {}
-    for part in dsn.split(";"):
+    # Split on ';' outside braces: ODBC lets a value hold ';' as in PWD={a;b}.
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in dsn:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth = max(0, depth - 1)
+        if char == ";" and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    for part in parts:
         if not part.strip():
             continue
         if not _DSN_PAIR.match(part):
@@ -84,18 +100,20 @@ class SourceSettings(_Section):
 
     @field_validator("dsn")
     @classmethod
-    def _dsn_well_formed(cls, value: SecretStr) -> SecretStr:
+    def _dsn_well_formed(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         pairs = dsn_pairs(value.get_secret_value())
         if not ({"driver", "dsn"} & pairs.keys()):
             raise ValueError(
                 "expected an ODBC connection string naming a Driver= or DSN=, "
                 "e.g. 'Driver=SQLite3;Database=./demo.db'"
             )
+        if info.data.get("dialect") == "sqlite" and "database" not in pairs:
+            raise ValueError("a sqlite DSN needs Database=<path to the .db file>")
         return value
 
     @field_validator("tables")
     @classmethod
-    def _table_names(cls, tables: list[str]) -> list[str]:
+    def _table_names(cls, tables: list[str], info: ValidationInfo) -> list[str]:
         for name in tables:
             if not _TABLE_NAME.match(name):
                 raise ValueError(
@@ -104,20 +122,11 @@ class SourceSettings(_Section):
                 )
         if len(set(tables)) != len(tables):
             raise ValueError("a table is listed twice")
-        return tables
-
-    @model_validator(mode="after")
-    def _dialect_rules(self) -> SourceSettings:
-        pairs = dsn_pairs(self.dsn.get_secret_value())
-        if self.dialect == "sqlite" and "database" not in pairs:
-            raise ValueError("dsn: a sqlite DSN needs Database=<path to the .db file>")
-        if self.dialect == "mssql":
-            for name in self.tables:
+        if info.data.get("dialect") == "mssql":
+            for name in tables:
                 if "." not in name:
-                    raise ValueError(
-                        f"tables: {name!r} needs its schema for mssql, e.g. 'dbo.{name}'"
-                    )
-        return self
+                    raise ValueError(f"{name!r} needs its schema for mssql, e.g. 'dbo.{name}'")
+        return tables
 
 
 class KafkaSettings(_Section):

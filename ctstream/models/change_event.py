@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
@@ -85,7 +85,7 @@ class ChangeEvent:
             raise BadEvent("message_unique_id must be a non-empty string")
         if not isinstance(table, str) or not table:
             raise BadEvent("table_name must be a non-empty string")
-        if op not in OPERATIONS:
+        if not isinstance(op, str) or op not in OPERATIONS:
             raise BadEvent(f"changetrack_type must be I, U or D, not {op!r}")
         if not isinstance(ver, int) or isinstance(ver, bool):
             raise BadEvent("changetrack_ver must be an integer")
@@ -95,7 +95,8 @@ class ChangeEvent:
             raise BadEvent("changetrack_start_time must be an ISO-8601 string")
         if not isinstance(key, list) or not isinstance(row, dict):
             raise BadEvent("key must be a list and row an object")
-        return cls(uid, table, float(interval), start, op, ver, key, row)
+        operation = cast(Operation, op)
+        return cls(uid, table, float(interval), start, operation, ver, key, row)
 
 
 def peek_unique_id(data: bytes | None) -> str:

@@ -34,7 +34,8 @@ def normalise(value: Any) -> JsonValue:
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            return str(value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            utc = value.astimezone(dt.UTC).replace(tzinfo=None)
+            return utc.isoformat(timespec="microseconds") + "Z"  # isoformat pads the year
         return str(value.isoformat(timespec="microseconds"))
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()

@@ -66,6 +66,8 @@ def bigquery_type(source_type: str) -> str:
         if base in {"money", "smallmoney"} or (precision - scale <= 29 and scale <= 9):
             return "NUMERIC"
         return "BIGNUMERIC"
+    if base == "rowversion":
+        return "BYTES"
     if base in {"uniqueidentifier", "xml"}:
         return "STRING"
     # SQLite type affinity (https://www.sqlite.org/datatype3.html §3.1), in its order.

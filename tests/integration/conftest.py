@@ -19,9 +19,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
 
 
 @pytest.fixture
-async def make_harness(
-    stack: StackInfo, tmp_path: Path
-) -> AsyncIterator[type[Harness] | object]:
+async def make_harness(stack: StackInfo, tmp_path: Path) -> AsyncIterator[type[Harness] | object]:
     made: list[Harness] = []
 
     def make(tables: dict[str, str], **kwargs: object) -> Harness:

@@ -119,7 +119,7 @@ endpoint = "{stack.bigquery_endpoint}"
     async def differences(self, table: str) -> list[str]:
         return await compare_table(self.db, self.writer, table)
 
-    async def wait_equal(self, timeout: float = 120) -> None:  # noqa: ASYNC109
+    async def wait_equal(self, timeout: float = 120) -> None:
         """Until every table's latest view equals the source (or fail with the diff)."""
         deadline = time.monotonic() + timeout
         problems: list[str] = []
@@ -154,7 +154,7 @@ endpoint = "{stack.bigquery_endpoint}"
         finally:
             await producer.stop()
 
-    async def wait_caught_up(self, timeout: float = 60) -> None:  # noqa: ASYNC109
+    async def wait_caught_up(self, timeout: float = 60) -> None:
         """Until the app's group has committed everything in the raw and deduped topics."""
         names = TopicNames(self.settings.kafka.topic_prefix)
         topics = [names.raw(self.spec(t)) for t in self.tables]

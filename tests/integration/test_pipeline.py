@@ -28,8 +28,14 @@ async def test_changes_arrive_deletes_vanish_and_composite_keys_stay_distinct(
     # Naive concatenation would turn both keys into '123'; separators inside values too.
     h.execute(
         "INSERT INTO kv VALUES (?, ?, ?)",
-        [("1", "23", "first"), ("12", "3", "second"), ("a|b", "c", "x"), ("a", "b|c", "y"),
-         ('q"', ",", "z"), ("1,", "23", "w")],
+        [
+            ("1", "23", "first"),
+            ("12", "3", "second"),
+            ("a|b", "c", "x"),
+            ("a", "b|c", "y"),
+            ('q"', ",", "z"),
+            ("1,", "23", "w"),
+        ],
     )
     h.execute("UPDATE items SET name = name || ' v2', price = price + 1 WHERE id % 3 = 0")
     h.execute("DELETE FROM items WHERE id % 10 = 0")
@@ -40,12 +46,13 @@ async def test_changes_arrive_deletes_vanish_and_composite_keys_stay_distinct(
 
     latest = await h.query("SELECT a, b, v FROM `{ds}.kv_latest`")
     assert {(r["a"], r["b"]): r["v"] for r in latest} == {
-        ("1", "23"): "first", ("12", "3"): "second", ("a", "b|c"): "y", ('q"', ","): "z",
+        ("1", "23"): "first",
+        ("12", "3"): "second",
+        ("a", "b|c"): "y",
+        ('q"', ","): "z",
         ("1,", "23"): "w",
     }
-    deleted = await h.query(
-        "SELECT id FROM `{ds}.items` WHERE changetrack_type = 'D' ORDER BY id"
-    )
+    deleted = await h.query("SELECT id FROM `{ds}.items` WHERE changetrack_type = 'D' ORDER BY id")
     deleted_ids = {r["id"] for r in deleted}
     assert {20, 30, 7} <= deleted_ids
     items = {r["id"] for r in await h.query("SELECT id FROM `{ds}.items_latest`")}
@@ -106,13 +113,22 @@ async def test_poison_messages_go_to_the_error_records_with_a_reason(make_harnes
     await h.start_worker()
     good_key = encode_key([5])
     bad_type = ChangeEvent(
-        unique_id("items", [5], 77), "items", 0.0, "2026-11-22T00:00:00.000000Z", "I", 77,
-        [5], {"id": 5, "name": "ok", "price": "not a number"},
+        unique_id("items", [5], 77),
+        "items",
+        0.0,
+        "2026-11-22T00:00:00.000000Z",
+        "I",
+        77,
+        [5],
+        {"id": 5, "name": "ok", "price": "not a number"},
     ).to_bytes()
     await h.produce_raw(
         "items",
-        [(b"x", b"\xff\x00 not json", time.time()), (b"y", b'{"table_name": "items"}', time.time()),
-         (good_key, bad_type, time.time())],
+        [
+            (b"x", b"\xff\x00 not json", time.time()),
+            (b"y", b'{"table_name": "items"}', time.time()),
+            (good_key, bad_type, time.time()),
+        ],
     )
     h.execute("INSERT INTO items VALUES (1, 'fine', 2.5)")
     await h.wait_equal(timeout=60)
@@ -137,12 +153,16 @@ async def test_worker_killed_and_restarted_neither_loses_nor_repeats_rows(
         n = 0
         while not stop.is_set():
             ids = [rng.randrange(3000) for _ in range(50)]
-            h.execute("INSERT OR IGNORE INTO items VALUES (?, ?, ?)",
-                      [(i, f"n{n}", float(i)) for i in ids])
+            h.execute(
+                "INSERT OR IGNORE INTO items VALUES (?, ?, ?)",
+                [(i, f"n{n}", float(i)) for i in ids],
+            )
             h.execute("UPDATE items SET name = ? WHERE id = ?", [(f"u{n}", i) for i in ids[:20]])
             h.execute("DELETE FROM items WHERE id = ?", [(i,) for i in ids[:5]])
-            h.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
-                      [(str(i % 13), str(i), f"v{n}") for i in ids[:10]])
+            h.execute(
+                "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
+                [(str(i % 13), str(i), f"v{n}") for i in ids[:10]],
+            )
             n += 1
             await asyncio.sleep(0.05)
 
@@ -168,5 +188,3 @@ async def test_two_workers_share_the_work(make_harness: Any) -> None:
     await h.wait_equal(timeout=180)
     rows = await h.query("SELECT COUNT(*) AS n FROM `{ds}.items_latest`")
     assert rows[0]["n"] == 400
-
-

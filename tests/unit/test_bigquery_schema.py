@@ -82,11 +82,6 @@ def test_bigquery_type_is_case_insensitive() -> None:
         assert bigquery_type(a) == bigquery_type(b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SQL Server rowversion (8 bytes, normalised to base64) maps to NUMERIC, "
-    "so every row of a table with a rowversion column fails validation",
-)
 def test_sql_server_rowversion_is_bytes() -> None:
     assert bigquery_type("rowversion") == "BYTES"
 

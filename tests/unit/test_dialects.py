@@ -174,7 +174,7 @@ def test_version_sql(conn: sqlite3.Connection) -> None:
 
 def test_dialect_for() -> None:
     assert dialect_for("sqlite").name == "sqlite"
-    with pytest.raises(ValueError, match="source.dialect"):
+    with pytest.raises(ValueError, match=r"source\.dialect"):
         dialect_for("oracle")
 
 

@@ -164,11 +164,6 @@ def test_parse_duration_rejects(bad: object) -> None:
         parse_duration(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_duration accepts NaN and infinity (TOML `nan`/`inf` literals) "
-    "because only `seconds <= 0` is checked",
-)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_parse_duration_rejects_non_finite(bad: float) -> None:
     with pytest.raises(ValueError, match="duration"):
@@ -283,12 +278,6 @@ def test_mssql_table_without_schema(tmp_path: Path) -> None:
     assert "dbo.items" in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: errors from SourceSettings' model validator are reported as "
-    "'source: dsn: ...' / 'source: tables: ...' instead of the dotted key name "
-    "'source.dsn' / 'source.tables' that every other error (and the docstring) uses",
-)
 @pytest.mark.parametrize(
     ("text", "key"),
     [
@@ -300,11 +289,6 @@ def test_dialect_rule_errors_use_dotted_key(tmp_path: Path, text: str, key: str)
     assert key in config_error(tmp_path, text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: dsn_pairs splits on ';' before honouring {braces}, so a valid ODBC "
-    "value such as PWD={p;w} is rejected as malformed",
-)
 def test_braced_dsn_value_may_contain_semicolon(tmp_path: Path) -> None:
     dsn = "Driver={ODBC Driver 18 for SQL Server};Server=db;PWD={a;b}"
     s = load_settings(write(tmp_path, config(dialect="mssql", dsn=dsn, tables='["dbo.a"]')))

@@ -31,6 +31,7 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, Tab
         specs = await reader.describe_all(settings.source.tables)
     finally:
         await reader.close()
+    _refuse_name_clashes(specs)
     names = TopicNames(settings.kafka.topic_prefix).all_for(specs.values())
     await ensure_topics(
         settings.kafka.bootstrap_servers,
@@ -46,6 +47,20 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, Tab
         where = settings.bigquery.endpoint or "Google's endpoint"
         raise type(exc)(f"BigQuery at {where}: {exc}") from None
     return specs
+
+
+def _refuse_name_clashes(specs: dict[str, TableSpec]) -> None:
+    """Two source tables must not share a BigQuery table or a topic (a.b_c vs a_b.c)."""
+    for what in ("BigQuery table", "topic name"):
+        seen: dict[str, str] = {}
+        for spec in specs.values():
+            name = spec.bq_table.lower() if what == "BigQuery table" else spec.topic_part
+            if name in seen:
+                raise ConfigError(
+                    f"source.tables: {seen[name]!r} and {spec.name!r} map to the same "
+                    f"{what} {name!r}; track only one of them per pipeline"
+                )
+            seen[name] = spec.name
 
 
 def run_worker(settings: Settings, loglevel: str | None = None) -> int:

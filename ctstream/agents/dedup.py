@@ -5,7 +5,9 @@ primary key, and events are keyed by primary key, so every copy of an id arrives
 same partition). A copy is a duplicate if its id is in the current window or in the
 window one window-length earlier, so copies straddling a window boundary are caught too.
 
-Events are processed in batches (``take_events``): faust table writes need the current
+Per batch: look every id up, forward the unique events and wait until Kafka acknowledged
+them, and only then record their ids — so a crash can cause a duplicate but never a
+loss. Events are processed in batches (``take_events``): faust table writes need the current
 event to know their partition, so it is set for each event before its table access
 (through faust's ``_current_event`` context variable — private, hence faust is pinned;
 tests cover it). Only this task's context changes: ``Stream.current_event``, which the
@@ -22,7 +24,9 @@ from typing import Any
 
 from faust.streams import _current_event
 
+from ctstream.errors import CtstreamError
 from ctstream.models import BadEvent, ChangeEvent
+from ctstream.streams.backoff import retry_forever
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.topics import PipelineTopics
 
@@ -61,59 +65,66 @@ def install_dedup(
     @app.agent(raw_topics, name="ctstream.dedup")
     async def dedup(stream: Any) -> None:
         async for events in stream.take_events(batch, within=0.2):
-            for event in events:
-                set_current_event(event)
-                await _handle(event)
-            set_current_event(None)
+            await dedup_batch(events)
 
-    async def _handle(event: Any) -> None:
-        message = event.message
-        table = topics.table_of_raw_topic.get(message.topic, message.topic)
-        stats.seen[table] = stats.seen.get(table, 0) + 1
-        for attempt in range(1, 6):
+    async def dedup_batch(events: list[Any]) -> None:
+        fresh: list[tuple[Any, str, str]] = []  # (event, table, unique id)
+        in_batch: set[str] = set()
+        for event in events:
+            table = topics.table_of_raw_topic.get(event.message.topic, event.message.topic)
+            stats.seen[table] = stats.seen.get(table, 0) + 1
             try:
-                change = ChangeEvent.from_bytes(event.value)
-                if change.table_name != table:
-                    raise BadEvent(
-                        f"table_name {change.table_name!r} does not belong on topic {message.topic}"
-                    )
-                key = change.message_unique_id
-                copies = seen_ids[key]
-                if copies.current() or copies.delta(window):
-                    stats.dropped[table] = stats.dropped.get(table, 0) + 1
-                    return
-                seen_ids[key] = 1
-                # The raw producer, not topic.send: cheaper per event. Offsets are committed
-                # only after faust flushed this producer, so the copy is never lost.
-                await app.producer.send(
-                    deduped_names[table],
-                    message.key,
-                    event.value,
-                    None,
-                    message.timestamp,
-                    None,
-                )
-                stats.forwarded[table] = stats.forwarded.get(table, 0) + 1
-                return
+                uid = _unique_id_of(event, table)
             except BadEvent as exc:
                 stats.bad += 1
                 await errors.report(
                     reason=f"dedup: {exc}",
                     payload=event.value,
                     source_table=table,
-                    message=message,
+                    message=event.message,
                 )
-                return
-            except Exception as exc:
-                # Acknowledging now would lose the event: retry a few times, then park it
-                # in the error topic (with the reason) rather than drop it.
-                if attempt == 5:
-                    await errors.report(
-                        reason=f"dedup failed 5 times: {type(exc).__name__}: {exc}",
-                        payload=event.value,
-                        source_table=table,
-                        message=message,
-                    )
-                    return
-                log.warning("dedup of %s failed (attempt %d): %r", table, attempt, exc)
-                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            set_current_event(event)  # window lookups use this event's timestamp
+            copies = seen_ids[uid]
+            if uid in in_batch or copies.current() or copies.delta(window):
+                stats.dropped[table] = stats.dropped.get(table, 0) + 1
+                continue
+            in_batch.add(uid)
+            fresh.append((event, table, uid))
+        set_current_event(None)
+        if not fresh:
+            return
+        # The copies must be durable in Kafka *before* their ids are remembered: were the
+        # ids' changelog written first and the worker died before the copies were, the
+        # re-read events would be dropped as duplicates of copies that never arrived.
+        await retry_forever(lambda: _send_all(fresh), "forwarding deduplicated events", 0.2, 10.0)
+        for event, table, uid in fresh:
+            set_current_event(event)
+            seen_ids[uid] = 1
+            stats.forwarded[table] = stats.forwarded.get(table, 0) + 1
+        set_current_event(None)
+
+    async def _send_all(fresh: list[tuple[Any, str, str]]) -> None:
+        try:
+            pending = [
+                await app.producer.send(
+                    deduped_names[table], e.message.key, e.value, None, e.message.timestamp, None
+                )
+                for e, table, _ in fresh
+            ]
+            await asyncio.gather(*pending)
+        except Exception as exc:  # any producer failure: resend all (duplicates, not loss)
+            raise KafkaSendFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+class KafkaSendFailed(CtstreamError):
+    retriable = True
+
+
+def _unique_id_of(event: Any, table: str) -> str:
+    change = ChangeEvent.from_bytes(event.value)
+    if change.table_name != table:
+        raise BadEvent(
+            f"table_name {change.table_name!r} does not belong on topic {event.message.topic}"
+        )
+    return change.message_unique_id

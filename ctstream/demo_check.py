@@ -20,6 +20,7 @@ from ctstream.models import TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.dialects import quote_sqlite
+from ctstream.streams.kafka_offsets import true_end_offsets
 from ctstream.streams.topics import TopicNames
 
 SourceRows = dict[tuple[Any, ...], dict[str, Any]]
@@ -139,7 +140,7 @@ async def kafka_totals(
             for p in range(settings.kafka.partitions)
         ]
         while True:
-            ends = await consumer.end_offsets(parts)
+            ends = await true_end_offsets(bootstrap, parts)
             lag = 0
             for tp in parts:
                 lag += ends[tp] - (await consumer.committed(tp) or 0)

@@ -35,6 +35,10 @@ def install(
     app: Any, settings: Settings, specs: Mapping[str, TableSpec], writer: BigQueryWriter
 ) -> Pipeline:
     topics = declare(app, settings, list(specs.values()))
+    # Table writes queue their changelog messages in faust's producer buffer; at the
+    # default of 100 every stream pauses to flush it (logging a warning each time), which
+    # throttles the dedup stage. Acks are still awaited before offsets are committed.
+    app.producer.buffer.max_messages = 10_000
     errors = ErrorReporter(
         writer, topics.errors, settings.sink.retry_initial, settings.sink.retry_max
     )

@@ -8,10 +8,12 @@ import itertools
 import signal
 import sqlite3
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ctstream.demo import WorkerProcess, start_worker, stop_worker, wait_until_polling
@@ -19,11 +21,15 @@ from ctstream.demo_check import compare_table
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, load_settings
 from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.kafka_offsets import true_end_offsets
 from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.sqlite_tracking import track_database
 from ctstream.streams.topics import TopicNames
 
 _counter = itertools.count(1)
+
+# Every harness DSN carries this password; it must never show up in logs or pages.
+SECRET = "s3cr3t-Pa55word"
 
 
 class Harness:
@@ -35,6 +41,7 @@ class Harness:
         window: str = "10m",
         partitions: int = 2,
         poll_interval: str = "300ms",
+        bigquery_endpoint: str | None = None,
     ) -> None:
         n = next(_counter)
         self.name = f"t{n}_{int(time.time() * 1000) % 10**8}"
@@ -56,7 +63,7 @@ id = "app-{self.name}"
 log_level = "info"
 [source]
 dialect = "sqlite"
-dsn = "Driver=SQLite3;Database={self.db};Timeout=30000"
+dsn = "Driver=SQLite3;Database={self.db};Timeout=30000;PWD={SECRET}"
 tables = [{names}]
 poll_interval = "{poll_interval}"
 [kafka]
@@ -71,7 +78,7 @@ batch_wait = "200ms"
 [bigquery]
 project = "local"
 dataset = "ds_{self.name}"
-endpoint = "{stack.bigquery_endpoint}"
+endpoint = "{bigquery_endpoint or stack.bigquery_endpoint}"
 """,
             encoding="utf-8",
         )
@@ -98,6 +105,18 @@ endpoint = "{stack.bigquery_endpoint}"
         for worker in list(self.workers):
             self.stop_worker(worker)
         self.writer.close()
+
+    def full_logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("worker-*.log"))
+        )
+
+    def status(self, worker: WorkerProcess) -> dict[str, Any]:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{worker.web_port}/api/status/", timeout=5
+        ) as response:
+            data: dict[str, Any] = orjson.loads(response.read())
+            return data
 
     def logs(self) -> str:
         return "\n".join(
@@ -171,7 +190,7 @@ endpoint = "{stack.bigquery_endpoint}"
         try:
             deadline = time.monotonic() + timeout
             while True:
-                ends = await consumer.end_offsets(parts)
+                ends = await true_end_offsets(self.settings.kafka.bootstrap_servers, parts)
                 lag = 0
                 for tp in parts:
                     lag += ends[tp] - (await consumer.committed(tp) or 0)

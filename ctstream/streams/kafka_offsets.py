@@ -1,0 +1,42 @@
+"""End offsets that are right on the local broker too.
+
+Tansu (the embedded broker) answers ListOffsets(latest) with the *base offset of the last
+record batch* + 1, not the offset after its last record: after one batch of 100 messages
+it reports 1. Where an exact end matters (lag, message counts), the last batch is read to
+find the real end. On a broker that answers correctly this reads at most one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+async def true_end_offsets(
+    bootstrap: str, parts: Sequence[TopicPartition], idle_ms: int = 300
+) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        reported = await consumer.end_offsets(list(parts))
+        ends = dict(reported)
+        todo = [tp for tp in parts if reported[tp] > 0]
+        if not todo:
+            return ends
+        consumer.assign(todo)
+        for tp in todo:
+            consumer.seek(tp, reported[tp] - 1)
+        idle_rounds = 0
+        while idle_rounds < 2:
+            batch = await consumer.getmany(timeout_ms=idle_ms, max_records=10_000)
+            if not any(batch.values()):
+                idle_rounds += 1
+                continue
+            idle_rounds = 0
+            for tp, records in batch.items():
+                if records:
+                    ends[tp] = max(ends[tp], records[-1].offset + 1)
+        return ends
+    finally:
+        await consumer.stop()

@@ -1,0 +1,48 @@
+"""true_end_offsets against the real local broker, whose ListOffsets is off by a batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.local_stack import StackInfo
+from ctstream.streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+async def test_true_end_offsets_count_every_record(stack: StackInfo) -> None:
+    topic = "offsets-check"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=2, replication=1)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for size in (10, 40):  # two batches per partition
+            futures = [
+                await producer.send(topic, b"v", partition=p) for p in (0, 1) for _ in range(size)
+            ]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    parts = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    ends = await true_end_offsets(stack.kafka_bootstrap, parts)
+    assert ends == {parts[0]: 50, parts[1]: 50}
+
+    # The quirk this works around; if the broker is fixed, this shows it.
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    await consumer.start()
+    try:
+        reported = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    assert all(reported[tp] <= ends[tp] for tp in parts)
+
+
+async def test_empty_partitions_end_at_zero(stack: StackInfo) -> None:
+    topic = "offsets-empty"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1, replication=1)
+    tp = TopicPartition(topic, 0)
+    assert await true_end_offsets(stack.kafka_bootstrap, [tp]) == {tp: 0}

@@ -11,6 +11,7 @@ from ctstream.agents.poll import PollStats, install_pollers
 from ctstream.agents.sink import SinkStats, install_sink
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
+from ctstream.streams import faust_patches
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.topics import PipelineTopics, declare
@@ -34,6 +35,7 @@ class Pipeline:
 def install(
     app: Any, settings: Settings, specs: Mapping[str, TableSpec], writer: BigQueryWriter
 ) -> Pipeline:
+    faust_patches.apply()
     topics = declare(app, settings, list(specs.values()))
     # Table writes queue their changelog messages in faust's producer buffer; at the
     # default of 100 every stream pauses to flush it (logging a warning each time), which

@@ -149,9 +149,51 @@ endpoint = "{bigquery_endpoint or stack.bigquery_endpoint}"
             if not problems:
                 return
             await asyncio.sleep(0.5)
+        await self.dump_topics()
         raise AssertionError(
-            f"latest views differ after {timeout}s: {problems[:10]}\n--- logs ---\n{self.logs()}"
+            f"latest views differ after {timeout}s: {problems[:10]}\n"
+            f"(topics dumped to {self.workdir}/dump-*.jsonl)\n--- logs ---\n{self.logs()}"
         )
+
+    async def dump_topics(self) -> None:
+        """Every message of the raw and deduped topics, for post-mortems of a failure."""
+        names = TopicNames(self.settings.kafka.topic_prefix)
+        bootstrap = self.settings.kafka.bootstrap_servers
+        for table in self.tables:
+            for kind, topic in (
+                ("raw", names.raw(self.spec(table))),
+                ("deduped", names.deduped(self.spec(table))),
+            ):
+                parts = [TopicPartition(topic, p) for p in range(self.settings.kafka.partitions)]
+                ends = await true_end_offsets(bootstrap, parts)
+                consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+                await consumer.start()
+                lines = []
+                try:
+                    consumer.assign(parts)
+                    await consumer.seek_to_beginning(*parts)
+                    remaining = sum(ends.values())
+                    while remaining > 0:
+                        batch = await consumer.getmany(timeout_ms=1000)
+                        if not batch:
+                            break
+                        for tp, records in batch.items():
+                            for r in records:
+                                remaining -= 1
+                                lines.append(
+                                    orjson.dumps(
+                                        {
+                                            "p": tp.partition,
+                                            "o": r.offset,
+                                            "ts": r.timestamp,
+                                            "k": (r.key or b"").decode(errors="replace"),
+                                            "v": (r.value or b"").decode(errors="replace"),
+                                        }
+                                    )
+                                )
+                finally:
+                    await consumer.stop()
+                (self.workdir / f"dump-{table}-{kind}.jsonl").write_bytes(b"\n".join(lines))
 
     async def query(self, sql: str) -> list[dict[str, Any]]:
         return await self.writer.query(sql.replace("{ds}", f"local.ds_{self.name}"))

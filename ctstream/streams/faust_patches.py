@@ -1,0 +1,86 @@
+"""Two fixes to faust's offset bookkeeping, without which a restart can lose messages.
+
+Found by ctstream's kill-and-restart test (a worker SIGKILLed mid-stream, another one
+started): single messages went missing from BigQuery although they were in the deduped
+topic. During a rebalance faust skips messages of the old generation or while flow control
+is paused (they are neither processed nor acknowledged — a hole), and then:
+
+1. ``Consumer._new_offset`` only treats a hole at the head of the acknowledged offsets as a
+   hole when it is *two* or more offsets past the committed one (faust-streaming issue
+   #606): with committed offset 466 (the next to read) and 467.. acknowledged, it commits
+   past 466, so message 466 is never processed.
+2. ``Consumer._add_gap`` turns a jump in the offsets read (meant for compacted topics or
+   transaction markers) into acknowledgements of the offsets in between — messages that
+   were never processed. ctstream's topics are neither compacted nor transactional, so
+   their offsets have no real gaps and every such "gap" is a hole.
+
+With both fixed a hole stops the commit at the hole instead of passing it; the rebalance
+that caused the hole ends with faust seeking to the committed offset, which re-reads it.
+For that check to work before a partition's first commit, the position faust starts
+reading from after its seek is taken as the committed offset (3, ``perform_seek``).
+faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
+patched functions and tests/integration/test_pipeline.py the kill-and-restart behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from faust.transport.consumer import Consumer
+from faust.utils.functional import consecutive_numbers
+
+log = logging.getLogger("ctstream.faust")
+
+_APPLIED = False
+
+
+def new_offset(self: Any, tp: Any) -> int | None:
+    """The offset to commit for ``tp``: one past the acknowledged run that starts at the
+    committed offset, or None when the next message to read is not acknowledged yet."""
+    acked: list[int] = self._acked[tp]
+    if not acked:
+        return None
+    acked.sort()
+    committed: int | None = self._committed_offset[tp]
+    if committed is not None and acked[0] > committed:
+        return None  # the message at `committed` has not been processed: wait for it
+    batch = next(consecutive_numbers(acked))
+    acked[: len(batch)] = []
+    self._acked_index[tp].difference_update(batch)
+    return int(batch[-1]) + 1
+
+
+async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+    """Never acknowledge offsets that were not processed."""
+    log.debug("not treating offsets %d..%d of %s as a gap", offset_from, offset_to, tp)
+
+
+_original_perform_seek = Consumer.perform_seek
+
+
+async def perform_seek(self: Any) -> None:
+    """Seek to the committed offsets; where none is committed yet, remember the position
+    reading starts from, so a hole right there is not committed past either."""
+    await _original_perform_seek(self)
+    for tp in self.assignment():
+        if self._committed_offset[tp] is None and self.app.topics.acks_enabled_for(tp.topic):
+            try:
+                position = await asyncio.wait_for(self.position(tp), 10.0)
+            except (TimeoutError, Exception) as exc:  # keep faust's behaviour for this tp
+                log.warning("no start position for %s (%r); commits as faust does", tp, exc)
+                continue
+            if position is not None and position >= 0:
+                self._committed_offset[tp] = position
+
+
+def apply() -> None:
+    global _APPLIED
+    if _APPLIED:
+        return
+    # Deliberate monkeypatches of a pinned faust; see the module docstring.
+    Consumer._new_offset = new_offset  # type: ignore[method-assign]
+    Consumer._add_gap = add_gap  # type: ignore[method-assign]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    _APPLIED = True

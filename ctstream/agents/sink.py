@@ -27,6 +27,7 @@ from ctstream.streams.error_sink import ErrorRecord, ErrorReporter
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.sink")
+DEBUG_BATCHES = logging.DEBUG
 
 
 @dataclass
@@ -63,6 +64,8 @@ def install_sink(
         stats.retries += 1
 
     async def write_batch(events: list[Any]) -> None:
+        if log.isEnabledFor(DEBUG_BATCHES):
+            log.log(DEBUG_BATCHES, "batch offsets %s", _offset_spans(events))
         by_table: dict[str, list[tuple[ChangeEvent, Any]]] = {}
         bad: list[ErrorRecord] = []
         for event in events:
@@ -125,6 +128,15 @@ def install_sink(
         stats.batches += 1
         stats.last_batch_at = time.time()
         stats.last_batch_rows = len(events)
+
+
+def _offset_spans(events: list[Any]) -> dict[str, tuple[int, int, int]]:
+    """Per topic-partition: first offset, last offset, count (for post-mortems)."""
+    spans: dict[str, list[int]] = {}
+    for event in events:
+        message = event.message
+        spans.setdefault(f"{message.topic}/{message.partition}", []).append(message.offset)
+    return {tp: (min(o), max(o), len(o)) for tp, o in spans.items()}
 
 
 def _retry(settings: SinkSettings) -> tuple[float, float]:

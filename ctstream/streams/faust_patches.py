@@ -18,6 +18,13 @@ With both fixed a hole stops the commit at the hole instead of passing it; the r
 that caused the hole ends with faust seeking to the committed offset, which re-reads it.
 For that check to work before a partition's first commit, the position faust starts
 reading from after its seek is taken as the committed offset (3, ``perform_seek``).
+
+4. The holes themselves come from the end of table recovery: faust resumes fetching the
+   stream partitions *before* seeking them to their committed offsets (the order that
+   faust-streaming PR #217 fixed once, for another code path). Records fetched in between
+   are skipped (flow control is still suspended) yet move faust's read offset forward, so
+   the same records fetched again after the seek are dropped as already read. The two
+   recovery methods below are faust's own, with the seek moved before the resume.
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/integration/test_pipeline.py the kill-and-restart behaviour.
 """
@@ -28,6 +35,7 @@ import asyncio
 import logging
 from typing import Any
 
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.utils.functional import consecutive_numbers
 
@@ -75,6 +83,70 @@ async def perform_seek(self: Any) -> None:
                 self._committed_offset[tp] = position
 
 
+async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+    """faust's ``Recovery.on_recovery_completed``, seeking before resuming (fix 4)."""
+    consumer = self.app.consumer
+    self.log.info("Restore complete!")
+    await self.app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callback_coros = [
+        asyncio.ensure_future(
+            table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table]
+            )
+        )
+        for table in self.tables.values()
+    ]
+    if callback_coros:
+        await asyncio.wait(callback_coros)
+    assignment = consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning(
+            f"Recovery rebalancing again app id {self.app.consumer_generation_id} "
+            f"param {generation_id}"
+        )
+        return
+    if assignment:
+        self.log.info("Seek stream partitions to committed offsets.")
+        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+    consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+    self.completed.set()
+    self.app.flow_control.resume()
+    consumer.resume_flow()
+    await self.app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not self.app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    self.app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+async def resume_streams(self: Any, generation_id: int = 0) -> None:
+    """faust's ``Recovery._resume_streams``, seeking before resuming (fix 4)."""
+    app = self.app
+    consumer = app.consumer
+    await app.on_rebalance_complete.send()
+    assignment = consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning("Recovery rebalancing again")
+        return
+    if assignment:
+        self.log.info("Seek stream partitions to committed offsets.")
+        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+        consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+    else:
+        self.log.info("Resuming streams with empty assignment")
+    self.completed.set()
+    self.log.info("Resuming flow...")
+    app.flow_control.resume()
+    consumer.resume_flow()
+    await app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    self.tables.on_standbys_ready()
+    app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
 def apply() -> None:
     global _APPLIED
     if _APPLIED:
@@ -83,4 +155,6 @@ def apply() -> None:
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+    Recovery._resume_streams = resume_streams  # type: ignore[method-assign]
     _APPLIED = True

@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from typing import Any
 
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 
 from ctstream.streams import faust_patches
@@ -59,3 +60,5 @@ def test_apply_patches_faust_once() -> None:
     assert Consumer._new_offset is faust_patches.new_offset
     assert Consumer._add_gap is faust_patches.add_gap
     assert Consumer.perform_seek is faust_patches.perform_seek
+    assert Recovery.on_recovery_completed is faust_patches.on_recovery_completed
+    assert Recovery._resume_streams is faust_patches.resume_streams

@@ -19,7 +19,7 @@ for pkg in unixodbc libsqliteodbc python3-venv python3-dev gcc; do
     dpkg -s "$pkg" >/dev/null 2>&1 || needed+=("$pkg")
 done
 # A Python that already has venv and headers (e.g. pyenv) needs no Debian python packages.
-if python3 -c 'import venv, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null; then
+if python3 -c 'import venv, ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null; then
     needed=("${needed[@]/python3-venv/}"); needed=("${needed[@]/python3-dev/}")
 fi
 needed=($(printf '%s\n' "${needed[@]}" | grep -v '^$' || true))

@@ -42,7 +42,11 @@ def install(
     # throttles the dedup stage. Acks are still awaited before offsets are committed.
     app.producer.buffer.max_messages = 10_000
     errors = ErrorReporter(
-        writer, topics.errors, settings.sink.retry_initial, settings.sink.retry_max
+        writer,
+        topics.errors,
+        settings.sink.retry_initial,
+        settings.sink.retry_max,
+        should_abort=lambda: bool(app.should_stop),
     )
     pipeline = Pipeline(
         app, settings, specs, topics, writer, errors, PollStats(), DedupStats(), SinkStats()

@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from faust.streams import _current_event
 
+from ctstream.agents.batches import run_batch
 from ctstream.errors import CtstreamError
 from ctstream.models import BadEvent, ChangeEvent
 from ctstream.streams.backoff import retry_forever
@@ -65,9 +67,9 @@ def install_dedup(
     @app.agent(raw_topics, name="ctstream.dedup")
     async def dedup(stream: Any) -> None:
         async for events in stream.take_events(batch, within=0.2):
-            await dedup_batch(events)
+            await run_batch(app, events, dedup_batch, "dedup batch")
 
-    async def dedup_batch(events: list[Any]) -> None:
+    async def dedup_batch(events: Sequence[Any]) -> None:
         fresh: list[tuple[Any, str, str]] = []  # (event, table, unique id)
         in_batch: set[str] = set()
         for event in events:
@@ -97,7 +99,13 @@ def install_dedup(
         # The copies must be durable in Kafka *before* their ids are remembered: were the
         # ids' changelog written first and the worker died before the copies were, the
         # re-read events would be dropped as duplicates of copies that never arrived.
-        await retry_forever(lambda: _send_all(fresh), "forwarding deduplicated events", 0.2, 10.0)
+        await retry_forever(
+            lambda: _send_all(fresh),
+            "forwarding deduplicated events",
+            0.2,
+            10.0,
+            should_abort=lambda: bool(app.should_stop),
+        )
         for event, table, uid in fresh:
             set_current_event(event)
             seen_ids[uid] = 1

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctstream.agents.batches import run_batch
 from ctstream.errors import CtstreamError, SinkError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.settings import SinkSettings
-from ctstream.streams.backoff import retry_forever
+from ctstream.streams.backoff import RetryAborted, retry_forever
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
 from ctstream.streams.error_sink import ErrorRecord, ErrorReporter
@@ -58,12 +59,12 @@ def install_sink(
     @app.agent(deduped, name="ctstream.sink")
     async def sink(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_rows, within=settings.batch_wait):
-            await write_batch(events)
+            await run_batch(app, events, write_batch, "sink batch", *_retry(settings))
 
     def on_retry(attempt: int, exc: CtstreamError) -> None:
         stats.retries += 1
 
-    async def write_batch(events: list[Any]) -> None:
+    async def write_batch(events: Sequence[Any]) -> None:
         if log.isEnabledFor(DEBUG_BATCHES):
             log.log(DEBUG_BATCHES, "batch offsets %s", _offset_spans(events))
         by_table: dict[str, list[tuple[ChangeEvent, Any]]] = {}
@@ -110,7 +111,10 @@ def install_sink(
                     f"writing {len(rows)} rows to {bq_table}",
                     *_retry(settings),
                     on_retry=on_retry,
+                    should_abort=lambda: bool(app.should_stop),
                 )
+            except RetryAborted:
+                raise  # stopping: run_batch withholds the whole batch
             except SinkError as exc:
                 # Retrying cannot help (e.g. 400 for the whole request): park every row.
                 rejected = [(i, str(exc)) for i in range(len(rows))]
@@ -130,7 +134,7 @@ def install_sink(
         stats.last_batch_rows = len(events)
 
 
-def _offset_spans(events: list[Any]) -> dict[str, tuple[int, int, int]]:
+def _offset_spans(events: Sequence[Any]) -> dict[str, tuple[int, int, int]]:
     """Per topic-partition: first offset, last offset, count (for post-mortems)."""
     spans: dict[str, list[int]] = {}
     for event in events:

@@ -21,14 +21,23 @@ def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     return float(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not cryptography
 
 
+class RetryAborted(CtstreamError):
+    """Retrying stopped because the worker is shutting down; the work was not done."""
+
+
 async def retry_forever(
     fn: Callable[[], Awaitable[T]],
     what: str,
     initial: float,
     maximum: float,
     on_retry: Callable[[int, CtstreamError], None] | None = None,
+    should_abort: Callable[[], bool] | None = None,
 ) -> T:
-    """Call ``fn`` until it succeeds; re-raise at once an error that is not retriable."""
+    """Call ``fn`` until it succeeds; re-raise at once an error that is not retriable.
+
+    ``should_abort`` is asked between attempts (and during the waits); when it says yes,
+    RetryAborted is raised so a stopping worker does not wait for a service that is down.
+    """
     attempt = 0
     while True:
         try:
@@ -41,4 +50,12 @@ async def retry_forever(
             if on_retry is not None:
                 on_retry(attempt, exc)
             log.warning("%s failed, retry %d in %.2fs: %s", what, attempt, delay, exc)
-            await asyncio.sleep(delay)
+            waited = 0.0
+            while waited < delay:
+                if should_abort is not None and should_abort():
+                    raise RetryAborted(f"{what}: stopped after {attempt} tries") from exc
+                step = min(0.25, delay - waited)
+                await asyncio.sleep(step)
+                waited += step
+            if should_abort is not None and should_abort():
+                raise RetryAborted(f"{what}: stopped after {attempt} tries") from exc

@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ctstream.errors import SinkError
-from ctstream.streams.backoff import retry_forever
+from ctstream.streams.backoff import RetryAborted, retry_forever
 from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
@@ -58,11 +58,17 @@ class ErrorRecord:
 
 class ErrorReporter:
     def __init__(
-        self, writer: BigQueryWriter, error_topic: Any, retry_initial: float, retry_max: float
+        self,
+        writer: BigQueryWriter,
+        error_topic: Any,
+        retry_initial: float,
+        retry_max: float,
+        should_abort: Callable[[], bool] | None = None,
     ) -> None:
         self._writer = writer
         self._topic = error_topic
         self._retry = (retry_initial, retry_max)
+        self._should_abort = should_abort
         self.count = 0
 
     async def report(
@@ -107,7 +113,11 @@ class ErrorReporter:
 
         self.count += len(records)
         try:
-            rejected = await retry_forever(write, "writing error records", *self._retry)
+            rejected = await retry_forever(
+                write, "writing error records", *self._retry, should_abort=self._should_abort
+            )
+        except RetryAborted:
+            raise  # the caller keeps the events uncommitted
         except SinkError as exc:
             rejected = [(-1, str(exc))]
         if rejected:

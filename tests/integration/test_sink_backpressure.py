@@ -134,3 +134,29 @@ async def test_sink_retries_without_acknowledging_then_catches_up(
     logs = h.full_logs()
     assert "retry" in logs
     assert SECRET not in logs and SECRET not in str(status)
+
+
+async def test_stopping_a_worker_while_bigquery_is_down_loses_nothing(
+    make_harness: Any, flaky: tuple[FlakyBigQuery, str]
+) -> None:
+    """A clean stop (SIGTERM) in the middle of retrying must not commit the unwritten batch:
+    faust acknowledges the events of a batch whose agent is cancelled."""
+    proxy, endpoint = flaky
+    h = make_harness({"items": ITEMS}, bigquery_endpoint=endpoint)
+    worker = await h.start_worker()
+    h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"before {i}", 1.0) for i in range(20)])
+    await h.wait_equal(timeout=60)
+
+    proxy.failing = True
+    h.execute(
+        "INSERT INTO items VALUES (?, ?, ?)", [(i, f"during {i}", 2.0) for i in range(20, 220)]
+    )
+    deadline = time.monotonic() + 60
+    while h.status(worker)["sink"]["retries"] < 2:
+        assert time.monotonic() < deadline, "the sink never met the outage"
+        await asyncio.sleep(0.3)
+    assert h.stop_worker(worker) == 0  # SIGTERM: a clean stop while the sink retries
+
+    proxy.failing = False
+    await h.start_worker()
+    await h.wait_equal(timeout=120)

@@ -1,0 +1,105 @@
+"""run_batch and retry_forever: unfinished batches are never committed."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ctstream.agents.batches import run_batch, withhold
+from ctstream.errors import SinkUnavailable
+from ctstream.streams.backoff import RetryAborted, retry_forever
+
+
+def events(n: int) -> list[Any]:
+    return [SimpleNamespace(message=SimpleNamespace(acked=False, offset=i)) for i in range(n)]
+
+
+class App:
+    def __init__(self) -> None:
+        self.should_stop = False
+
+
+async def test_a_finished_batch_is_left_to_faust_to_acknowledge() -> None:
+    batch = events(3)
+    seen: list[int] = []
+
+    async def handler(evs: Any) -> None:
+        seen.extend(e.message.offset for e in evs)
+
+    await run_batch(App(), batch, handler, "test")
+    assert seen == [0, 1, 2]
+    assert not any(e.message.acked for e in batch)
+
+
+async def test_unexpected_errors_retry_the_batch() -> None:
+    calls = 0
+
+    async def handler(evs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RuntimeError("transient")
+
+    await run_batch(App(), events(2), handler, "test", retry_initial=0.001, retry_max=0.01)
+    assert calls == 3
+
+
+async def test_a_batch_aborted_at_shutdown_is_withheld() -> None:
+    app = App()
+    batch = events(4)
+
+    async def handler(evs: Any) -> None:
+        async def fail() -> None:
+            raise SinkUnavailable("503")
+
+        app.should_stop = True
+        await retry_forever(fail, "write", 0.001, 0.01, should_abort=lambda: app.should_stop)
+
+    await run_batch(app, batch, handler, "test")
+    assert all(e.message.acked for e in batch)  # faust will neither wait for nor commit them
+
+
+async def test_a_cancelled_batch_is_withheld_and_the_cancel_goes_on() -> None:
+    batch = events(2)
+    started = asyncio.Event()
+
+    async def handler(evs: Any) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(run_batch(App(), batch, handler, "test"))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert all(e.message.acked for e in batch)
+
+
+async def test_retry_forever_retries_retriable_errors_only() -> None:
+    attempts = 0
+
+    async def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 4:
+            raise SinkUnavailable("503")
+        return "ok"
+
+    retries: list[int] = []
+    result = await retry_forever(flaky, "w", 0.001, 0.01, on_retry=lambda n, e: retries.append(n))
+    assert result == "ok" and retries == [1, 2, 3]
+
+    async def broken() -> None:
+        raise RetryAborted("not retriable")
+
+    with pytest.raises(RetryAborted):
+        await retry_forever(broken, "w", 0.001, 0.01)
+
+
+def test_withhold_marks_every_message() -> None:
+    batch = events(3)
+    withhold(batch)
+    assert all(e.message.acked for e in batch)

@@ -33,6 +33,11 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "broker_heartbeat_interval": 2.0,
         "broker_rebalance_timeout": 30.0,
         "stream_buffer_maxsize": 8192,
+        # Do not wait for every delivered message at shutdown or rebalance: a sink retrying
+        # through a BigQuery outage would block both. Nothing unfinished is committed
+        # anyway — finished batches are acknowledged, unfinished ones withheld
+        # (agents/batches.py), and messages never handed to an agent are not acknowledged.
+        "stream_wait_empty": False,
         "table_cleanup_interval": 30.0,
         "web_enabled": settings.web.enabled,
         "web_bind": settings.web.host,

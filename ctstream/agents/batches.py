@@ -1,28 +1,71 @@
 """Running a batch so that faust never commits what was not finished.
 
 faust acknowledges every event of a ``take_events`` batch when the agent leaves the batch —
-also when it leaves by an exception or by being cancelled at shutdown — and commits what
-was acknowledged. An unfinished batch is therefore *withheld*: its messages are marked
-acknowledged without being registered with the consumer, so faust neither waits for them
-nor commits past them, and whoever owns the partition next reads them again.
+also when it leaves by an exception or by being cancelled at shutdown — and it can
+acknowledge a stale "current" event while it skips messages during a stop. So ctstream
+does not rely on acknowledgements alone: every batch is registered while it runs, and the
+commit of a partition is capped below the first offset of any batch that has not
+finished (``commit_ceiling``, applied in streams/faust_patches.py). An unfinished batch is
+*withheld*: its offsets stay under the cap until the batch is processed again (after a
+rebalance or a restart re-reads it), and its messages are marked acknowledged without being
+registered, so faust does not wait for them either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ctstream.streams.backoff import RetryAborted, backoff_delay
+from ctstream.streams.faust_patches import commit_ceilings
 
 log = logging.getLogger("ctstream.batches")
+
+TopicPartition = tuple[str, int]
+
+_tokens = itertools.count()
+_running: dict[int, dict[TopicPartition, int]] = {}  # batch token → first offset per tp
+_withheld: dict[TopicPartition, int] = {}  # tp → first offset not finished
+
+
+def _first_offsets(events: Sequence[Any]) -> dict[TopicPartition, int]:
+    firsts: dict[TopicPartition, int] = {}
+    for event in events:
+        message = event.message
+        tp = (message.topic, message.partition)
+        offset = int(message.offset)
+        if tp not in firsts or offset < firsts[tp]:
+            firsts[tp] = offset
+    return firsts
+
+
+def commit_ceiling(topic: str, partition: int) -> int | None:
+    """The highest offset that may be committed for a partition (None: no limit)."""
+    tp = (topic, partition)
+    limits = [firsts[tp] for firsts in _running.values() if tp in firsts]
+    if tp in _withheld:
+        limits.append(_withheld[tp])
+    return min(limits) if limits else None
+
+
+commit_ceilings.append(commit_ceiling)
 
 
 def withhold(events: Sequence[Any]) -> None:
     """Keep faust from committing these events' offsets (they will be read again)."""
+    for tp, offset in _first_offsets(events).items():
+        _withheld[tp] = min(offset, _withheld.get(tp, offset))
     for event in events:
         event.message.acked = True
+
+
+def _finished(firsts: dict[TopicPartition, int]) -> None:
+    for tp, offset in firsts.items():
+        if tp in _withheld and offset <= _withheld[tp]:
+            del _withheld[tp]  # what was withheld has now been processed again
 
 
 async def run_batch(
@@ -38,24 +81,31 @@ async def run_batch(
     Stops without committing the batch when the worker shuts down (RetryAborted, or a
     failure while stopping) or the agent is cancelled.
     """
-    attempt = 0
-    while True:
-        try:
-            await handler(events)
-            return
-        except RetryAborted as exc:
-            withhold(events)
-            log.warning("%s not finished, left for the next owner: %s", what, exc)
-            return
-        except Exception:
-            if app.should_stop:
-                withhold(events)
-                log.warning("%s failed while stopping; left for the next owner", what)
+    token = next(_tokens)
+    firsts = _first_offsets(events)
+    _running[token] = firsts
+    try:
+        attempt = 0
+        while True:
+            try:
+                await handler(events)
+                _finished(firsts)
                 return
-            attempt += 1
-            delay = backoff_delay(attempt, retry_initial, retry_max)
-            log.exception("%s failed (attempt %d); retrying in %.1fs", what, attempt, delay)
-            await asyncio.sleep(delay)
-        except BaseException:  # cancelled: the batch may be half done
-            withhold(events)
-            raise
+            except RetryAborted as exc:
+                withhold(events)
+                log.warning("%s not finished, left for the next owner: %s", what, exc)
+                return
+            except Exception:
+                if app.should_stop:
+                    withhold(events)
+                    log.warning("%s failed while stopping; left for the next owner", what)
+                    return
+                attempt += 1
+                delay = backoff_delay(attempt, retry_initial, retry_max)
+                log.exception("%s failed (attempt %d); retrying in %.1fs", what, attempt, delay)
+                await asyncio.sleep(delay)
+            except BaseException:  # cancelled: the batch may be half done
+                withhold(events)
+                raise
+    finally:
+        del _running[token]

@@ -25,6 +25,9 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    are skipped (flow control is still suspended) yet move faust's read offset forward, so
    the same records fetched again after the seek are dropped as already read. The two
    recovery methods below are faust's own, with the seek moved before the resume.
+5. Commits are capped below the first offset of any batch an agent has not finished
+   (``commit_ceilings``, fed by agents/batches.py): found by the test that stops a worker
+   while BigQuery is down, where faust committed a batch that was still being retried.
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/integration/test_pipeline.py the kill-and-restart behaviour.
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from faust.tables.recovery import Recovery
@@ -63,6 +67,27 @@ def new_offset(self: Any, tp: Any) -> int | None:
 async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
     """Never acknowledge offsets that were not processed."""
     log.debug("not treating offsets %d..%d of %s as a gap", offset_from, offset_to, tp)
+
+
+# Functions (topic, partition) → highest committable offset or None; see agents/batches.py.
+commit_ceilings: list[Callable[[str, int], int | None]] = []
+
+_original_filter = Consumer._filter_committable_offsets
+
+
+def filter_committable_offsets(self: Any, tps: Any) -> dict[Any, int]:
+    """faust's choice of offsets to commit, capped below any unfinished batch (fix 5)."""
+    offsets: dict[Any, int] = _original_filter(self, tps)
+    for tp in list(offsets):
+        for ceiling_of in commit_ceilings:
+            ceiling = ceiling_of(tp.topic, tp.partition)
+            if ceiling is not None and offsets[tp] > ceiling:
+                committed = self._committed_offset[tp]
+                if committed is not None and ceiling <= committed:
+                    del offsets[tp]
+                    break
+                offsets[tp] = ceiling
+    return offsets
 
 
 _original_perform_seek = Consumer.perform_seek
@@ -155,6 +180,7 @@ def apply() -> None:
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    Consumer._filter_committable_offsets = filter_committable_offsets  # type: ignore[method-assign]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     Recovery._resume_streams = resume_streams  # type: ignore[method-assign]
     _APPLIED = True

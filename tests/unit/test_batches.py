@@ -8,13 +8,16 @@ from typing import Any
 
 import pytest
 
-from ctstream.agents.batches import run_batch, withhold
+from ctstream.agents.batches import commit_ceiling, run_batch, withhold
 from ctstream.errors import SinkUnavailable
 from ctstream.streams.backoff import RetryAborted, retry_forever
 
 
 def events(n: int) -> list[Any]:
-    return [SimpleNamespace(message=SimpleNamespace(acked=False, offset=i)) for i in range(n)]
+    return [
+        SimpleNamespace(message=SimpleNamespace(acked=False, offset=i, topic="t", partition=0))
+        for i in range(n)
+    ]
 
 
 class App:
@@ -103,3 +106,60 @@ def test_withhold_marks_every_message() -> None:
     batch = events(3)
     withhold(batch)
     assert all(e.message.acked for e in batch)
+
+
+def tp_events(topic: str, partition: int, offsets: list[int]) -> list[Any]:
+    return [
+        SimpleNamespace(
+            message=SimpleNamespace(acked=False, offset=o, topic=topic, partition=partition)
+        )
+        for o in offsets
+    ]
+
+
+async def test_commits_are_capped_below_a_running_batch() -> None:
+    batch = tp_events("ceil-a", 0, [10, 11, 12])
+    inside: list[int | None] = []
+
+    async def handler(evs: Any) -> None:
+        inside.append(commit_ceiling("ceil-a", 0))
+
+    await run_batch(App(), batch, handler, "test")
+    assert inside == [10]
+    assert commit_ceiling("ceil-a", 0) is None  # finished: no cap any more
+
+
+async def test_a_withheld_batch_caps_commits_until_it_is_processed_again() -> None:
+    first = tp_events("ceil-b", 1, [40, 41])
+    withhold(first)
+    assert commit_ceiling("ceil-b", 1) == 40
+    assert commit_ceiling("ceil-b", 0) is None
+
+    async def handler(evs: Any) -> None:
+        return None
+
+    await run_batch(App(), tp_events("ceil-b", 1, [40, 41, 42]), handler, "test")
+    assert commit_ceiling("ceil-b", 1) is None
+
+
+def test_faust_commit_filter_applies_the_ceiling() -> None:
+    from collections import defaultdict
+
+    from faust.types import TP
+
+    from ctstream.streams import faust_patches
+
+    tp = TP("ceil-c", 0)
+    withhold(tp_events("ceil-c", 0, [5, 6]))
+
+    class Fake:
+        _committed_offset: Any = defaultdict(lambda: None)
+
+    original = faust_patches._original_filter
+    faust_patches._original_filter = lambda self, tps: {tp: 9}  # type: ignore[assignment]
+    try:
+        assert faust_patches.filter_committable_offsets(Fake(), [tp]) == {tp: 5}
+        Fake._committed_offset[tp] = 5
+        assert faust_patches.filter_committable_offsets(Fake(), [tp]) == {}
+    finally:
+        faust_patches._original_filter = original

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.dialects import quote_sqlite
-from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.kafka_offsets import group_lag
 from ctstream.streams.topics import TopicNames
 
 SourceRows = dict[tuple[Any, ...], dict[str, Any]]
@@ -127,28 +127,16 @@ async def kafka_totals(
     specs = [TableSpec(t, None, t, ()) for t in tables]
     raw_topics = [names.raw(s) for s in specs]
     deduped_topics = [names.deduped(s) for s in specs]
-    bootstrap = settings.kafka.bootstrap_servers
-    # committed() reads the app's group offsets without joining the group.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=settings.app.id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        parts = [
-            TopicPartition(t, p)
-            for t in raw_topics + deduped_topics
-            for p in range(settings.kafka.partitions)
-        ]
-        while True:
-            ends = await true_end_offsets(bootstrap, parts)
-            lag = 0
-            for tp in parts:
-                lag += ends[tp] - (await consumer.committed(tp) or 0)
-            if lag <= 0 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-        raw = sum(v for tp, v in ends.items() if tp.topic in raw_topics)
-        deduped = sum(v for tp, v in ends.items() if tp.topic in deduped_topics)
-        return {"raw": raw, "deduped": deduped, "lag": max(lag, 0)}
-    finally:
-        await consumer.stop()
+    parts = [
+        TopicPartition(t, p)
+        for t in raw_topics + deduped_topics
+        for p in range(settings.kafka.partitions)
+    ]
+    while True:
+        lag, ends = await group_lag(settings.kafka.bootstrap_servers, settings.app.id, parts)
+        if lag <= 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    raw = sum(v for tp, v in ends.items() if tp.topic in raw_topics)
+    deduped = sum(v for tp, v in ends.items() if tp.topic in deduped_topics)
+    return {"raw": raw, "deduped": deduped, "lag": max(lag, 0)}

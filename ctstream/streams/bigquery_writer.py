@@ -100,6 +100,11 @@ class BigQueryWriter:
         except Exception as exc:
             raise classify(exc, what) from exc
 
+    async def _create(self, table: bigquery.Table, what: str) -> None:
+        await self._call(
+            what, self._client.create_table, table, exists_ok=True, timeout=self._timeout
+        )
+
     async def ensure_dataset(self) -> None:
         dataset = bigquery.Dataset(f"{self.settings.project}.{self.settings.dataset}")
         if self.settings.location:
@@ -113,13 +118,7 @@ class BigQueryWriter:
         )
         fields = list(ERROR_RECORDS_FIELDS)
         table = bigquery.Table(self.ref(ERROR_RECORDS_TABLE), schema=fields)
-        await self._call(
-            "creating the error records table",
-            self._client.create_table,
-            table,
-            exists_ok=True,
-            timeout=self._timeout,
-        )
+        await self._create(table, "creating the error records table")
         self._validators[ERROR_RECORDS_TABLE] = RowValidator(fields)
 
     async def ensure_table(self, spec: TableSpec) -> None:
@@ -134,22 +133,10 @@ class BigQueryWriter:
         ]
         if clusterable:
             table.clustering_fields = clusterable[:4]
-        await self._call(
-            f"creating table {spec.bq_table}",
-            self._client.create_table,
-            table,
-            exists_ok=True,
-            timeout=self._timeout,
-        )
+        await self._create(table, f"creating table {spec.bq_table}")
         view = bigquery.Table(self.ref(f"{spec.bq_table}_latest"))
         view.view_query = latest_view_sql(self.ref(spec.bq_table), spec)
-        await self._call(
-            f"creating view {spec.bq_table}_latest",
-            self._client.create_table,
-            view,
-            exists_ok=True,
-            timeout=self._timeout,
-        )
+        await self._create(view, f"creating view {spec.bq_table}_latest")
         self._validators[spec.bq_table] = RowValidator(fields)
 
     async def insert(

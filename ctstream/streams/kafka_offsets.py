@@ -40,3 +40,24 @@ async def true_end_offsets(
         return ends
     finally:
         await consumer.stop()
+
+
+async def group_lag(
+    bootstrap: str, group: str, parts: Sequence[TopicPartition]
+) -> tuple[int, dict[TopicPartition, int]]:
+    """Messages not yet committed by ``group`` in ``parts``, and the exact end offsets.
+
+    ``committed()`` reads the group's offsets without joining the group.
+    """
+    ends = await true_end_offsets(bootstrap, parts)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        lag = 0
+        for tp in parts:
+            lag += ends[tp] - (await consumer.committed(tp) or 0)
+        return lag, ends
+    finally:
+        await consumer.stop()

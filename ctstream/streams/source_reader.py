@@ -95,22 +95,25 @@ class SourceReader:
             with suppress(pyodbc.Error):
                 await conn.close()
 
-    async def describe(self, name: str) -> TableSpec:
-        """The table's columns and key from the catalog; refuse untracked or keyless tables."""
+    async def _fetch(self, what: str, sql: str, *params: object, all_rows: bool = False) -> Any:
+        """One catalog or version query in its own short transaction."""
         async with self._lock:
             conn = await self._connection()
             try:
                 async with conn.cursor() as cur:
-                    await cur.execute(self._dialect.tracked_table_sql(), name)
-                    tracked = await cur.fetchone()
-                    await cur.execute(self._dialect.columns_sql(), name)
-                    rows = await cur.fetchall()
+                    await cur.execute(sql, *params)
+                    result = await (cur.fetchall() if all_rows else cur.fetchone())
                 await conn.rollback()
             except pyodbc.Error as exc:
                 await self.close()
-                raise SourceUnavailable(
-                    f"reading the catalog for {name!r} failed: {_odbc_message(exc)}"
-                ) from None
+                raise SourceUnavailable(f"{what}: {_odbc_message(exc)}") from None
+        return result
+
+    async def describe(self, name: str) -> TableSpec:
+        """The table's columns and key from the catalog; refuse untracked or keyless tables."""
+        what = f"reading the catalog for {name!r}"
+        tracked = await self._fetch(what, self._dialect.tracked_table_sql(), name)
+        rows = await self._fetch(what, self._dialect.columns_sql(), name, all_rows=True)
         if not rows:
             raise SourceError(
                 f"source.tables: table {name!r} does not exist in the source database"
@@ -142,34 +145,10 @@ class SourceReader:
     async def describe_all(self, names: Sequence[str]) -> dict[str, TableSpec]:
         return {name: await self.describe(name) for name in names}
 
-    async def current_version(self) -> int:
-        async with self._lock:
-            conn = await self._connection()
-            try:
-                async with conn.cursor() as cur:
-                    await cur.execute(self._dialect.current_version_sql())
-                    row = await cur.fetchone()
-                await conn.rollback()
-            except pyodbc.Error as exc:
-                await self.close()
-                raise SourceUnavailable(
-                    f"reading the current version: {_odbc_message(exc)}"
-                ) from None
-        return int(row[0])
-
     async def min_valid_version(self, spec: TableSpec) -> int:
-        async with self._lock:
-            conn = await self._connection()
-            try:
-                async with conn.cursor() as cur:
-                    await cur.execute(self._dialect.min_valid_version_sql(), spec.name)
-                    row = await cur.fetchone()
-                await conn.rollback()
-            except pyodbc.Error as exc:
-                await self.close()
-                raise SourceUnavailable(
-                    f"reading the min valid version: {_odbc_message(exc)}"
-                ) from None
+        row = await self._fetch(
+            "reading the min valid version", self._dialect.min_valid_version_sql(), spec.name
+        )
         if row is None:
             raise SourceError(f"table {spec.name!r} is no longer change-tracked")
         return int(row[0])

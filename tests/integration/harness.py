@@ -21,7 +21,7 @@ from ctstream.demo_check import compare_table
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, load_settings
 from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.kafka_offsets import group_lag, true_end_offsets
 from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.sqlite_tracking import track_database
 from ctstream.streams.topics import TopicNames
@@ -215,31 +215,23 @@ endpoint = "{bigquery_endpoint or stack.bigquery_endpoint}"
         finally:
             await producer.stop()
 
-    async def wait_caught_up(self, timeout: float = 60) -> None:
-        """Until the app's group has committed everything in the raw and deduped topics."""
-        names = TopicNames(self.settings.kafka.topic_prefix)
-        topics = [names.raw(self.spec(t)) for t in self.tables]
-        topics += [names.deduped(self.spec(t)) for t in self.tables]
+    async def lag(self, topics: Sequence[str] | None = None) -> int:
+        """Messages the app's group has not committed, in ``topics`` (default: raw and
+        deduped topics of every table)."""
+        if topics is None:
+            names = TopicNames(self.settings.kafka.topic_prefix)
+            topics = [names.raw(self.spec(t)) for t in self.tables]
+            topics += [names.deduped(self.spec(t)) for t in self.tables]
         parts = [
             TopicPartition(t, p) for t in topics for p in range(self.settings.kafka.partitions)
         ]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka.bootstrap_servers,
-            group_id=self.settings.app.id,
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                ends = await true_end_offsets(self.settings.kafka.bootstrap_servers, parts)
-                lag = 0
-                for tp in parts:
-                    lag += ends[tp] - (await consumer.committed(tp) or 0)
-                if lag <= 0:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"consumer lag still {lag} after {timeout}s")
-                await asyncio.sleep(0.3)
-        finally:
-            await consumer.stop()
+        lag, _ = await group_lag(self.settings.kafka.bootstrap_servers, self.settings.app.id, parts)
+        return lag
+
+    async def wait_caught_up(self, timeout: float = 60) -> None:
+        """Until the app's group has committed everything in the raw and deduped topics."""
+        deadline = time.monotonic() + timeout
+        while (lag := await self.lag()) > 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consumer lag still {lag} after {timeout}s")
+            await asyncio.sleep(0.3)

@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ctstream.streams.kafka_offsets import true_end_offsets
 from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.topics import TopicNames
 from tests.integration.harness import SECRET
@@ -83,21 +81,6 @@ async def flaky(stack: StackInfo) -> AsyncIterator[tuple[FlakyBigQuery, str]]:
     await runner.cleanup()
 
 
-async def committed_lag(h: Any, topic: str) -> int:
-    parts = [TopicPartition(topic, p) for p in range(h.settings.kafka.partitions)]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=h.settings.kafka.bootstrap_servers,
-        group_id=h.settings.app.id,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        ends = await true_end_offsets(h.settings.kafka.bootstrap_servers, parts)
-        return sum([ends[tp] - (await consumer.committed(tp) or 0) for tp in parts])
-    finally:
-        await consumer.stop()
-
-
 async def test_sink_retries_without_acknowledging_then_catches_up(
     make_harness: Any, flaky: tuple[FlakyBigQuery, str]
 ) -> None:
@@ -121,14 +104,14 @@ async def test_sink_retries_without_acknowledging_then_catches_up(
         assert time.monotonic() < deadline, f"no retries seen: {h.status(worker)}"
         await asyncio.sleep(0.3)
     # ... and has acknowledged none of what it could not write.
-    assert await committed_lag(h, deduped) > 0
+    assert await h.lag([deduped]) > 0
     rows = await h.query("SELECT COUNT(*) AS n FROM `{ds}.items` WHERE name LIKE 'during%'")
     assert rows[0]["n"] == 0
 
     proxy.failing = False
     await h.wait_equal(timeout=120)
     await h.wait_caught_up(timeout=60)
-    assert await committed_lag(h, deduped) == 0
+    assert await h.lag([deduped]) == 0
     status = h.status(worker)
     assert status["tables"]["items"]["error_rows"] == 0  # retried, not parked as errors
     logs = h.full_logs()

@@ -35,6 +35,7 @@ class TableSpec:
     table: str
     columns: tuple[ColumnSpec, ...]
     change_table: str | None = None  # the SQLite stand-in's change table
+    object_id: int | None = None  # SQL Server's object id of the table
 
     @property
     def key_columns(self) -> tuple[ColumnSpec, ...]:

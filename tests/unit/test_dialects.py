@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ctstream.models import ColumnSpec, TableSpec
-from ctstream.streams.dialects import SqliteDialect, dialect_for, quote_sqlite
+from ctstream.streams.dialects import SqliteDialect, Statement, dialect_for, quote_sqlite
 from ctstream.streams.sqlite_tracking import enable_tracking
 
 TABLE = 'we"ird;tab'
@@ -50,12 +50,16 @@ def hostile_spec(change_table: str | None = "_ct__" + TABLE) -> TableSpec:
 def spec_from_catalog(conn: sqlite3.Connection, name: str) -> TableSpec:
     """Build the spec the way the reader does, through the dialect's catalog SQL."""
     d = SqliteDialect()
-    tracked = conn.execute(d.tracked_table_sql(), (name,)).fetchone()
-    rows = conn.execute(d.columns_sql(), (name,)).fetchall()
+    schema, table = d.split_name(name)
+    assert schema is None
+    stmt = d.tracked_table(schema, table)
+    tracked = conn.execute(stmt.sql, stmt.params).fetchone()
+    stmt = d.columns(schema, table)
+    rows = conn.execute(stmt.sql, stmt.params).fetchall()
     assert tracked is not None
     columns = tuple(
-        ColumnSpec(str(n), str(t or ""), nullable=not nn, key_ordinal=int(pk) if pk else None)
-        for n, t, nn, pk in rows
+        ColumnSpec(str(n), str(t or ""), nullable=bool(nullable), key_ordinal=pk)
+        for n, t, nullable, pk, _precision, _scale, _length in rows
     )
     return TableSpec(name, None, name, columns, change_table=str(tracked[0]))
 
@@ -164,16 +168,63 @@ def test_catalog_sql_builds_the_same_spec(conn: sqlite3.Connection) -> None:
     assert SqliteDialect().changes_query(spec) == SqliteDialect().changes_query(hostile_spec())
 
 
+def one(conn: sqlite3.Connection, stmt: Statement) -> tuple[Any, ...]:
+    row = conn.execute(stmt.sql, stmt.params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
 def test_version_sql(conn: sqlite3.Connection) -> None:
     d = SqliteDialect()
-    assert conn.execute(d.current_version_sql()).fetchone() == (0,)
+    assert one(conn, d.current_version()) == (0,)
     insert(conn, 1, "a", "x", 1.0)
-    assert conn.execute(d.current_version_sql()).fetchone() == (1,)
-    assert conn.execute(d.min_valid_version_sql(), (TABLE,)).fetchone() == (0,)
+    assert one(conn, d.current_version()) == (1,)
+    assert one(conn, d.min_valid_version(hostile_spec())) == (0,)
+
+
+def test_untracked_table_has_no_tracking_row(conn: sqlite3.Connection) -> None:
+    d = SqliteDialect()
+    conn.execute('CREATE TABLE "plain" (id INTEGER PRIMARY KEY)')
+    stmt = d.tracked_table(None, "plain")
+    assert conn.execute(stmt.sql, stmt.params).fetchone() is None
+    stmt = d.columns(None, "missing")
+    assert conn.execute(stmt.sql, stmt.params).fetchall() == []
+
+
+def test_snapshot_query_reads_every_row_keys_first(conn: sqlite3.Connection) -> None:
+    insert(conn, 1, "a", "one", 1.5)
+    insert(conn, 2, "b;--", 'tw"o', None)
+    query = SqliteDialect().snapshot_query(spec_from_catalog(conn, TABLE))
+    assert query.key_count == 2
+    assert query.value_columns == (V1, V2)
+    assert sorted(conn.execute(query.sql).fetchall()) == [
+        ("a", 1, "one", 1.5),
+        ("b;--", 2, 'tw"o', None),
+    ]
+
+
+def test_table_health(conn: sqlite3.Connection) -> None:
+    d = SqliteDialect()
+    spec = spec_from_catalog(conn, TABLE)
+    retention, age = one(conn, d.table_health(spec, 0))
+    assert retention > 0
+    assert age is None  # nothing changed after version 0
+    insert(conn, 1, "a", "one", 1.5)
+    _, age = one(conn, d.table_health(spec, 0))
+    assert 0 <= age < 60
+    assert one(conn, d.table_health(spec, 1))[1] is None
+    assert d.cleanup_backlog() is None
+
+
+def test_database_info_says_tracking_on() -> None:
+    with sqlite3.connect(":memory:") as c:
+        stmt = SqliteDialect().database_info()
+        assert c.execute(stmt.sql, stmt.params).fetchone() == (1, None, None, None)
 
 
 def test_dialect_for() -> None:
     assert dialect_for("sqlite").name == "sqlite"
+    assert dialect_for("mssql").name == "mssql"
     with pytest.raises(ValueError, match=r"source\.dialect"):
         dialect_for("oracle")
 

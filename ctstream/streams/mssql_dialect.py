@@ -1,0 +1,267 @@
+"""SQL text for SQL Server Change Tracking (T-SQL over pyodbc, ``?`` parameter markers).
+
+Identifiers come only from the catalog (a TableSpec) and always pass through
+:func:`quote_mssql`; versions, names and object ids are bound parameters.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from ctstream.models import TableSpec
+from ctstream.streams.dialects import ChangeQuery, SnapshotQuery, Statement
+
+if TYPE_CHECKING:
+    from ctstream.streams.dialects import Dialect
+
+# sysname is nvarchar(128): at most 128 UTF-16 code units.
+_MAX_IDENTIFIER_UNITS = 128
+_INT_MAX = 2**31 - 1
+
+# pyodbc hands SQL Server's datetimeoffset (SQL_SS_TIMESTAMPOFFSET) over as raw bytes:
+# SQL_SS_TIMESTAMPOFFSET_STRUCT = year, month, day, hour, minute, second (SQLSMALLINT /
+# SQLUSMALLINT), fraction in nanoseconds (SQLUINTEGER), timezone hour, minute (SQLSMALLINT).
+SQL_SS_TIMESTAMPOFFSET = -155
+_DATETIMEOFFSET = struct.Struct("<6hI2h")
+
+
+def quote_mssql(name: str) -> str:
+    """QUOTENAME semantics: ``[`` + name with ``]`` doubled + ``]``.
+
+    Refuses names SQL Server cannot hold instead of quoting them into something else.
+    """
+    if not name:
+        raise ValueError(
+            f"identifier {name!r} is empty: SQL Server names need at least one character; "
+            "check source.tables and the catalog"
+        )
+    if "\x00" in name:
+        raise ValueError(
+            f"identifier {name!r} contains a NUL character, which SQL Server names cannot "
+            "hold; check source.tables and the catalog"
+        )
+    try:
+        units = len(name.encode("utf-16-le")) // 2
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"identifier {name!r} contains a lone surrogate and cannot be sent to SQL Server "
+            "as UTF-16; check source.tables and the catalog"
+        ) from None
+    if units > _MAX_IDENTIFIER_UNITS:
+        raise ValueError(
+            f"identifier {name!r} is {units} UTF-16 code units long, more than SQL Server's "
+            f"{_MAX_IDENTIFIER_UNITS} (sysname); check source.tables and the catalog"
+        )
+    return "[" + name.replace("]", "]]") + "]"
+
+
+def decode_datetimeoffset(raw: bytes | None) -> datetime | None:
+    """pyodbc output converter: datetimeoffset bytes → timezone-aware datetime.
+
+    The struct holds the local time and its offset from UTC (both offset parts carry the
+    sign, e.g. -05:30 is (-5, -30)). Python keeps microseconds: the 7th fractional digit
+    of datetimeoffset(7) is dropped.
+    """
+    if raw is None:
+        return None
+    year, month, day, hour, minute, second, fraction_ns, tz_hour, tz_minute = (
+        _DATETIMEOFFSET.unpack(raw)
+    )
+    offset = timezone(timedelta(hours=tz_hour, minutes=tz_minute))
+    return datetime(year, month, day, hour, minute, second, fraction_ns // 1000, tzinfo=offset)
+
+
+# Types pyodbc cannot return usefully, read through an expression of the same position.
+# SQL Server's CLR method names are case-sensitive.
+_CONVERSIONS: dict[str, Callable[[str], str]] = {
+    "geography": lambda ref: f"{ref}.STAsText()",
+    "geometry": lambda ref: f"{ref}.STAsText()",
+    "hierarchyid": lambda ref: f"{ref}.ToString()",
+    "xml": lambda ref: f"CONVERT(nvarchar(max), {ref})",
+    "sql_variant": lambda ref: f"CONVERT(nvarchar(max), {ref})",
+}
+
+
+def _select_expression(alias: str, name: str, source_type: str) -> str:
+    ref = f"{alias}.{quote_mssql(name)}"
+    convert = _CONVERSIONS.get(source_type.split("(", 1)[0].strip().lower())
+    return convert(ref) if convert else ref
+
+
+def _table_ref(spec: TableSpec) -> str:
+    if spec.schema is None:
+        raise ValueError(
+            f"table {spec.name!r} has no schema: SQL Server tables are named "
+            "schema.table, e.g. 'dbo.items'"
+        )
+    return f"{quote_mssql(spec.schema)}.{quote_mssql(spec.table)}"
+
+
+def _changetable(spec: TableSpec) -> str:
+    return f"CHANGETABLE(CHANGES {_table_ref(spec)}, ?) AS ct"
+
+
+def _split_columns(spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    keys = tuple(c.name for c in spec.key_columns)
+    key_set = set(keys)
+    others = tuple(c.name for c in spec.columns if c.name not in key_set)
+    return keys, others
+
+
+def _types(spec: TableSpec) -> dict[str, str]:
+    return {c.name: c.source_type for c in spec.columns}
+
+
+def _need_schema(schema: str | None, table: str) -> str:
+    if schema is None:
+        raise ValueError(
+            f"table {table!r} has no schema: SQL Server tables are named schema.table, "
+            "e.g. 'dbo.items'"
+        )
+    return schema
+
+
+_DATABASE_INFO = (
+    "SELECT CASE WHEN ctd.database_id IS NULL THEN 0 ELSE 1 END, "
+    "CASE WHEN d.snapshot_isolation_state = 1 THEN 1 ELSE 0 END, "
+    "CAST(ctd.retention_period AS bigint) * CASE ctd.retention_period_units "
+    "WHEN 1 THEN 60 WHEN 2 THEN 3600 WHEN 3 THEN 86400 END, "
+    "CAST(ctd.is_auto_cleanup_on AS int) "
+    "FROM sys.databases AS d "
+    "LEFT JOIN sys.change_tracking_databases AS ctd ON ctd.database_id = d.database_id "
+    "WHERE d.database_id = DB_ID()"
+)
+
+_TRACKED_TABLE = (
+    "SELECT ctt.object_id FROM sys.change_tracking_tables AS ctt "
+    "JOIN sys.tables AS t ON t.object_id = ctt.object_id "
+    "JOIN sys.schemas AS s ON s.schema_id = t.schema_id "
+    "WHERE s.name = ? AND t.name = ?"
+)
+
+# Alias (user-defined) types are reported as their base type; CLR types (geography,
+# geometry, hierarchyid, user CLR types) share system_type_id 240 and keep their own name.
+_COLUMNS = (
+    "SELECT c.name, "
+    "CASE WHEN ty.is_assembly_type = 1 THEN ty.name ELSE COALESCE(bt.name, ty.name) END, "
+    "c.is_nullable, ic.key_ordinal, c.precision, c.scale, c.max_length "
+    "FROM sys.columns AS c "
+    "JOIN sys.tables AS t ON t.object_id = c.object_id "
+    "JOIN sys.schemas AS s ON s.schema_id = t.schema_id "
+    "JOIN sys.types AS ty ON ty.user_type_id = c.user_type_id "
+    "LEFT JOIN sys.types AS bt ON bt.user_type_id = c.system_type_id "
+    "LEFT JOIN sys.indexes AS i ON i.object_id = t.object_id AND i.is_primary_key = 1 "
+    "LEFT JOIN sys.index_columns AS ic ON ic.object_id = i.object_id "
+    "AND ic.index_id = i.index_id AND ic.column_id = c.column_id AND ic.key_ordinal > 0 "
+    "WHERE s.name = ? AND t.name = ? "
+    "ORDER BY c.column_id"
+)
+
+# sys.dm_tran_commit_table (syscommittab) needs VIEW SERVER STATE (VIEW DATABASE STATE
+# on Azure SQL). Its commit_time is assumed to be UTC, hence SYSUTCDATETIME().
+_CLEANUP_BACKLOG = (
+    "SELECT DATEDIFF_BIG(SECOND, MIN(commit_time), SYSUTCDATETIME()) FROM sys.dm_tran_commit_table"
+)
+
+
+class MssqlDialect:
+    """SQL Server Change Tracking (CHANGETABLE, syscommittab, snapshot isolation)."""
+
+    name = "mssql"
+
+    def split_name(self, configured: str) -> tuple[str | None, str]:
+        schema, dot, table = configured.partition(".")
+        if not dot:
+            raise ValueError(
+                f"source table {configured!r} needs its schema for SQL Server, e.g. 'dbo.items'"
+            )
+        if not schema or not table or "." in table:
+            raise ValueError(
+                f"source table {configured!r} must be written schema.table, e.g. 'dbo.items'"
+            )
+        return schema, table
+
+    def session_sql(self, lock_timeout_ms: int) -> tuple[str, ...]:
+        # type() rather than isinstance(): bool and int subclasses could format otherwise.
+        if type(lock_timeout_ms) is not int or not -1 <= lock_timeout_ms <= _INT_MAX:
+            raise ValueError(
+                f"lock timeout {lock_timeout_ms!r} must be an int of milliseconds from 0 to "
+                f"{_INT_MAX}, or -1 to wait forever; check source.lock_timeout"
+            )
+        return (
+            "SET TRANSACTION ISOLATION LEVEL SNAPSHOT",
+            f"SET LOCK_TIMEOUT {lock_timeout_ms:d}",
+        )
+
+    def configure_connection(self, connection: Any) -> None:
+        connection.add_output_converter(SQL_SS_TIMESTAMPOFFSET, decode_datetimeoffset)
+
+    def database_info(self) -> Statement:
+        return Statement(_DATABASE_INFO)
+
+    def tracked_table(self, schema: str | None, table: str) -> Statement:
+        return Statement(_TRACKED_TABLE, (_need_schema(schema, table), table))
+
+    def columns(self, schema: str | None, table: str) -> Statement:
+        return Statement(_COLUMNS, (_need_schema(schema, table), table))
+
+    def min_valid_version(self, spec: TableSpec) -> Statement:
+        if spec.object_id is None:
+            raise ValueError(
+                f"table {spec.name!r} has no SQL Server object id; read it from the catalog "
+                "(tracked_table) before asking for its min valid version"
+            )
+        return Statement("SELECT CHANGE_TRACKING_MIN_VALID_VERSION(?)", (spec.object_id,))
+
+    def current_version(self) -> Statement:
+        return Statement("SELECT CHANGE_TRACKING_CURRENT_VERSION()")
+
+    def changes_query(self, spec: TableSpec) -> ChangeQuery:
+        keys, others = _split_columns(spec)
+        if not keys:
+            raise ValueError(
+                f"table {spec.name!r} has no primary key: Change Tracking needs one; "
+                "add a primary key or remove the table from source.tables"
+            )
+        types = _types(spec)
+        q = quote_mssql
+        select = [
+            "ct.SYS_CHANGE_OPERATION",
+            "ct.SYS_CHANGE_VERSION",
+            *(_select_expression("ct", name, types[name]) for name in keys),
+            *(_select_expression("t", name, types[name]) for name in others),
+        ]
+        join = " AND ".join(f"t.{q(name)} = ct.{q(name)}" for name in keys)
+        sql = (
+            f"SELECT {', '.join(select)} FROM {_changetable(spec)} "
+            f"LEFT JOIN {_table_ref(spec)} AS t ON {join} "
+            "ORDER BY ct.SYS_CHANGE_VERSION"
+        )
+        return ChangeQuery(sql, 1, len(keys), others)
+
+    def snapshot_query(self, spec: TableSpec) -> SnapshotQuery:
+        keys, others = _split_columns(spec)
+        types = _types(spec)
+        columns = ", ".join(_select_expression("t", name, types[name]) for name in (*keys, *others))
+        return SnapshotQuery(f"SELECT {columns} FROM {_table_ref(spec)} AS t", len(keys), others)
+
+    def table_health(self, spec: TableSpec, saved_version: int) -> Statement:
+        # Retention is database-wide on SQL Server (database_info), hence NULL here.
+        # commit_time is assumed to be UTC, hence SYSUTCDATETIME().
+        return Statement(
+            "SELECT CAST(NULL AS float), "
+            "DATEDIFF_BIG(SECOND, MIN(tc.commit_time), SYSUTCDATETIME()) "
+            f"FROM {_changetable(spec)} "
+            "JOIN sys.dm_tran_commit_table AS tc ON tc.commit_ts = ct.SYS_CHANGE_VERSION",
+            (saved_version,),
+        )
+
+    def cleanup_backlog(self) -> Statement | None:
+        return Statement(_CLEANUP_BACKLOG)
+
+
+if TYPE_CHECKING:
+    _conforms: Dialect = MssqlDialect()

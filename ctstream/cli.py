@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -85,6 +86,49 @@ def _cmd_sqlite_track(args: argparse.Namespace) -> int:
             f"tracking {t.table_name!r}: key ({', '.join(t.key_columns)}), "
             f"changes in {t.change_table!r}, min valid version {t.min_valid_version}"
         )
+    return 0
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from ctstream.settings import load_settings
+    from ctstream.snapshot_request import request_snapshots
+
+    settings = load_settings(args.config)
+    tables = list(settings.source.tables) if args.all else args.table
+    if not tables:
+        raise ConfigError("name the tables to snapshot with --table T (repeatable) or --all")
+    unknown = [t for t in tables if t not in settings.source.tables]
+    if unknown:
+        raise ConfigError(
+            f"--table {unknown[0]!r} is not in source.tables of {args.config} "
+            f"({', '.join(settings.source.tables)})"
+        )
+    asyncio.run(request_snapshots(settings, tables, args.reason))
+    for table in tables:
+        print(f"snapshot of {table!r} requested ({args.reason})")
+    print("the worker that polls each table runs it; follow it in the worker log or /api/status/")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from ctstream.doctor import as_json, render, run_doctor
+    from ctstream.settings import load_settings
+
+    settings = load_settings(args.config)
+    findings = asyncio.run(run_doctor(settings))
+    if args.json:
+        print(json.dumps(as_json(findings)))
+    else:
+        print(render(findings))
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
+def _cmd_sqlite_cleanup(args: argparse.Namespace) -> int:
+    from ctstream.streams.sqlite_tracking import cleanup_database
+
+    removed = cleanup_database(args.db)
+    for table, count in removed.items():
+        print(f"{table!r}: {count} change rows past retention removed")
     return 0
 
 
@@ -188,6 +232,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long changes are kept before cleanup may drop them (default 2d, as SQL Server)",
     )
     track.set_defaults(func=_cmd_sqlite_track)
+    cleanup = sqlite_sub.add_parser(
+        "cleanup",
+        help="drop change rows past retention (SQL Server's auto cleanup)",
+        description="Remove change rows older than each table's retention and raise its "
+        "minimum valid version, as SQL Server's change tracking cleanup does. A poller "
+        "whose saved version falls below it must re-snapshot the table.",
+    )
+    cleanup.add_argument("db", help="SQLite database file")
+    cleanup.set_defaults(func=_cmd_sqlite_cleanup)
+
+    snapshot = sub.add_parser(
+        "snapshot",
+        help="re-read whole tables (a snapshot), then continue change tracking",
+        description="Ask the running pipeline to snapshot tables: the worker that polls a "
+        "table reads all its rows at one version in one transaction, sends them as 'S' "
+        "events, records the snapshot in BigQuery (_ctstream_snapshots) and continues "
+        "change tracking from that version. The request goes through Kafka, so it is kept "
+        "until a worker runs it (workers need not be running now). Use it after a retention "
+        "overrun or TRUNCATE in snapshot_mode never/initial, or to backfill.",
+    )
+    snapshot.add_argument("--config", "-c", required=True, help="TOML config file")
+    snapshot.add_argument(
+        "--table", "-t", action="append", default=[], help="a table of source.tables (repeatable)"
+    )
+    snapshot.add_argument("--all", action="store_true", help="every table of source.tables")
+    snapshot.add_argument(
+        "--reason", default="requested by ctstream snapshot", help="noted in logs and BigQuery"
+    )
+    snapshot.set_defaults(func=_cmd_snapshot)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the source's change tracking health and how far ctstream lags",
+        description="Check: change tracking and snapshot isolation on the database; every "
+        "configured table tracked with a primary key; each table's saved version against "
+        "its minimum valid version; the age of the oldest unpolled change against the "
+        "retention; whether change tracking cleanup is behind (SQL Server: the oldest "
+        "commit in sys.dm_tran_commit_table). Each finding says what to do. Exit status 1 "
+        "when any finding is an error.",
+    )
+    doctor.add_argument("--config", "-c", required=True, help="TOML config file")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.set_defaults(func=_cmd_doctor)
     return parser
 
 

@@ -28,6 +28,7 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, Tab
         raise ConfigError(str(exc)) from None
     reader = SourceReader(settings.source, dialect)
     try:
+        await reader.check_database()
         specs = await reader.describe_all(settings.source.tables)
     finally:
         await reader.close()

@@ -27,6 +27,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ctstream.errors import ConfigError
 
+SnapshotMode = Literal["initial", "never", "when_needed"]
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -97,6 +99,16 @@ class SourceSettings(_Section):
     fetch_size: int = Field(default=5000, ge=1, le=1_000_000)
     # How long one poll may take before it is abandoned and retried.
     poll_timeout: Duration = 300.0
+    # When a table is read whole (Debezium's names): "initial" — when ctstream has no
+    # saved version for it; "when_needed" — also when the saved version fell below the
+    # minimum valid version; "never" — never on its own (`ctstream snapshot` still works).
+    snapshot_mode: SnapshotMode = "initial"
+    table_snapshot_mode: dict[str, SnapshotMode] = Field(default_factory=dict)
+    # SQL Server: how long a poll waits for a lock before failing (SET LOCK_TIMEOUT).
+    lock_timeout: Duration = 10.0
+
+    def snapshot_mode_of(self, table: str) -> SnapshotMode:
+        return self.table_snapshot_mode.get(table, self.snapshot_mode)
 
     @field_validator("dsn")
     @classmethod
@@ -127,6 +139,14 @@ class SourceSettings(_Section):
                 if "." not in name:
                     raise ValueError(f"{name!r} needs its schema for mssql, e.g. 'dbo.{name}'")
         return tables
+
+    @field_validator("table_snapshot_mode")
+    @classmethod
+    def _known_tables(cls, modes: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        unknown = sorted(set(modes) - set(info.data.get("tables") or ()))
+        if unknown:
+            raise ValueError(f"names tables not in source.tables: {', '.join(map(repr, unknown))}")
+        return modes
 
 
 class KafkaSettings(_Section):
@@ -173,10 +193,25 @@ class WebSettings(_Section):
     enabled: bool = True
 
 
+Role = Literal["poll", "dedup", "sink"]
+ALL_ROLES: tuple[Role, ...] = ("poll", "dedup", "sink")
+
+
 class AppSettings(_Section):
     id: str = Field(default="ctstream", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    # Which stages this app's workers run. A redundant poller (the seed system ran two
+    # collectors) is a second app — another id, the same kafka.topic_prefix — with
+    # roles = ["poll"]: it keeps its own versions, and dedup drops its copies.
+    roles: list[Role] = Field(default_factory=lambda: list(ALL_ROLES), min_length=1)
     data_dir: Path = Path(".ctstream/data")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("roles")
+    @classmethod
+    def _unique_roles(cls, roles: list[str]) -> list[str]:
+        if len(set(roles)) != len(roles):
+            raise ValueError("a role is listed twice")
+        return roles
 
 
 class Settings(BaseSettings):

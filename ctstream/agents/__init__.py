@@ -51,12 +51,18 @@ def install(
     pipeline = Pipeline(
         app, settings, specs, topics, writer, errors, PollStats(), DedupStats(), SinkStats()
     )
-    install_pollers(app, settings, specs, topics, pipeline.poll_stats)
-    install_dedup(app, topics, settings.dedup.window, errors, pipeline.dedup_stats)
-    install_sink(app, settings.sink, specs, topics, writer, errors, pipeline.sink_stats)
+    roles = settings.app.roles
+    if "poll" in roles:
+        install_pollers(app, settings, specs, topics, writer, pipeline.poll_stats)
+    if "dedup" in roles:
+        install_dedup(app, topics, settings.dedup.window, errors, pipeline.dedup_stats)
+    if "sink" in roles:
+        install_sink(app, settings.sink, specs, topics, writer, errors, pipeline.sink_stats)
 
     @app.on_before_shutdown.connect
     async def _close(app_: Any, **kwargs: Any) -> None:
-        await app.ctstream_reader.close()
+        reader = getattr(app, "ctstream_reader", None)
+        if reader is not None:
+            await reader.close()
 
     return pipeline

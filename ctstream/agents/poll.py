@@ -1,10 +1,16 @@
-"""Poll agents: Change Tracking → raw topics, one poll per table per tick.
+"""Poll agents: Change Tracking → raw topics, one poll per table per tick; snapshots.
 
 The leader worker sends a tick per table every poll interval to the poll-ticks topic,
 keyed by table name. The worker that owns that partition runs the poll, so each table is
 polled by one worker at a time and another takes over when it dies (Kafka rebalance).
-The saved version lives in the changelog-backed ``ct-versions`` table, written inside
+The table's state lives in the changelog-backed ``ct-versions`` table, written inside
 the tick's stream iteration, and only after Kafka acknowledged every event of the poll.
+
+A table is read whole (a snapshot, its rows sent as 'S' events at one version) when it
+has no saved version (snapshot modes ``initial``, ``when_needed``), when its saved
+version fell below the minimum valid version (``when_needed``), or when
+``ctstream snapshot`` asked for it — the request is a tick too, saved in the state
+before the snapshot starts, so it survives a crash.
 """
 
 from __future__ import annotations
@@ -12,29 +18,190 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from ctstream.errors import CtstreamError, VersionTooOld
-from ctstream.models import TableSpec
+from ctstream.models import PollTick, SourceState, TableSpec
 from ctstream.settings import Settings
-from ctstream.streams.change_capture import poll_table
+from ctstream.streams.backoff import retry_forever
+from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.change_capture import PollResult, iso_utc, poll_table, snapshot_table
 from ctstream.streams.source_reader import SourceReader
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.poll")
 
 
+@dataclass
 class PollStats:
     """What the pollers did, per table (read by status views and tests)."""
 
-    def __init__(self) -> None:
-        self.polls: dict[str, int] = {}
-        self.events: dict[str, int] = {}
-        self.versions: dict[str, int] = {}
-        self.last_error: dict[str, str] = {}
-        self.last_start: dict[str, float] = {}
+    polls: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    last_error: dict[str, str] = field(default_factory=dict)
+    last_start: dict[str, float] = field(default_factory=dict)
+    # Snapshots: the one running (its reason), the last completed, and tables stopped
+    # because their saved version is too old and their mode does not re-snapshot.
+    snapshotting: dict[str, str] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopped: dict[str, str] = field(default_factory=dict)
+
+
+class TablePoller:
+    """Runs polls and snapshots for the tables whose ticks this worker receives."""
+
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings,
+        topics: PipelineTopics,
+        reader: SourceReader,
+        writer: BigQueryWriter,
+        stats: PollStats,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.topics = topics
+        self.reader = reader
+        self.writer = writer
+        self.stats = stats
+
+    def state(self, name: str) -> SourceState:
+        try:
+            return SourceState.from_value(self.topics.versions.get(name))
+        except ValueError:
+            log.warning("table %s: unreadable saved state; treating it as none", name)
+            return SourceState()
+
+    def _save(self, name: str, state: SourceState) -> None:
+        self.topics.versions[name] = state.to_value()
+
+    def request_snapshot(self, name: str, reason: str) -> None:
+        self._save(name, self.state(name).requesting(reason))
+        log.info("table %s: snapshot requested (%s)", name, reason)
+
+    async def run(self, spec: TableSpec) -> None:
+        """One poll (or snapshot) of ``spec``; never raises: the next tick tries again."""
+        name = spec.name
+        try:
+            await self._run(spec)
+        except CtstreamError as exc:
+            self.stats.last_error[name] = str(exc)
+            log.warning("table %s: poll failed, will retry on the next tick: %s", name, exc)
+        except Exception as exc:
+            # Nothing was saved, so the next tick re-reads the same changes: no loss.
+            self.stats.last_error[name] = f"{type(exc).__name__}: {exc}"
+            log.exception("table %s: poll failed, will retry on the next tick", name)
+        finally:
+            self.stats.snapshotting.pop(name, None)
+
+    async def _run(self, spec: TableSpec) -> None:
+        name = spec.name
+        state = self.state(name)
+        mode = self.settings.source.snapshot_mode_of(name)
+        if state.snapshot_requested is not None:
+            await self._snapshot(spec, state.snapshot_requested)
+            return
+        if state.version is None:
+            if mode != "never":
+                await self._snapshot(spec, f"no saved version (snapshot_mode {mode})")
+                return
+            state = state.advanced(await self.reader.min_valid_version(spec))
+            log.info("table %s: no saved version, starting at version %d", name, state.version)
+        assert state.version is not None
+        try:
+            previous = self.stats.last_start.get(name)
+            send = self._sender(spec)
+            result = await poll_table(self.reader, spec, state.version, send, previous)
+        except VersionTooOld as exc:
+            if mode == "when_needed":
+                log.warning("table %s: %s; re-snapshotting (snapshot_mode when_needed)", name, exc)
+                await self._snapshot(spec, f"saved version too old: {exc}")
+            else:
+                self._stop(spec, exc, mode)
+            return
+        if result.to_version != state.version:
+            self._save(name, state.advanced(result.to_version))
+        self._record(result)
+        if result.events:
+            log.info(
+                "table %s: %d changes, version %d → %d in %.3fs",
+                name,
+                result.events,
+                result.from_version,
+                result.to_version,
+                result.seconds,
+            )
+
+    def _sender(self, spec: TableSpec) -> Any:
+        raw_topic = self.topics.names.raw(spec)
+        producer = self.app.producer
+
+        async def send(key: bytes, value: bytes, timestamp: float) -> Awaitable[object]:
+            # Straight to the producer (same partitioner as topic.send, less overhead); the
+            # returned future completes when Kafka acknowledged the event.
+            fut: Awaitable[object] = await producer.send(
+                raw_topic, key, value, None, timestamp, None
+            )
+            return fut
+
+        return send
+
+    def _record(self, result: PollResult) -> None:
+        name, stats = result.table, self.stats
+        stats.last_start[name] = result.started_at
+        stats.polls[name] = stats.polls.get(name, 0) + 1
+        stats.events[name] = stats.events.get(name, 0) + result.events
+        stats.versions[name] = result.to_version
+        stats.last_error.pop(name, None)
+        stats.stopped.pop(name, None)
+
+    def _stop(self, spec: TableSpec, exc: VersionTooOld, mode: str) -> None:
+        message = (
+            f"{exc}. Polling of this table is stopped (snapshot_mode {mode}): run "
+            f"`ctstream snapshot --config FILE --table {spec.name}` to re-read it, or set "
+            f'source.table_snapshot_mode."{spec.name}" = "when_needed"'
+        )
+        if self.stats.stopped.get(spec.name) != message:
+            log.error("table %s: %s", spec.name, message)
+        self.stats.stopped[spec.name] = message
+        self.stats.last_error[spec.name] = message
+
+    async def _snapshot(self, spec: TableSpec, reason: str) -> None:
+        name = spec.name
+        self.stats.snapshotting[name] = reason
+        log.info("table %s: snapshot starting (%s)", name, reason)
+        result = await snapshot_table(self.reader, spec, self._sender(spec))
+        # Recorded before the state is saved: a crash in between repeats the snapshot.
+        sink = self.settings.sink
+        await retry_forever(
+            lambda: self.writer.record_snapshot(
+                spec, result.to_version, result.events, reason, iso_utc(time.time())
+            ),
+            f"recording the snapshot of {name}",
+            sink.retry_initial,
+            sink.retry_max,
+            should_abort=lambda: bool(self.app.should_stop),
+        )
+        self._save(name, self.state(name).snapshot_done(result.to_version))
+        self._record(result)
+        self.stats.snapshots[name] = {
+            "version": result.to_version,
+            "rows": result.events,
+            "seconds": round(result.seconds, 3),
+            "reason": reason,
+            "completed_at": time.time(),
+        }
+        log.info(
+            "table %s: snapshot of %d rows at version %d in %.3fs; change tracking "
+            "continues from there",
+            name,
+            result.events,
+            result.to_version,
+            result.seconds,
+        )
 
 
 def install_pollers(
@@ -42,84 +209,36 @@ def install_pollers(
     settings: Settings,
     specs: Mapping[str, TableSpec],
     topics: PipelineTopics,
+    writer: BigQueryWriter,
     stats: PollStats,
 ) -> None:
     interval = settings.source.poll_interval
     reader = SourceReader(settings.source)
     app.ctstream_reader = reader  # closed on shutdown, see install()
+    poller = TablePoller(app, settings, topics, reader, writer, stats)
 
     @app.timer(interval, on_leader=True, name="ctstream.poll_ticks")
     async def send_poll_ticks() -> None:
         now = time.time()
         for name in specs:
-            await topics.poll_ticks.send(
-                key=name.encode("utf-8"), value=orjson.dumps({"table": name, "at": now})
-            )
+            tick = PollTick(name, now)
+            await topics.poll_ticks.send(key=name.encode("utf-8"), value=tick.to_bytes())
 
     @app.agent(topics.poll_ticks, name="ctstream.poll")
     async def poll(stream: Any) -> None:
         async for event in stream.events():
             try:
-                tick = orjson.loads(event.value)
-                name = tick["table"]
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                log.warning("ignoring a malformed poll tick at offset %s", event.message.offset)
+                tick = PollTick.from_bytes(event.value)
+            except ValueError as exc:
+                log.warning("ignoring a poll tick at offset %s: %s", event.message.offset, exc)
                 continue
-            spec = specs.get(name)
+            spec = specs.get(tick.table)
             if spec is None:
                 continue  # a table removed from the config
+            if tick.snapshot is not None:
+                poller.request_snapshot(spec.name, tick.snapshot)
             # A poll that took longer than the interval leaves ticks queued; a tick only
             # polls a table that is due, so queued ticks drain fast and no table starves.
-            if time.time() - stats.last_start.get(name, 0.0) < interval * 0.8:
+            elif time.time() - stats.last_start.get(spec.name, 0.0) < interval * 0.8:
                 continue
-            await _poll_once(app, spec, topics, reader, stats)
-
-
-async def _poll_once(
-    app: Any, spec: TableSpec, topics: PipelineTopics, reader: SourceReader, stats: PollStats
-) -> None:
-    name = spec.name
-    raw_topic = topics.names.raw(spec)
-    producer = app.producer
-
-    async def send(key: bytes, value: bytes, timestamp: float) -> Awaitable[object]:
-        # Straight to the producer (same partitioner as topic.send, less overhead); the
-        # returned future completes when Kafka acknowledged the event.
-        fut: Awaitable[object] = await producer.send(raw_topic, key, value, None, timestamp, None)
-        return fut
-
-    try:
-        last = topics.versions.get(name)
-        if last is None:
-            last = await reader.min_valid_version(spec)
-            log.info("table %s: no saved version, starting at version %d", name, last)
-        result = await poll_table(reader, spec, last, send, stats.last_start.get(name))
-    except VersionTooOld as exc:
-        stats.last_error[name] = str(exc)
-        log.error("table %s: %s", name, exc)
-        return
-    except CtstreamError as exc:
-        stats.last_error[name] = str(exc)
-        log.warning("table %s: poll failed, will retry on the next tick: %s", name, exc)
-        return
-    except Exception as exc:
-        # Nothing was saved, so the next tick re-reads the same changes: no loss.
-        stats.last_error[name] = f"{type(exc).__name__}: {exc}"
-        log.exception("table %s: poll failed, will retry on the next tick", name)
-        return
-    stats.last_start[name] = result.started_at
-    if result.to_version != last:
-        topics.versions[name] = result.to_version
-    stats.polls[name] = stats.polls.get(name, 0) + 1
-    stats.events[name] = stats.events.get(name, 0) + result.events
-    stats.versions[name] = result.to_version
-    stats.last_error.pop(name, None)
-    if result.events:
-        log.info(
-            "table %s: %d changes, version %d → %d in %.3fs",
-            name,
-            result.events,
-            result.from_version,
-            result.to_version,
-            result.seconds,
-        )
+            await poller.run(spec)

@@ -1,6 +1,7 @@
 """Plain data types shared by every stage. Nothing here imports the app."""
 
 from ctstream.models.change_event import METADATA_COLUMNS, BadEvent, ChangeEvent, Operation
+from ctstream.models.source_state import PollTick, SourceState
 from ctstream.models.table_spec import ColumnSpec, TableSpec, bq_identifier
 from ctstream.models.unique_id import encode_key, parse_unique_id, unique_id
 from ctstream.models.values import JsonValue, normalise
@@ -12,6 +13,8 @@ __all__ = [
     "ColumnSpec",
     "JsonValue",
     "Operation",
+    "PollTick",
+    "SourceState",
     "TableSpec",
     "bq_identifier",
     "encode_key",

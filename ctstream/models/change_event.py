@@ -9,8 +9,9 @@ import orjson
 
 from ctstream.models.values import JsonValue
 
-Operation = Literal["I", "U", "D"]
-OPERATIONS: frozenset[str] = frozenset({"I", "U", "D"})
+# I/U/D as Change Tracking reports them; S: the row as read by a snapshot of the table.
+Operation = Literal["I", "U", "D", "S"]
+OPERATIONS: frozenset[str] = frozenset({"I", "U", "D", "S"})
 
 # Metadata every BigQuery change table carries beside the source columns; a source column
 # may not use one of these names.
@@ -86,7 +87,7 @@ class ChangeEvent:
         if not isinstance(table, str) or not table:
             raise BadEvent("table_name must be a non-empty string")
         if not isinstance(op, str) or op not in OPERATIONS:
-            raise BadEvent(f"changetrack_type must be I, U or D, not {op!r}")
+            raise BadEvent(f"changetrack_type must be I, U, D or S, not {op!r}")
         if not isinstance(ver, int) or isinstance(ver, bool):
             raise BadEvent("changetrack_ver must be an integer")
         if not isinstance(interval, int | float) or isinstance(interval, bool):

@@ -42,6 +42,18 @@ ERROR_RECORDS_FIELDS: tuple[SchemaField, ...] = (
     SchemaField("error_time", "TIMESTAMP", mode="REQUIRED"),
 )
 
+# One row per completed snapshot of a source table; the latest-state views hide keys whose
+# newest change predates the table's newest snapshot (rows deleted while changes were lost).
+SNAPSHOTS_TABLE = "_ctstream_snapshots"
+SNAPSHOTS_FIELDS: tuple[SchemaField, ...] = (
+    SchemaField("table_name", "STRING", mode="REQUIRED"),  # the BigQuery table
+    SchemaField("source_table", "STRING", mode="REQUIRED"),
+    SchemaField("snapshot_version", "INT64", mode="REQUIRED"),
+    SchemaField("row_count", "INT64", mode="REQUIRED"),
+    SchemaField("reason", "STRING"),
+    SchemaField("completed_at", "TIMESTAMP", mode="REQUIRED"),
+)
+
 _PARAMS = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
 
 

@@ -24,6 +24,8 @@ from ctstream.settings import BigQuerySettings
 from ctstream.streams.bigquery_schema import (
     ERROR_RECORDS_FIELDS,
     ERROR_RECORDS_TABLE,
+    SNAPSHOTS_FIELDS,
+    SNAPSHOTS_TABLE,
     RowValidator,
     table_schema,
 )
@@ -120,6 +122,8 @@ class BigQueryWriter:
         table = bigquery.Table(self.ref(ERROR_RECORDS_TABLE), schema=fields)
         await self._create(table, "creating the error records table")
         self._validators[ERROR_RECORDS_TABLE] = RowValidator(fields)
+        table = bigquery.Table(self.ref(SNAPSHOTS_TABLE), schema=list(SNAPSHOTS_FIELDS))
+        await self._create(table, "creating the snapshots table")
 
     async def ensure_table(self, spec: TableSpec) -> None:
         """Create the change table and its latest-state view if they are missing."""
@@ -134,10 +138,45 @@ class BigQueryWriter:
         if clusterable:
             table.clustering_fields = clusterable[:4]
         await self._create(table, f"creating table {spec.bq_table}")
-        view = bigquery.Table(self.ref(f"{spec.bq_table}_latest"))
-        view.view_query = latest_view_sql(self.ref(spec.bq_table), spec)
-        await self._create(view, f"creating view {spec.bq_table}_latest")
+        await self._ensure_view(
+            f"{spec.bq_table}_latest",
+            latest_view_sql(self.ref(spec.bq_table), spec, self.ref(SNAPSHOTS_TABLE)),
+        )
         self._validators[spec.bq_table] = RowValidator(fields)
+
+    async def _ensure_view(self, name: str, sql: str) -> None:
+        """Create the view, or bring an older ctstream's definition up to date."""
+        what = f"creating view {name}"
+        view = bigquery.Table(self.ref(name))
+        view.view_query = sql
+        await self._create(view, what)
+        existing = await self._call(what, self._client.get_table, self.ref(name))
+        if existing.view_query != sql:
+            existing.view_query = sql
+            await self._call(what, self._client.update_table, existing, ["view_query"])
+            log.info("updated the definition of view %s", name)
+
+    async def record_snapshot(
+        self, spec: TableSpec, version: int, row_count: int, reason: str, completed_at: str
+    ) -> None:
+        """Note a completed snapshot; the table's latest view then hides older keys."""
+        row = {
+            "table_name": spec.bq_table,
+            "source_table": spec.name,
+            "snapshot_version": version,
+            "row_count": row_count,
+            "reason": reason[:1000],
+            "completed_at": completed_at,
+        }
+        rejected = await self.insert(SNAPSHOTS_TABLE, [row], [f"{spec.bq_table}:{version}"])
+        if rejected:
+            raise SinkError(f"recording the snapshot of {spec.name!r}: {rejected[0][1]}")
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        return await self.query(
+            "SELECT table_name, source_table, snapshot_version, row_count, reason, "
+            f"completed_at FROM {_quote(self.ref(SNAPSHOTS_TABLE))} ORDER BY completed_at"
+        )
 
     async def insert(
         self, table: str, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]
@@ -179,13 +218,20 @@ def _quote(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
-def latest_view_sql(table_ref: str, spec: TableSpec) -> str:
-    """Latest row per key by change version; deleted keys left out."""
+def latest_view_sql(table_ref: str, spec: TableSpec, snapshots_ref: str) -> str:
+    """Latest row per key by change version; deleted keys left out.
+
+    Keys whose newest row is older than the table's newest completed snapshot are left out
+    too: the snapshot read every row that existed, so such a key was deleted while its
+    changes were lost (retention overrun, TRUNCATE).
+    """
     keys = ", ".join(_quote(c.bq_name) for c in spec.key_columns)
     return (
         "SELECT * EXCEPT (_ctstream_rank) FROM ("
         f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
         "ORDER BY changetrack_ver DESC, bigquery_insert_time DESC) AS _ctstream_rank "
         f"FROM {_quote(table_ref)}) "
-        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D'"
+        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
+        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {_quote(snapshots_ref)} "
+        f"WHERE table_name = '{spec.bq_table}')"  # bq_table is [A-Za-z0-9_] only
     )

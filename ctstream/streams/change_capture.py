@@ -1,4 +1,4 @@
-"""One poll of one table: read changes, produce them, wait for Kafka, report the version.
+"""One poll (or one snapshot) of one table: read, produce, wait for Kafka, report the version.
 
 Shared by the poll agent (which saves the version in a changelog-backed Faust table) and
 by any stand-alone collector (the demo's second, redundant collector). The caller saves
@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ctstream.models import ChangeEvent, TableSpec, encode_key, unique_id
-from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.source_reader import SourceChange, SourceReader
 
 # send(key, value, timestamp_s) → an awaitable that completes when Kafka acknowledged it.
 Send = Callable[[bytes, bytes, float], Awaitable[Awaitable[object]]]
@@ -35,6 +35,35 @@ def iso_utc(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+async def _produce(
+    spec: TableSpec,
+    batches: AsyncIterator[list[SourceChange]],
+    send: Send,
+    started: float,
+    interval: float,
+) -> int:
+    """Send every change; wait for Kafka's acks batch by batch (memory stays bounded)."""
+    start_iso = iso_utc(started)
+    events = 0
+    async for batch in batches:
+        pending: list[Awaitable[object]] = []
+        for change in batch:
+            event = ChangeEvent(
+                message_unique_id=unique_id(spec.name, change.key, change.version),
+                table_name=spec.name,
+                changetrack_interval=interval,
+                changetrack_start_time=start_iso,
+                changetrack_type=change.operation,
+                changetrack_ver=change.version,
+                key=list(change.key),
+                row=change.row,
+            )
+            pending.append(await send(encode_key(change.key), event.to_bytes(), started))
+        await asyncio.gather(*pending)
+        events += len(batch)
+    return events
+
+
 async def poll_table(
     reader: SourceReader,
     spec: TableSpec,
@@ -44,37 +73,40 @@ async def poll_table(
 ) -> PollResult:
     """Produce every change of ``spec`` after ``last_version``; return the new version.
 
-    Acks are awaited per fetched batch, so memory stays bounded by ``fetch_size`` however
-    large the change set is. Raises (SourceUnavailable, VersionTooOld, Kafka errors)
-    without a result: then nothing may be saved and the next poll reads the same changes.
+    Raises (SourceUnavailable, VersionTooOld, Kafka errors) without a result: then
+    nothing may be saved and the next poll reads the same changes.
     """
     started = time.time()
-    start_iso = iso_utc(started)
     interval = round(started - previous_start, 6) if previous_start else 0.0
-    events = 0
     async with reader.changes(spec, last_version) as changes:
-        async for batch in changes.batches():
-            pending: list[Awaitable[object]] = []
-            for change in batch:
-                event = ChangeEvent(
-                    message_unique_id=unique_id(spec.name, change.key, change.version),
-                    table_name=spec.name,
-                    changetrack_interval=interval,
-                    changetrack_start_time=start_iso,
-                    changetrack_type=change.operation,
-                    changetrack_ver=change.version,
-                    key=list(change.key),
-                    row=change.row,
-                )
-                pending.append(await send(encode_key(change.key), event.to_bytes(), started))
-            await asyncio.gather(*pending)
-            events += len(batch)
+        events = await _produce(spec, changes.batches(), send, started, interval)
         to_version = max(changes.current_version, last_version)
         min_valid = changes.min_valid_version
     return PollResult(
         table=spec.name,
         from_version=last_version,
         to_version=to_version,
+        min_valid_version=min_valid,
+        events=events,
+        started_at=started,
+        seconds=time.time() - started,
+    )
+
+
+async def snapshot_table(reader: SourceReader, spec: TableSpec, send: Send) -> PollResult:
+    """Produce every row of ``spec`` as an 'S' event at one version; return that version.
+
+    Change Tracking continues from the returned version: a change after it is reported by
+    the next poll, a change before it is already in the rows read. Raises like poll_table.
+    """
+    started = time.time()
+    async with reader.snapshot(spec) as snapshot:
+        events = await _produce(spec, snapshot.batches(), send, started, 0.0)
+        version, min_valid = snapshot.version, snapshot.min_valid_version
+    return PollResult(
+        table=spec.name,
+        from_version=version,
+        to_version=version,
         min_valid_version=min_valid,
         events=events,
         started_at=started,

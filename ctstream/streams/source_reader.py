@@ -20,7 +20,7 @@ import pyodbc
 from ctstream.errors import SourceError, SourceUnavailable, VersionTooOld
 from ctstream.models import ColumnSpec, JsonValue, Operation, TableSpec, normalise
 from ctstream.settings import SourceSettings
-from ctstream.streams.dialects import ChangeQuery, Dialect, dialect_for
+from ctstream.streams.dialects import ChangeQuery, Dialect, SnapshotQuery, Statement, dialect_for
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,37 @@ class SourceChange:
     version: int
     key: tuple[JsonValue, ...]
     row: dict[str, JsonValue]  # deletes: key columns only
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseInfo:
+    change_tracking_on: bool
+    snapshot_isolation_on: bool | None  # None: not a setting of this dialect
+    retention_seconds: float | None
+    auto_cleanup_on: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class TableHealth:
+    min_valid_version: int | None
+    current_version: int
+    retention_seconds: float | None
+    oldest_unpolled_change_age_s: float | None
+
+
+def _rows_to_changes(
+    rows: Sequence[Any], spec: TableSpec, key_count: int, values: tuple[str, ...]
+) -> list[SourceChange]:
+    key_names = tuple(c.name for c in spec.key_columns)
+    batch: list[SourceChange] = []
+    for r in rows:
+        op = r[0]
+        key = tuple(normalise(v) for v in r[2 : 2 + key_count])
+        row: dict[str, JsonValue] = dict(zip(key_names, key, strict=True))
+        if op != "D":
+            row.update(zip(values, (normalise(v) for v in r[2 + key_count :]), strict=True))
+        batch.append(SourceChange(op, int(r[1]), key, row))
+    return batch
 
 
 @dataclass(slots=True)
@@ -46,29 +77,35 @@ class ChangeSet:
     _fetch_size: int
 
     async def batches(self) -> AsyncIterator[list[SourceChange]]:
-        key_names = tuple(c.name for c in self.spec.key_columns)
-        values = self._query.value_columns
-        nkeys = self._query.key_count
-        await self._cursor.execute(
-            self._query.sql, *((self.last_version,) * self._query.last_version_params)
-        )
-        while True:
-            rows = await self._cursor.fetchmany(self._fetch_size)
-            if not rows:
-                return
-            batch: list[SourceChange] = []
-            for r in rows:
-                op = r[0]
-                key = tuple(normalise(v) for v in r[2 : 2 + nkeys])
-                row: dict[str, JsonValue] = dict(zip(key_names, key, strict=True))
-                if op != "D":
-                    row.update(zip(values, (normalise(v) for v in r[2 + nkeys :]), strict=True))
-                batch.append(SourceChange(op, int(r[1]), key, row))
-            yield batch
+        query = self._query
+        await self._cursor.execute(query.sql, *((self.last_version,) * query.last_version_params))
+        while rows := await self._cursor.fetchmany(self._fetch_size):
+            yield _rows_to_changes(rows, self.spec, query.key_count, query.value_columns)
+
+
+@dataclass(slots=True)
+class SnapshotSet:
+    """An open read of a whole table at ``version``; its rows come as operation 'S'."""
+
+    spec: TableSpec
+    version: int
+    min_valid_version: int
+    _cursor: Any
+    _query: SnapshotQuery
+    _fetch_size: int
+
+    async def batches(self) -> AsyncIterator[list[SourceChange]]:
+        query = self._query
+        prefix = ("S", self.version)
+        await self._cursor.execute(query.sql)
+        while rows := await self._cursor.fetchmany(self._fetch_size):
+            yield _rows_to_changes(
+                [(*prefix, *r) for r in rows], self.spec, query.key_count, query.value_columns
+            )
 
 
 class SourceReader:
-    """One connection to the source, reused across polls and reopened after failures."""
+    """One connection to the source, reused across reads and reopened after failures."""
 
     def __init__(self, settings: SourceSettings, dialect: Dialect | None = None) -> None:
         self._settings = settings
@@ -76,17 +113,41 @@ class SourceReader:
         self._conn: Any = None
         self._lock = asyncio.Lock()
 
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
     async def _connection(self) -> Any:
         if self._conn is None:
+            dialect = self._dialect
+
+            async def configure(raw: Any) -> None:
+                dialect.configure_connection(raw)
+
             try:
-                self._conn = await aioodbc.connect(
-                    dsn=self._settings.dsn.get_secret_value(), autocommit=False
+                conn = await aioodbc.connect(
+                    dsn=self._settings.dsn.get_secret_value(),
+                    autocommit=False,
+                    after_created=configure,
                 )
             except pyodbc.Error as exc:
                 raise SourceUnavailable(
                     f"cannot connect to the source ({self._settings.dialect}): "
                     f"{_odbc_message(exc)}; check source.dsn and that the database is up"
                 ) from None
+            try:
+                lock_ms = round(self._settings.lock_timeout * 1000)
+                async with conn.cursor() as cur:
+                    for sql in dialect.session_sql(lock_ms):
+                        await cur.execute(sql)
+                await conn.rollback()
+            except pyodbc.Error as exc:
+                with suppress(pyodbc.Error):
+                    await conn.close()
+                raise SourceUnavailable(
+                    f"setting up the source session: {_odbc_message(exc)}"
+                ) from None
+            self._conn = conn
         return self._conn
 
     async def close(self) -> None:
@@ -95,13 +156,13 @@ class SourceReader:
             with suppress(pyodbc.Error):
                 await conn.close()
 
-    async def _fetch(self, what: str, sql: str, *params: object, all_rows: bool = False) -> Any:
+    async def _fetch(self, what: str, stmt: Statement, *, all_rows: bool = False) -> Any:
         """One catalog or version query in its own short transaction."""
         async with self._lock:
             conn = await self._connection()
             try:
                 async with conn.cursor() as cur:
-                    await cur.execute(sql, *params)
+                    await cur.execute(stmt.sql, *stmt.params)
                     result = await (cur.fetchall() if all_rows else cur.fetchone())
                 await conn.rollback()
             except pyodbc.Error as exc:
@@ -109,11 +170,47 @@ class SourceReader:
                 raise SourceUnavailable(f"{what}: {_odbc_message(exc)}") from None
         return result
 
+    async def database_info(self) -> DatabaseInfo:
+        row = await self._fetch("reading the database settings", self._dialect.database_info())
+        if row is None:
+            raise SourceError("the source database reports no settings; check source.dsn")
+
+        def flag(value: Any) -> bool | None:
+            return None if value is None else bool(value)
+
+        return DatabaseInfo(
+            change_tracking_on=bool(row[0]),
+            snapshot_isolation_on=flag(row[1]),
+            retention_seconds=None if row[2] is None else float(row[2]),
+            auto_cleanup_on=flag(row[3]),
+        )
+
+    async def check_database(self) -> DatabaseInfo:
+        """Refuse a database where polls cannot be correct; say what to run."""
+        info = await self.database_info()
+        if not info.change_tracking_on:
+            raise SourceError(
+                "change tracking is not enabled on the source database; run "
+                "ALTER DATABASE <db> SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 2 DAYS, "
+                "AUTO_CLEANUP = ON)"
+            )
+        if info.snapshot_isolation_on is False:
+            raise SourceError(
+                "snapshot isolation is not enabled on the source database: each poll must "
+                "read in one SNAPSHOT transaction to be consistent; run "
+                "ALTER DATABASE <db> SET ALLOW_SNAPSHOT_ISOLATION ON"
+            )
+        return info
+
     async def describe(self, name: str) -> TableSpec:
         """The table's columns and key from the catalog; refuse untracked or keyless tables."""
+        try:
+            schema, table = self._dialect.split_name(name)
+        except ValueError as exc:
+            raise SourceError(f"source.tables: {exc}") from None
         what = f"reading the catalog for {name!r}"
-        tracked = await self._fetch(what, self._dialect.tracked_table_sql(), name)
-        rows = await self._fetch(what, self._dialect.columns_sql(), name, all_rows=True)
+        tracked = await self._fetch(what, self._dialect.tracked_table(schema, table))
+        rows = await self._fetch(what, self._dialect.columns(schema, table), all_rows=True)
         if not rows:
             raise SourceError(
                 f"source.tables: table {name!r} does not exist in the source database"
@@ -121,23 +218,33 @@ class SourceReader:
         if tracked is None:
             raise SourceError(
                 f"source.tables: table {name!r} is not change-tracked; enable it with "
-                f"`ctstream sqlite track DB {name}` (SQL Server: ALTER TABLE ... "
+                f"`ctstream sqlite track DB {name}` (SQL Server: ALTER TABLE {name} "
                 "ENABLE CHANGE_TRACKING)"
             )
         columns = tuple(
             ColumnSpec(
                 name=str(r[0]),
                 source_type=str(r[1] or ""),
-                nullable=not bool(r[2]),
+                nullable=bool(r[2]),
                 key_ordinal=int(r[3]) if r[3] else None,
+                precision=None if r[4] is None else int(r[4]),
+                scale=None if r[5] is None else int(r[5]),
+                max_length=None if r[6] is None else int(r[6]),
             )
             for r in rows
         )
+        ref = tracked[0]
         spec = TableSpec(
-            name=name, schema=None, table=name, columns=columns, change_table=str(tracked[0])
+            name=name,
+            schema=schema,
+            table=table,
+            columns=columns,
+            change_table=ref if isinstance(ref, str) else None,
+            object_id=None if isinstance(ref, str) else int(ref),
         )
         try:
             spec.check()
+            self._dialect.changes_query(spec)  # refuses names the dialect cannot quote
         except ValueError as exc:
             raise SourceError(f"source.tables: {exc}") from None
         return spec
@@ -147,11 +254,60 @@ class SourceReader:
 
     async def min_valid_version(self, spec: TableSpec) -> int:
         row = await self._fetch(
-            "reading the min valid version", self._dialect.min_valid_version_sql(), spec.name
+            "reading the min valid version", self._dialect.min_valid_version(spec)
         )
-        if row is None:
+        if row is None or row[0] is None:
             raise SourceError(f"table {spec.name!r} is no longer change-tracked")
         return int(row[0])
+
+    async def table_health(self, spec: TableSpec, saved_version: int | None) -> TableHealth:
+        what = f"reading the health of {spec.name!r}"
+        min_row = await self._fetch(what, self._dialect.min_valid_version(spec))
+        current = await self._fetch(what, self._dialect.current_version())
+        since = saved_version if saved_version is not None else int(current[0])
+        row = await self._fetch(what, self._dialect.table_health(spec, since))
+        return TableHealth(
+            min_valid_version=None if min_row is None or min_row[0] is None else int(min_row[0]),
+            current_version=int(current[0]),
+            retention_seconds=None if row is None or row[0] is None else float(row[0]),
+            oldest_unpolled_change_age_s=(
+                None if row is None or row[1] is None else max(0.0, float(row[1]))
+            ),
+        )
+
+    async def cleanup_backlog_s(self) -> float | None:
+        stmt = self._dialect.cleanup_backlog()
+        if stmt is None:
+            return None
+        row = await self._fetch("reading the change tracking commit table", stmt)
+        return None if row is None or row[0] is None else float(row[0])
+
+    @asynccontextmanager
+    async def _read(self, spec: TableSpec, what: str) -> AsyncIterator[tuple[Any, int, int]]:
+        """One read transaction: yields (cursor, min valid version, current version)."""
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                cur = await conn.cursor()
+                try:
+                    stmt = self._dialect.min_valid_version(spec)
+                    await cur.execute(stmt.sql, *stmt.params)
+                    row = await cur.fetchone()
+                    if row is None or row[0] is None:
+                        raise SourceError(f"table {spec.name!r} is no longer change-tracked")
+                    min_valid = int(row[0])
+                    stmt = self._dialect.current_version()
+                    await cur.execute(stmt.sql, *stmt.params)
+                    current = int((await cur.fetchone())[0])
+                    yield cur, min_valid, current
+                finally:
+                    with suppress(pyodbc.Error):
+                        await cur.close()
+                    with suppress(pyodbc.Error):
+                        await conn.rollback()  # read-only: end the snapshot
+            except pyodbc.Error as exc:
+                await self.close()
+                raise SourceUnavailable(f"{what} {spec.name!r}: {_odbc_message(exc)}") from None
 
     @asynccontextmanager
     async def changes(self, spec: TableSpec, last_version: int) -> AsyncIterator[ChangeSet]:
@@ -160,43 +316,39 @@ class SourceReader:
         Raises VersionTooOld when ``last_version`` is below the minimum valid version:
         changes have been cleaned up and only a re-snapshot is correct.
         """
-        async with self._lock:
-            conn = await self._connection()
-            try:
-                cur = await conn.cursor()
-                try:
-                    await cur.execute(self._dialect.min_valid_version_sql(), spec.name)
-                    row = await cur.fetchone()
-                    if row is None:
-                        raise SourceError(f"table {spec.name!r} is no longer change-tracked")
-                    min_valid = int(row[0])
-                    await cur.execute(self._dialect.current_version_sql())
-                    current = int((await cur.fetchone())[0])
-                    if last_version < min_valid:
-                        raise VersionTooOld(
-                            f"table {spec.name!r}: saved version {last_version} is below the "
-                            f"minimum valid version {min_valid} (changes were cleaned up); "
-                            f"a re-snapshot of the table is needed"
-                        )
-                    yield ChangeSet(
-                        spec,
-                        last_version,
-                        min_valid,
-                        current,
-                        cur,
-                        self._dialect.changes_query(spec),
-                        self._settings.fetch_size,
-                    )
-                finally:
-                    with suppress(pyodbc.Error):
-                        await cur.close()
-                    with suppress(pyodbc.Error):
-                        await conn.rollback()  # read-only: end the snapshot
-            except pyodbc.Error as exc:
-                await self.close()
-                raise SourceUnavailable(
-                    f"reading changes of {spec.name!r}: {_odbc_message(exc)}"
-                ) from None
+        async with self._read(spec, "reading changes of") as (cur, min_valid, current):
+            if last_version < min_valid:
+                raise VersionTooOld(
+                    f"table {spec.name!r}: saved version {last_version} is below the "
+                    f"minimum valid version {min_valid} (changes were cleaned up or the "
+                    "table was truncated); a re-snapshot of the table is needed"
+                )
+            yield ChangeSet(
+                spec,
+                last_version,
+                min_valid,
+                current,
+                cur,
+                self._dialect.changes_query(spec),
+                self._settings.fetch_size,
+            )
+
+    @asynccontextmanager
+    async def snapshot(self, spec: TableSpec) -> AsyncIterator[SnapshotSet]:
+        """Open one read transaction and yield the whole table at the current version.
+
+        Changes after that version are exactly what a later ``changes(spec, version)``
+        returns, so snapshot + changes lose nothing.
+        """
+        async with self._read(spec, "reading a snapshot of") as (cur, min_valid, current):
+            yield SnapshotSet(
+                spec,
+                current,
+                min_valid,
+                cur,
+                self._dialect.snapshot_query(spec),
+                self._settings.fetch_size,
+            )
 
 
 def _odbc_message(exc: pyodbc.Error) -> str:

@@ -393,3 +393,14 @@ def track_database(
                 return [enable_tracking(conn, t, retention_seconds) for t in tables]
         except sqlite3.Error as exc:
             raise SourceError(f"could not enable change tracking in {str(path)!r}: {exc}") from exc
+
+
+def cleanup_database(path: str | Path, now: float | None = None) -> dict[str, int]:
+    """:func:`cleanup` on a database file; change rows removed per table."""
+    if not Path(path).is_file():
+        raise SourceError(f"SQLite database {str(path)!r} not found; check the path")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        try:
+            return cleanup(conn, now)
+        except sqlite3.Error as exc:
+            raise SourceError(f"cleanup of {str(path)!r} failed: {exc}") from exc

@@ -96,8 +96,8 @@ class PipelineTopics:
     deduped: dict[str, Any]
     errors: Any
     poll_ticks: Any
-    seen_ids: Any  # windowed table: message_unique_id → 1
-    versions: Any  # table: source table name → last saved CT version
+    seen_ids: Any  # windowed table: message_unique_id → copies; None without the dedup role
+    versions: Any  # table: source table name → SourceState; None without the poll role
     table_of_raw_topic: dict[str, str]
     table_of_deduped_topic: dict[str, str]
 
@@ -118,18 +118,23 @@ def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> Pipelin
     raw = {s.name: topic(names.raw(s)) for s in specs}
     deduped = {s.name: topic(names.deduped(s)) for s in specs}
     window = settings.dedup.window
-    seen_ids = app.Table(
-        "seen-ids",
-        default=int,
-        partitions=n,
-        help="message_unique_id → copies seen, per dedup window",
-    ).tumbling(timedelta(seconds=window), expires=timedelta(seconds=window * 3))
-    versions = app.Table(
-        "ct-versions",
-        default=None,
-        partitions=n,
-        help="source table → last Change Tracking version acknowledged by Kafka",
-    )
+    roles = settings.app.roles
+    # Tables only where a stage uses them: each has a changelog topic to restore.
+    seen_ids = versions = None
+    if "dedup" in roles:
+        seen_ids = app.Table(
+            "seen-ids",
+            default=int,
+            partitions=n,
+            help="message_unique_id → copies seen, per dedup window",
+        ).tumbling(timedelta(seconds=window), expires=timedelta(seconds=window * 3))
+    if "poll" in roles:
+        versions = app.Table(
+            "ct-versions",
+            default=None,
+            partitions=n,
+            help="source table → Change Tracking version acknowledged by Kafka, snapshots",
+        )
     return PipelineTopics(
         names=names,
         raw=raw,

@@ -12,8 +12,22 @@ if TYPE_CHECKING:
 def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
     poll, dedup, sink = pipeline.poll_stats, pipeline.dedup_stats, pipeline.sink_stats
     tables = {}
+    source = pipeline.settings.source
     for name in pipeline.specs:
+        if name in poll.snapshotting:
+            state = "snapshotting"
+        elif name in poll.stopped:
+            state = "stopped"
+        elif name in poll.versions:
+            state = "streaming"
+        else:
+            state = "waiting"  # not polled by this worker (yet)
         tables[name] = {
+            "state": state,
+            "snapshot_mode": source.snapshot_mode_of(name),
+            "snapshot_reason": poll.snapshotting.get(name),
+            "stopped_reason": poll.stopped.get(name),
+            "last_snapshot": poll.snapshots.get(name),
             "polls": poll.polls.get(name, 0),
             "events_produced": poll.events.get(name, 0),
             "saved_version": poll.versions.get(name),
@@ -26,6 +40,7 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
     app = pipeline.app
     return {
         "app": app.conf.id,
+        "roles": list(pipeline.settings.app.roles),
         "time": time.time(),
         "tables": tables,
         "sink": {

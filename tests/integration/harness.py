@@ -42,6 +42,8 @@ class Harness:
         partitions: int = 2,
         poll_interval: str = "300ms",
         bigquery_endpoint: str | None = None,
+        snapshot_mode: str = "initial",
+        seed: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
     ) -> None:
         n = next(_counter)
         self.name = f"t{n}_{int(time.time() * 1000) % 10**8}"
@@ -52,20 +54,23 @@ class Harness:
         with contextlib.closing(sqlite3.connect(self.db)) as conn:
             for ddl in tables.values():
                 conn.execute(ddl)
+            for sql, rows in seed:  # rows that exist before change tracking is on
+                conn.executemany(sql, rows)
             conn.commit()
         track_database(self.db, self.tables)
         names = ", ".join(f'"{t}"' for t in tables)
         self.config = workdir / "ctstream.toml"
-        self.config.write_text(
-            f"""
+        self._template = f"""
 [app]
-id = "app-{self.name}"
+id = "{{app_id}}"
 log_level = "info"
+roles = {{roles}}
 [source]
 dialect = "sqlite"
 dsn = "Driver=SQLite3;Database={self.db};Timeout=30000;PWD={SECRET}"
 tables = [{names}]
 poll_interval = "{poll_interval}"
+snapshot_mode = "{snapshot_mode}"
 [kafka]
 bootstrap_servers = "{stack.kafka_bootstrap}"
 topic_prefix = "{self.name}"
@@ -79,18 +84,23 @@ batch_wait = "200ms"
 project = "local"
 dataset = "ds_{self.name}"
 endpoint = "{bigquery_endpoint or stack.bigquery_endpoint}"
-""",
-            encoding="utf-8",
-        )
+"""
+        self.write_config(self.config, f"app-{self.name}", ["poll", "dedup", "sink"])
         self.settings: Settings = load_settings(self.config)
         self.writer = BigQueryWriter(self.settings.bigquery)
         self.workers: list[WorkerProcess] = []
         self._index = itertools.count()
 
+    def write_config(self, path: Path, app_id: str, roles: Sequence[str]) -> Path:
+        """A config of this pipeline for an app with its own id and roles."""
+        text = self._template.replace("{app_id}", app_id)
+        path.write_text(text.replace("{roles}", orjson.dumps(list(roles)).decode()), "utf-8")
+        return path
+
     # -- workers -------------------------------------------------------------------------
 
-    async def start_worker(self, wait: bool = True) -> WorkerProcess:
-        worker = start_worker(self.config, self.workdir, next(self._index))
+    async def start_worker(self, wait: bool = True, config: Path | None = None) -> WorkerProcess:
+        worker = start_worker(config or self.config, self.workdir, next(self._index))
         self.workers.append(worker)
         if wait:
             await wait_until_polling([worker], self.tables, timeout=120)

@@ -405,3 +405,43 @@ def test_password_from_environment_not_in_error(
         load_settings(write(tmp_path, MINIMAL))
     assert "source.dsn" in str(info.value)
     assert SECRET not in str(info.value)
+
+
+def test_snapshot_modes_default_and_per_table(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'tables = ["items", "order_lines"]',
+        'tables = ["items", "order_lines"]\nsnapshot_mode = "when_needed"\n'
+        'table_snapshot_mode = { "order_lines" = "never" }\nlock_timeout = "2s"',
+    )
+    source = load_settings(write(tmp_path, text)).source
+    assert source.snapshot_mode_of("items") == "when_needed"
+    assert source.snapshot_mode_of("order_lines") == "never"
+    assert source.lock_timeout == 2.0
+    assert load_settings(write(tmp_path, MINIMAL)).source.snapshot_mode_of("items") == "initial"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('snapshot_mode = "sometimes"', "source.snapshot_mode"),
+        ('table_snapshot_mode = { "nope" = "never" }', "names tables not in source.tables"),
+        ('table_snapshot_mode = { "items" = "always" }', "source.table_snapshot_mode.items"),
+    ],
+)
+def test_bad_snapshot_modes_are_named(tmp_path: Path, line: str, expected: str) -> None:
+    text = MINIMAL.replace('tables = ["items", "order_lines"]', f'tables = ["items"]\n{line}')
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(write(tmp_path, text))
+
+
+def test_roles(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, MINIMAL)).app.roles == ["poll", "dedup", "sink"]
+    poller = load_settings(write(tmp_path, '[app]\nroles = ["poll"]\n' + MINIMAL))
+    assert poller.app.roles == ["poll"]
+    for bad, expected in (
+        ('["poll", "poll"]', "listed twice"),
+        ("[]", "app.roles"),
+        ('["collect"]', "app.roles"),
+    ):
+        with pytest.raises(ConfigError, match=expected):
+            load_settings(write(tmp_path, f"[app]\nroles = {bad}\n" + MINIMAL))

@@ -1,0 +1,314 @@
+"""``ctstream doctor``: is the source healthy for Change Tracking, and is ctstream keeping up?
+
+Each finding has a level (ok, warn, error), the table it is about (or none), what was
+seen, and what to do. Checks: change tracking and snapshot isolation on the database,
+every configured table tracked with a primary key, the saved version against the
+minimum valid version, the age of the oldest change not yet polled against the
+retention, and whether Change Tracking's own cleanup is falling behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ctstream.errors import CtstreamError
+from ctstream.models import SourceState, TableSpec
+from ctstream.settings import Settings
+from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.source_reader import DatabaseInfo, SourceReader, TableHealth
+
+Level = Literal["ok", "warn", "error"]
+# Cleanup may lag retention by this much before it counts as behind (it runs in the
+# background, every 30 minutes on SQL Server).
+CLEANUP_MARGIN_S = 6 * 3600.0
+LAG_WARN_FRACTION = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: Level
+    check: str
+    table: str | None
+    detail: str
+    advice: str = ""
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+async def saved_states(settings: Settings, timeout: float = 15.0) -> dict[str, SourceState]:  # noqa: ASYNC109
+    """The pollers' saved state per table, read from the ``ct-versions`` changelog."""
+    topic = f"{settings.app.id}-ct-versions-changelog"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        request_timeout_ms=int(timeout * 1000),
+    )
+    await asyncio.wait_for(consumer.start(), timeout)
+    states: dict[str, SourceState] = {}
+    try:
+        if topic not in await consumer.topics():  # also refreshes the metadata
+            return states
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return states
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await true_end_offsets(settings.kafka.bootstrap_servers, tps)
+        remaining = {tp for tp in tps if ends.get(tp, 0) > 0}
+        deadline = asyncio.get_running_loop().time() + timeout
+        while remaining and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, messages in batches.items():
+                for message in messages:
+                    name = _decode_key(message.key)
+                    if name is not None and message.value is not None:
+                        with contextlib.suppress(ValueError, orjson.JSONDecodeError):
+                            states[name] = SourceState.from_value(orjson.loads(message.value))
+                    if message.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+        return states
+    finally:
+        await consumer.stop()
+
+
+def _decode_key(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    text = key.decode("utf-8", "replace")
+    with contextlib.suppress(orjson.JSONDecodeError):
+        value = orjson.loads(key)
+        if isinstance(value, str):
+            return value
+    return text
+
+
+def database_findings(dialect: str, info: DatabaseInfo) -> list[Finding]:
+    found = []
+    if info.change_tracking_on:
+        found.append(Finding("ok", "change_tracking", None, "change tracking is on"))
+    else:
+        found.append(
+            Finding(
+                "error",
+                "change_tracking",
+                None,
+                "change tracking is off for the database",
+                "ALTER DATABASE <db> SET CHANGE_TRACKING = ON "
+                "(CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)",
+            )
+        )
+    if info.snapshot_isolation_on is not None:
+        if info.snapshot_isolation_on:
+            found.append(Finding("ok", "snapshot_isolation", None, "snapshot isolation is on"))
+        else:
+            found.append(
+                Finding(
+                    "error",
+                    "snapshot_isolation",
+                    None,
+                    "snapshot isolation is off: polls cannot read one consistent version",
+                    "ALTER DATABASE <db> SET ALLOW_SNAPSHOT_ISOLATION ON",
+                )
+            )
+    if info.auto_cleanup_on is False:
+        found.append(
+            Finding(
+                "warn",
+                "auto_cleanup",
+                None,
+                "change tracking auto cleanup is off: side tables and syscommittab grow "
+                "without bound and can slow writers",
+                "ALTER DATABASE <db> SET CHANGE_TRACKING (AUTO_CLEANUP = ON)",
+            )
+        )
+    if info.retention_seconds is not None:
+        found.append(
+            Finding("ok", "retention", None, f"retention is {_duration(info.retention_seconds)}")
+        )
+    return found
+
+
+def table_findings(
+    spec: TableSpec,
+    state: SourceState | None,
+    health: TableHealth,
+    retention_s: float | None,
+    mode: str,
+) -> list[Finding]:
+    name = spec.name
+    found: list[Finding] = []
+    saved = state.version if state else None
+    if health.min_valid_version is None:
+        return [
+            Finding(
+                "error",
+                "tracked",
+                name,
+                "the table is no longer change-tracked",
+                f"ALTER TABLE {name} ENABLE CHANGE_TRACKING, then ctstream snapshot --table {name}",
+            )
+        ]
+    if state is not None and state.snapshot_requested:
+        found.append(
+            Finding(
+                "warn",
+                "snapshot",
+                name,
+                f"a snapshot is requested and not finished: {state.snapshot_requested}",
+                "it runs on the worker that polls this table; watch `/api/status/`",
+            )
+        )
+    if saved is None:
+        what = "it will be snapshotted" if mode != "never" else "it starts at min valid"
+        found.append(
+            Finding("ok", "saved_version", name, f"not polled yet; {what} (snapshot_mode {mode})")
+        )
+    elif saved < health.min_valid_version:
+        advice = (
+            "the worker re-snapshots it automatically (snapshot_mode when_needed)"
+            if mode == "when_needed"
+            else f"run `ctstream snapshot --config FILE --table {name}`"
+        )
+        found.append(
+            Finding(
+                "error",
+                "saved_version",
+                name,
+                f"saved version {saved} is below the minimum valid version "
+                f"{health.min_valid_version}: changes were cleaned up before ctstream read them",
+                advice,
+            )
+        )
+    else:
+        found.append(
+            Finding(
+                "ok",
+                "saved_version",
+                name,
+                f"saved version {saved} ≥ minimum valid version {health.min_valid_version} "
+                f"(current {health.current_version})",
+            )
+        )
+    retention = health.retention_seconds or retention_s
+    age = health.oldest_unpolled_change_age_s
+    if saved is not None and age is not None and retention:
+        level: Level = "ok"
+        advice = ""
+        if age >= retention:
+            level, advice = "error", "changes are being cleaned up before they are read"
+        elif age >= retention * LAG_WARN_FRACTION:
+            level = "warn"
+            advice = "polling is far behind: check the workers (`/api/status/`) and their logs"
+        found.append(
+            Finding(
+                level,
+                "poll_lag",
+                name,
+                f"oldest change not yet polled is {_duration(age)} old; "
+                f"retention is {_duration(retention)}",
+                advice,
+            )
+        )
+    elif saved is not None:
+        found.append(Finding("ok", "poll_lag", name, "no change waits to be polled"))
+    return found
+
+
+def cleanup_finding(backlog_s: float | None, retention_s: float | None) -> Finding | None:
+    if backlog_s is None or retention_s is None:
+        return None
+    limit = retention_s + CLEANUP_MARGIN_S
+    if backlog_s <= limit:
+        return Finding(
+            "ok",
+            "cleanup_backlog",
+            None,
+            f"oldest commit kept by change tracking is {_duration(backlog_s)} old",
+        )
+    return Finding(
+        "error",
+        "cleanup_backlog",
+        None,
+        f"change tracking cleanup is behind: the oldest commit it keeps is "
+        f"{_duration(backlog_s)} old, retention is {_duration(retention_s)}; a growing "
+        "syscommittab and side tables slow down and can block writers",
+        "check that auto cleanup runs (sys.dm_tran_commit_table, the error log); run "
+        "EXEC sys.sp_flush_CT_internal_table_on_demand for the largest side tables",
+    )
+
+
+async def run_doctor(settings: Settings) -> list[Finding]:
+    reader = SourceReader(settings.source)
+    found: list[Finding] = []
+    try:
+        try:
+            info = await reader.database_info()
+        except CtstreamError as exc:
+            return [Finding("error", "connect", None, str(exc), "check source.dsn")]
+        found += database_findings(settings.source.dialect, info)
+        try:
+            states: dict[str, SourceState] | None = await saved_states(settings)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            states = None
+            found.append(
+                Finding(
+                    "warn",
+                    "saved_versions",
+                    None,
+                    f"cannot read the saved versions from Kafka ({type(exc).__name__})",
+                    "check kafka.bootstrap_servers; lag checks are skipped",
+                )
+            )
+        for name in settings.source.tables:
+            try:
+                spec = await reader.describe(name)
+            except CtstreamError as exc:
+                found.append(Finding("error", "tracked", name, str(exc)))
+                continue
+            found.append(Finding("ok", "tracked", name, "change-tracked, with a primary key"))
+            state = None if states is None else states.get(name)
+            health = await reader.table_health(spec, state.version if state else None)
+            mode = settings.source.snapshot_mode_of(name)
+            found += table_findings(spec, state, health, info.retention_seconds, mode)
+        cleanup = cleanup_finding(await reader.cleanup_backlog_s(), info.retention_seconds)
+        if cleanup is not None:
+            found.append(cleanup)
+    finally:
+        await reader.close()
+    return found
+
+
+def render(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        where = f" [{f.table}]" if f.table else ""
+        lines.append(f"{f.level.upper():<5} {f.check}{where}: {f.detail}")
+        if f.advice:
+            lines.append(f"      → {f.advice}")
+    errors = sum(f.level == "error" for f in findings)
+    warnings = sum(f.level == "warn" for f in findings)
+    lines.append(f"{errors} error(s), {warnings} warning(s)")
+    return "\n".join(lines)
+
+
+def as_json(findings: list[Finding]) -> dict[str, Any]:
+    return {
+        "ok": not any(f.level == "error" for f in findings),
+        "findings": [asdict(f) for f in findings],
+    }

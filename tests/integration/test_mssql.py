@@ -1,0 +1,161 @@
+"""The T-SQL reader against a real SQL Server: runs only when CTSTREAM_TEST_MSSQL_DSN is set.
+
+The DSN names a database the test may change: it turns on snapshot isolation and change
+tracking for it if they are off, and creates (then drops) a schema with hostile names.
+docker/README.md shows how to get such a server with docker compose.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from ctstream.errors import SourceError
+from ctstream.settings import SourceSettings
+from ctstream.streams.mssql_dialect import quote_mssql
+from ctstream.streams.source_reader import SourceReader
+
+DSN = os.environ.get("CTSTREAM_TEST_MSSQL_DSN")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.mssql,
+    pytest.mark.skipif(
+        not DSN,
+        reason="CTSTREAM_TEST_MSSQL_DSN is not set: no SQL Server to test against "
+        "(see docker/README.md)",
+    ),
+]
+
+# Hostile on purpose: brackets, quotes, a statement end, a comment, a parameter marker.
+SCHEMA = f"ct]s;--{int(time.time()) % 10**6}"
+TABLE = "we]]ird ?tab'"
+K1, K2, NAME, WHEN = "k]1", "k 2;--", "na?me", "at/*x*/"
+_counter = itertools.count()
+
+
+def _execute(conn: Any, sql: str, *params: Any) -> None:
+    conn.cursor().execute(sql, *params)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    import pyodbc
+
+    assert DSN is not None
+    conn = pyodbc.connect(DSN, autocommit=True)
+    q = quote_mssql
+    try:
+        db = conn.cursor().execute("SELECT DB_NAME()").fetchone()[0]
+        info = (
+            conn.cursor()
+            .execute(
+                "SELECT snapshot_isolation_state FROM sys.databases WHERE database_id = DB_ID()"
+            )
+            .fetchone()
+        )
+        if info[0] != 1:
+            _execute(conn, f"ALTER DATABASE {q(db)} SET ALLOW_SNAPSHOT_ISOLATION ON")
+        tracked = (
+            conn.cursor()
+            .execute("SELECT 1 FROM sys.change_tracking_databases WHERE database_id = DB_ID()")
+            .fetchone()
+        )
+        if tracked is None:
+            _execute(
+                conn,
+                f"ALTER DATABASE {q(db)} SET CHANGE_TRACKING = ON "
+                "(CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)",
+            )
+        _execute(conn, f"CREATE SCHEMA {q(SCHEMA)}")
+        _execute(
+            conn,
+            f"CREATE TABLE {q(SCHEMA)}.{q(TABLE)} ({q(K1)} int NOT NULL, "
+            f"{q(K2)} nvarchar(20) NOT NULL, {q(NAME)} nvarchar(100) NULL, "
+            f"{q(WHEN)} datetimeoffset NULL, CONSTRAINT {q('pk' + SCHEMA)} "
+            f"PRIMARY KEY ({q(K2)}, {q(K1)}))",
+        )
+        _execute(conn, f"ALTER TABLE {q(SCHEMA)}.{q(TABLE)} ENABLE CHANGE_TRACKING")
+        _execute(conn, f"CREATE TABLE {q(SCHEMA)}.[untracked] (id int PRIMARY KEY)")
+        yield conn
+    finally:
+        for table in (TABLE, "untracked"):
+            _execute(conn, f"DROP TABLE IF EXISTS {q(SCHEMA)}.{q(table)}")
+        _execute(conn, f"DROP SCHEMA IF EXISTS {q(SCHEMA)}")
+        conn.close()
+
+
+def reader() -> SourceReader:
+    assert DSN is not None
+    name = f"{SCHEMA}.{TABLE}"
+    return SourceReader(
+        SourceSettings(dialect="mssql", dsn=SecretStr(DSN), tables=[name], fetch_size=2)
+    )
+
+
+def write(conn: Any, sql: str, *params: Any) -> None:
+    q = quote_mssql
+    _execute(conn, sql.replace("{t}", f"{q(SCHEMA)}.{q(TABLE)}"), *params)
+
+
+async def test_database_checks_and_catalog(server: Any) -> None:
+    r = reader()
+    try:
+        info = await r.check_database()
+        assert info.change_tracking_on and info.snapshot_isolation_on
+        assert info.retention_seconds and info.retention_seconds > 0
+        spec = await r.describe(f"{SCHEMA}.{TABLE}")
+        assert [c.name for c in spec.key_columns] == [K2, K1]
+        assert {c.name: c.source_type for c in spec.columns}[WHEN] == "datetimeoffset"
+        assert spec.object_id is not None
+        with pytest.raises(SourceError, match="not change-tracked"):
+            await r.describe(f"{SCHEMA}.untracked")
+        with pytest.raises(SourceError, match="does not exist"):
+            await r.describe(f"{SCHEMA}.missing")
+    finally:
+        await r.close()
+
+
+async def test_changes_and_snapshot_at_one_version(server: Any) -> None:
+    q = quote_mssql
+    r = reader()
+    try:
+        spec = await r.describe(f"{SCHEMA}.{TABLE}")
+        start = await r.min_valid_version(spec)
+        async with r.changes(spec, start) as changes:
+            before = changes.current_version
+        when = dt.datetime(2026, 11, 22, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+        cols = f"({q(K1)}, {q(K2)}, {q(NAME)}, {q(WHEN)})"
+        write(server, f"INSERT INTO {{t}} {cols} VALUES (?, ?, ?, ?)", 1, "23", "first", when)
+        write(server, f"INSERT INTO {{t}} {cols} VALUES (?, ?, ?, ?)", 12, "3", "second", None)
+        write(server, f"INSERT INTO {{t}} {cols} VALUES (?, ?, ?, ?)", 5, "x", "gone", None)
+        write(server, f"UPDATE {{t}} SET {q(NAME)} = ? WHERE {q(K1)} = ?", "first!", 1)
+        write(server, f"DELETE FROM {{t}} WHERE {q(K1)} = ?", 5)
+        async with r.changes(spec, before) as changes:
+            got = [c for batch in [b async for b in changes.batches()] for c in batch]
+            current = changes.current_version
+        by_key = {c.key: c for c in got}
+        assert set(by_key) == {("23", 1), ("3", 12), ("x", 5)}
+        assert by_key[("23", 1)].operation == "I"
+        assert by_key[("23", 1)].row[NAME] == "first!"
+        assert by_key[("23", 1)].row[WHEN] == "2026-11-22T14:30:00.000000Z"  # in UTC
+        assert by_key[("x", 5)].operation == "D"
+        assert by_key[("x", 5)].row == {K2: "x", K1: 5}
+        async with r.snapshot(spec) as snapshot:
+            rows = [c for batch in [b async for b in snapshot.batches()] for c in batch]
+            assert snapshot.version >= current
+        assert {c.key for c in rows} >= {("23", 1), ("3", 12)}
+        assert all(c.operation == "S" and c.version == snapshot.version for c in rows)
+        async with r.changes(spec, snapshot.version) as changes:
+            assert [b async for b in changes.batches()] == []
+        health = await r.table_health(spec, before)
+        assert health.oldest_unpolled_change_age_s is not None
+        assert health.oldest_unpolled_change_age_s < 3600
+    finally:
+        await r.close()

@@ -10,6 +10,7 @@ import pytest
 
 from ctstream.errors import SourceError, VersionTooOld
 from ctstream.settings import SourceSettings
+from ctstream.streams.dialects import SqliteDialect, Statement
 from ctstream.streams.source_reader import SourceReader
 from ctstream.streams.sqlite_tracking import cleanup, track_database
 
@@ -115,5 +116,51 @@ async def test_untracked_and_missing_tables_are_refused(tmp_path: Path, db: Path
     try:
         with pytest.raises(SourceError, match="does not exist"):
             await reader.describe("missing")
+    finally:
+        await reader.close()
+
+
+async def test_snapshot_reads_every_row_at_the_current_version(db: Path) -> None:
+    table = '"' + HOSTILE.replace('"', '""') + '"'
+    write(
+        db, f"INSERT INTO {table} VALUES (?, ?, ?, ?)", [(f"k{i}", i, "v", None) for i in range(20)]
+    )
+    write(db, f'DELETE FROM {table} WHERE "k 2" < 5', [()])
+    reader = reader_for(db, fetch_size=3)
+    try:
+        spec = await reader.describe(HOSTILE)
+        async with reader.snapshot(spec) as snapshot:
+            batches = [b async for b in snapshot.batches()]
+            version = snapshot.version
+        assert version == 25  # 20 inserts + 5 deletes, one version each
+        assert max(len(b) for b in batches) == 3  # streamed in fetch_size chunks
+        rows = [c for b in batches for c in b]
+        assert sorted(c.key for c in rows) == sorted((i, f"k{i}") for i in range(5, 20))
+        assert {(c.operation, c.version) for c in rows} == {("S", 25)}
+        async with reader.changes(spec, version) as changes:  # CT continues from there
+            assert [b async for b in changes.batches()] == []
+    finally:
+        await reader.close()
+
+
+class _NoSnapshotIsolation(SqliteDialect):
+    """The SQLite dialect, but reporting a database without snapshot isolation."""
+
+    def database_info(self) -> Statement:
+        return Statement("SELECT 1, 0, NULL, NULL")
+
+
+async def test_a_database_without_snapshot_isolation_is_refused(db: Path) -> None:
+    settings = SourceSettings(dsn=f"Driver=SQLite3;Database={db}", tables=[HOSTILE])
+    reader = SourceReader(settings, _NoSnapshotIsolation())
+    try:
+        with pytest.raises(SourceError, match="ALLOW_SNAPSHOT_ISOLATION ON"):
+            await reader.check_database()
+    finally:
+        await reader.close()
+    reader = reader_for(db)
+    try:
+        info = await reader.check_database()
+        assert info.change_tracking_on and info.snapshot_isolation_on is None
     finally:
         await reader.close()

@@ -57,45 +57,84 @@ SNAPSHOTS_FIELDS: tuple[SchemaField, ...] = (
 _PARAMS = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
 
 
-def bigquery_type(source_type: str) -> str:
-    """Declared source type → BigQuery type (SQLite affinity rules, SQL Server names)."""
+def bigquery_type(
+    source_type: str, precision: int | None = None, scale: int | None = None
+) -> str:
+    """Declared source type → BigQuery type (SQL Server names, then SQLite affinity rules).
+
+    ``precision``/``scale`` come from the SQL Server catalog; a declared ``decimal(p,s)``
+    (SQLite) carries them in the text. Exact numerics that NUMERIC cannot hold (more than
+    29 integer digits or more than 9 decimals) become BIGNUMERIC.
+    """
     t = source_type.strip().lower()
     base = t.split("(")[0].strip()
-    if base in {"bit", "bool", "boolean"}:
-        return "BOOL"
-    if base in {"date"}:
-        return "DATE"
-    if base in {"time"}:
-        return "TIME"
-    if base in {"datetime", "datetime2", "smalldatetime", "timestamp"}:
-        return "DATETIME"
-    if base == "datetimeoffset":
-        return "TIMESTAMP"
-    if base in {"decimal", "numeric", "money", "smallmoney"}:
+    exact = _SQL_SERVER_TYPES.get(base)
+    if exact is not None:
+        return exact
+    if base in {"decimal", "numeric"}:
         match = _PARAMS.search(t)
-        precision = int(match.group(1)) if match else 18
-        scale = int(match.group(2) or 0) if match else 0
-        if base in {"money", "smallmoney"} or (precision - scale <= 29 and scale <= 9):
-            return "NUMERIC"
-        return "BIGNUMERIC"
-    if base == "rowversion":
-        return "BYTES"
-    if base in {"uniqueidentifier", "xml"}:
-        return "STRING"
+        if match:
+            precision, scale = int(match.group(1)), int(match.group(2) or 0)
+        precision = 18 if precision is None else precision
+        scale = 0 if scale is None else scale
+        return "NUMERIC" if precision - scale <= 29 and scale <= 9 else "BIGNUMERIC"
     # SQLite type affinity (https://www.sqlite.org/datatype3.html §3.1), in its order.
     if "int" in base:
         return "INT64"
     if any(s in base for s in ("char", "clob", "text")):
         return "STRING"
-    if base == "" or "blob" in base or "binary" in base or base == "image":
+    if base == "" or "blob" in base or "binary" in base:
         return "BYTES" if base else "STRING"
     if any(s in base for s in ("real", "floa", "doub")):
         return "FLOAT64"
     return "NUMERIC"
 
 
+# SQL Server types (and the SQLite spellings of dates and booleans) with one fixed mapping.
+_SQL_SERVER_TYPES: dict[str, str] = {
+    "bit": "BOOL",
+    "bool": "BOOL",
+    "boolean": "BOOL",
+    "tinyint": "INT64",
+    "smallint": "INT64",
+    "int": "INT64",
+    "bigint": "INT64",
+    "real": "FLOAT64",
+    "float": "FLOAT64",
+    "money": "NUMERIC",  # 4 decimals, 15 integer digits
+    "smallmoney": "NUMERIC",
+    "date": "DATE",
+    "time": "TIME",
+    "datetime": "DATETIME",
+    "datetime2": "DATETIME",
+    "smalldatetime": "DATETIME",
+    "timestamp": "DATETIME",  # SQLite's spelling; T-SQL's timestamp arrives as rowversion
+    "datetimeoffset": "TIMESTAMP",  # read as an aware time, sent in UTC
+    "char": "STRING",
+    "varchar": "STRING",
+    "nchar": "STRING",
+    "nvarchar": "STRING",
+    "text": "STRING",
+    "ntext": "STRING",
+    "sysname": "STRING",
+    "uniqueidentifier": "STRING",  # upper-case text, as SQL Server shows it
+    "xml": "STRING",
+    "sql_variant": "STRING",  # converted to nvarchar by the reader
+    "hierarchyid": "STRING",  # read as its path text, e.g. /1/3/
+    "geometry": "STRING",  # planar WKT: not a valid GEOGRAPHY in general
+    "geography": "GEOGRAPHY",  # WKT
+    "binary": "BYTES",
+    "varbinary": "BYTES",
+    "image": "BYTES",
+    "rowversion": "BYTES",
+}
+
+
 def table_schema(spec: TableSpec) -> list[SchemaField]:
-    fields = [SchemaField(c.bq_name, bigquery_type(c.source_type)) for c in spec.columns]
+    fields = [
+        SchemaField(c.bq_name, bigquery_type(c.source_type, c.precision, c.scale))
+        for c in spec.columns
+    ]
     return [*fields, *METADATA_FIELDS]
 
 
@@ -109,6 +148,7 @@ class RowProblem:
 
 
 _INT64 = (-(2**63), 2**63 - 1)
+_NUMERIC_LIMITS = {"NUMERIC": (29, 9), "BIGNUMERIC": (38, 38)}
 
 
 def _check_value(kind: str, value: Any) -> str | None:
@@ -135,10 +175,20 @@ def _check_value(kind: str, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             return f"expected a decimal number, got {type(value).__name__}"
         try:
-            Decimal(str(value))
+            number = Decimal(str(value))
         except InvalidOperation:
             return f"expected a decimal number, got {str(value)[:40]!r}"
+        if not number.is_finite():
+            return f"{kind} cannot hold {value!r}"
+        digits, scale = _NUMERIC_LIMITS[kind]
+        exponent = int(number.as_tuple().exponent)
+        if -exponent > scale and number != number.quantize(Decimal(1).scaleb(-scale)):
+            return f"{kind} holds at most {scale} decimal places, got {str(value)[:40]!r}"
+        if number.adjusted() >= digits:
+            return f"{kind} holds at most {digits} integer digits, got {str(value)[:40]!r}"
         return None
+    if kind == "GEOGRAPHY":
+        return None if isinstance(value, str) else f"expected WKT text, got {type(value).__name__}"
     if kind == "BOOL":
         if isinstance(value, bool) or value in (0, 1, "true", "false"):
             return None

@@ -146,7 +146,10 @@ _TRACKED_TABLE = (
 # geometry, hierarchyid, user CLR types) share system_type_id 240 and keep their own name.
 _COLUMNS = (
     "SELECT c.name, "
-    "CASE WHEN ty.is_assembly_type = 1 THEN ty.name ELSE COALESCE(bt.name, ty.name) END, "
+    # T-SQL's "timestamp" is rowversion (8 bytes), not a time: report it by that name.
+    "CASE WHEN ty.is_assembly_type = 1 THEN ty.name "
+    "WHEN COALESCE(bt.name, ty.name) = 'timestamp' THEN 'rowversion' "
+    "ELSE COALESCE(bt.name, ty.name) END, "
     "c.is_nullable, ic.key_ordinal, c.precision, c.scale, c.max_length "
     "FROM sys.columns AS c "
     "JOIN sys.tables AS t ON t.object_id = c.object_id "

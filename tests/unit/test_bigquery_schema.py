@@ -268,3 +268,49 @@ def test_validator_on_a_full_table_schema() -> None:
     assert validator.problems(row) == []
     missing = {k: v for k, v in row.items() if k != "changetrack_ver"}
     assert [p.column for p in validator.problems(missing)] == ["changetrack_ver"]
+
+
+@pytest.mark.parametrize(
+    ("source_type", "precision", "scale", "expected"),
+    [
+        ("decimal", 18, 2, "NUMERIC"),
+        ("numeric", 38, 0, "BIGNUMERIC"),  # 38 integer digits: more than NUMERIC's 29
+        ("decimal", 20, 12, "BIGNUMERIC"),  # 12 decimals: more than NUMERIC's 9
+        ("money", 19, 4, "NUMERIC"),
+        ("datetimeoffset", None, 7, "TIMESTAMP"),
+        ("datetime2", None, 7, "DATETIME"),
+        ("uniqueidentifier", None, None, "STRING"),
+        ("varbinary", None, None, "BYTES"),
+        ("bit", None, None, "BOOL"),
+        ("geography", None, None, "GEOGRAPHY"),
+        ("geometry", None, None, "STRING"),
+        ("hierarchyid", None, None, "STRING"),
+        ("tinyint", 3, 0, "INT64"),
+        ("float", 53, None, "FLOAT64"),
+        ("real", 24, None, "FLOAT64"),
+        ("smalldatetime", None, None, "DATETIME"),
+        ("time", None, 7, "TIME"),
+    ],
+)
+def test_sql_server_catalog_types(
+    source_type: str, precision: int | None, scale: int | None, expected: str
+) -> None:
+    assert bigquery_type(source_type, precision, scale) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "ok"),
+    [
+        ("NUMERIC", "12345678901234567890123456789.123456789", True),
+        ("NUMERIC", "123456789012345678901234567890", False),  # 30 integer digits
+        ("NUMERIC", "1.1234567891", False),  # 10 decimals
+        ("NUMERIC", "1.1000000000", True),  # trailing zeros are not precision
+        ("BIGNUMERIC", "1.1234567891", True),
+        ("NUMERIC", "NaN", False),
+        ("GEOGRAPHY", "POINT(1 2)", True),
+        ("GEOGRAPHY", 3, False),
+    ],
+)
+def test_numeric_and_geography_values(kind: str, value: object, ok: bool) -> None:
+    problems = RowValidator([SchemaField("c", kind)]).problems({"c": value})
+    assert (problems == []) is ok, problems

@@ -43,7 +43,7 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, Tab
     try:
         await writer.ensure_dataset()
         for spec in specs.values():
-            await writer.ensure_table(spec)
+            await writer.ensure_table(spec, settings.bigquery.options_for(spec.name))
     except CtstreamError as exc:
         where = settings.bigquery.endpoint or "Google's endpoint"
         raise type(exc)(f"BigQuery at {where}: {exc}") from None

@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -177,6 +178,18 @@ class SinkSettings(_Section):
     request_timeout: Duration = 60.0
 
 
+class BigQueryTableOptions(_Section):
+    """How one source table's BigQuery table is laid out (applied when it is created)."""
+
+    # A source column or a metadata column (e.g. changetrack_start_time) of type DATE,
+    # DATETIME or TIMESTAMP; None: not partitioned.
+    partition_column: str | None = None
+    partition_granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
+    partition_expiration: Duration | None = None
+    # Up to four columns; None: the primary key (those of its columns BigQuery can cluster).
+    cluster_by: list[str] | None = Field(default=None, min_length=1, max_length=4)
+
+
 class BigQuerySettings(_Section):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
     dataset: str = Field(pattern=r"^[A-Za-z0-9_]{1,1024}$")
@@ -185,6 +198,11 @@ class BigQuerySettings(_Section):
     # Path to a service-account key file; never the key itself. None: Application
     # Default Credentials, or anonymous when an emulator endpoint is set.
     credentials_file: Path | None = None
+    # Per source table (as named in source.tables): partitioning and clustering.
+    tables: dict[str, BigQueryTableOptions] = Field(default_factory=dict)
+
+    def options_for(self, table: str) -> BigQueryTableOptions:
+        return self.tables.get(table) or BigQueryTableOptions()
 
 
 class WebSettings(_Section):
@@ -231,6 +249,14 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     bigquery: BigQuerySettings
     web: WebSettings = WebSettings()
+
+    @model_validator(mode="after")
+    def _bigquery_tables_are_source_tables(self) -> Settings:
+        unknown = sorted(set(self.bigquery.tables) - set(self.source.tables))
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise ValueError(f"bigquery.tables names tables not in source.tables: {names}")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -57,9 +57,7 @@ SNAPSHOTS_FIELDS: tuple[SchemaField, ...] = (
 _PARAMS = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
 
 
-def bigquery_type(
-    source_type: str, precision: int | None = None, scale: int | None = None
-) -> str:
+def bigquery_type(source_type: str, precision: int | None = None, scale: int | None = None) -> str:
     """Declared source type → BigQuery type (SQL Server names, then SQLite affinity rules).
 
     ``precision``/``scale`` come from the SQL Server catalog; a declared ``decimal(p,s)``
@@ -151,6 +149,25 @@ _INT64 = (-(2**63), 2**63 - 1)
 _NUMERIC_LIMITS = {"NUMERIC": (29, 9), "BIGNUMERIC": (38, 38)}
 
 
+def _check_decimal(kind: str, number: Decimal, value: Any) -> str | None:
+    if not number.is_finite():
+        return f"{kind} cannot hold {value!r}"
+    max_digits, max_scale = _NUMERIC_LIMITS[kind]
+    # From the digits themselves: Decimal arithmetic would round at 28 digits.
+    _, digits, exponent = number.as_tuple()
+    significant = "".join(map(str, digits)).lstrip("0")
+    if not significant:
+        return None
+    trailing = len(significant) - len(significant.rstrip("0"))
+    decimals = max(0, -(int(exponent) + trailing))
+    integer_digits = len(significant) + int(exponent)
+    if decimals > max_scale:
+        return f"{kind} holds at most {max_scale} decimal places, got {str(value)[:40]!r}"
+    if integer_digits > max_digits:
+        return f"{kind} holds at most {max_digits} integer digits, got {str(value)[:40]!r}"
+    return None
+
+
 def _check_value(kind: str, value: Any) -> str | None:
     """None if ``value`` is acceptable JSON for a BigQuery ``kind`` column, else why not."""
     if value is None:
@@ -175,18 +192,10 @@ def _check_value(kind: str, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             return f"expected a decimal number, got {type(value).__name__}"
         try:
-            number = Decimal(str(value))
+            decimal = Decimal(str(value))
         except InvalidOperation:
             return f"expected a decimal number, got {str(value)[:40]!r}"
-        if not number.is_finite():
-            return f"{kind} cannot hold {value!r}"
-        digits, scale = _NUMERIC_LIMITS[kind]
-        exponent = int(number.as_tuple().exponent)
-        if -exponent > scale and number != number.quantize(Decimal(1).scaleb(-scale)):
-            return f"{kind} holds at most {scale} decimal places, got {str(value)[:40]!r}"
-        if number.adjusted() >= digits:
-            return f"{kind} holds at most {digits} integer digits, got {str(value)[:40]!r}"
-        return None
+        return _check_decimal(kind, decimal, value)
     if kind == "GEOGRAPHY":
         return None if isinstance(value, str) else f"expected WKT text, got {type(value).__name__}"
     if kind == "BOOL":

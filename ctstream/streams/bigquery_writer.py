@@ -18,9 +18,9 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery
 
-from ctstream.errors import SinkError, SinkUnavailable
+from ctstream.errors import ConfigError, SinkError, SinkUnavailable
 from ctstream.models import TableSpec
-from ctstream.settings import BigQuerySettings
+from ctstream.settings import BigQuerySettings, BigQueryTableOptions
 from ctstream.streams.bigquery_schema import (
     ERROR_RECORDS_FIELDS,
     ERROR_RECORDS_TABLE,
@@ -125,24 +125,28 @@ class BigQueryWriter:
         table = bigquery.Table(self.ref(SNAPSHOTS_TABLE), schema=list(SNAPSHOTS_FIELDS))
         await self._create(table, "creating the snapshots table")
 
-    async def ensure_table(self, spec: TableSpec) -> None:
-        """Create the change table and its latest-state view if they are missing."""
+    async def ensure_table(
+        self, spec: TableSpec, options: BigQueryTableOptions | None = None
+    ) -> None:
+        """Create the change table if missing; create or update its view and function."""
         fields = table_schema(spec)
         table = bigquery.Table(self.ref(spec.bq_table), schema=fields)
-        clusterable = [
-            c.bq_name
-            for c in spec.key_columns
-            if next(f for f in fields if f.name == c.bq_name).field_type
-            in {"STRING", "INT64", "DATE", "DATETIME", "TIMESTAMP", "BOOL", "NUMERIC"}
-        ]
-        if clusterable:
-            table.clustering_fields = clusterable[:4]
+        apply_layout(table, spec, fields, options or BigQueryTableOptions())
         await self._create(table, f"creating table {spec.bq_table}")
+        snapshots = self.ref(SNAPSHOTS_TABLE)
         await self._ensure_view(
-            f"{spec.bq_table}_latest",
-            latest_view_sql(self.ref(spec.bq_table), spec, self.ref(SNAPSHOTS_TABLE)),
+            f"{spec.bq_table}_latest", latest_view_sql(self.ref(spec.bq_table), spec, snapshots)
+        )
+        function = self.ref(f"{spec.bq_table}_at")
+        await self._call(
+            f"creating table function {spec.bq_table}_at",
+            self._run_ddl,
+            time_travel_function_sql(function, self.ref(spec.bq_table), spec, snapshots),
         )
         self._validators[spec.bq_table] = RowValidator(fields)
+
+    def _run_ddl(self, sql: str) -> None:
+        self._client.query(sql, timeout=self._timeout).result(timeout=self._timeout)
 
     async def _ensure_view(self, name: str, sql: str) -> None:
         """Create the view, or bring an older ctstream's definition up to date."""
@@ -202,6 +206,12 @@ class BigQueryWriter:
             rejected.append((int(entry.get("index", -1)), reasons or "rejected by BigQuery"))
         return rejected
 
+    async def table(self, name: str) -> bigquery.Table:
+        table: bigquery.Table = await self._call(
+            f"reading table {name}", self._client.get_table, self.ref(name), timeout=self._timeout
+        )
+        return table
+
     async def query(self, sql: str) -> list[dict[str, Any]]:
         def run() -> list[dict[str, Any]]:
             job = self._client.query(sql, timeout=self._timeout)
@@ -216,6 +226,74 @@ class BigQueryWriter:
 
 def _quote(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+_CLUSTERABLE = {"STRING", "INT64", "DATE", "DATETIME", "TIMESTAMP", "BOOL", "NUMERIC"}
+_PARTITIONABLE = {"DATE", "DATETIME", "TIMESTAMP"}
+
+
+def apply_layout(
+    table: bigquery.Table,
+    spec: TableSpec,
+    fields: list[bigquery.SchemaField],
+    options: BigQueryTableOptions,
+) -> None:
+    """Partitioning and clustering from the options; refuse columns that cannot serve."""
+    types = {f.name: f.field_type for f in fields}
+    by_source = {c.name: c.bq_name for c in spec.columns}
+    where = f"bigquery.tables.{spec.name!r}"
+
+    def column(name: str, key: str, allowed: set[str]) -> str:
+        bq = by_source.get(name, name)
+        if bq not in types:
+            raise ConfigError(f"{where}.{key}: {spec.name!r} has no column {name!r}")
+        if types[bq] not in allowed:
+            raise ConfigError(
+                f"{where}.{key}: column {name!r} is {types[bq]}; expected one of "
+                f"{', '.join(sorted(allowed))}"
+            )
+        return bq
+
+    if options.partition_column is not None:
+        table.time_partitioning = bigquery.TimePartitioning(
+            type_=options.partition_granularity,
+            field=column(options.partition_column, "partition_column", _PARTITIONABLE),
+            expiration_ms=(
+                None
+                if options.partition_expiration is None
+                else int(options.partition_expiration * 1000)
+            ),
+        )
+    if options.cluster_by is not None:
+        table.clustering_fields = [
+            column(name, "cluster_by", _CLUSTERABLE) for name in options.cluster_by
+        ]
+    else:
+        keys = [c.bq_name for c in spec.key_columns if types[c.bq_name] in _CLUSTERABLE]
+        if keys:
+            table.clustering_fields = keys[:4]
+
+
+def time_travel_function_sql(
+    function_ref: str, table_ref: str, spec: TableSpec, snapshots_ref: str
+) -> str:
+    """``<table>_at(ts)``: the table as ctstream had seen it at ``ts``.
+
+    The latest row per key among changes read at or before ``ts`` (by the poll's start
+    time), deleted keys left out, and keys older than the newest snapshot completed by
+    ``ts`` left out, as in the latest-state view.
+    """
+    keys = ", ".join(_quote(c.bq_name) for c in spec.key_columns)
+    return (
+        f"CREATE OR REPLACE TABLE FUNCTION {_quote(function_ref)}(ts TIMESTAMP) AS "
+        "SELECT * EXCEPT (_ctstream_rank) FROM ("
+        f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
+        "ORDER BY changetrack_ver DESC, bigquery_insert_time DESC) AS _ctstream_rank "
+        f"FROM {_quote(table_ref)} WHERE changetrack_start_time <= ts) "
+        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
+        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {_quote(snapshots_ref)} "
+        f"WHERE table_name = '{spec.bq_table}' AND completed_at <= ts)"
+    )
 
 
 def latest_view_sql(table_ref: str, spec: TableSpec, snapshots_ref: str) -> str:

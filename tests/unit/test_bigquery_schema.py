@@ -314,3 +314,21 @@ def test_sql_server_catalog_types(
 def test_numeric_and_geography_values(kind: str, value: object, ok: bool) -> None:
     problems = RowValidator([SchemaField("c", kind)]).problems({"c": value})
     assert (problems == []) is ok, problems
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("9" * 38 + "." + "9" * 38, True),  # BIGNUMERIC's full width, beyond Decimal's 28
+        ("9" * 39, False),
+        ("0." + "0" * 37 + "1", True),
+        ("0." + "0" * 38 + "1", False),
+        ("0", True),
+        ("-0.000", True),
+        ("1E+37", True),
+        ("1E+38", False),
+    ],
+)
+def test_bignumeric_limits(value: str, ok: bool) -> None:
+    problems = RowValidator([SchemaField("c", "BIGNUMERIC")]).problems({"c": value})
+    assert (problems == []) is ok, problems

@@ -31,6 +31,16 @@ class VersionTooOld(SourceError):
     """The saved Change Tracking version is below the table's minimum valid version."""
 
 
+class SchemaChanged(SourceError):
+    """The table's columns changed since it was described; ``spec`` has the new ones."""
+
+    retriable = True
+
+    def __init__(self, message: str, spec: object) -> None:
+        super().__init__(message)
+        self.spec = spec
+
+
 class SinkError(CtstreamError):
     """BigQuery rejected a request in a way retrying cannot fix."""
 

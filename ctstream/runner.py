@@ -43,7 +43,11 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, Tab
     try:
         await writer.ensure_dataset()
         for spec in specs.values():
-            await writer.ensure_table(spec, settings.bigquery.options_for(spec.name))
+            options = settings.bigquery.options_for(spec.name)
+            await writer.ensure_table(spec, options)
+            added = await writer.add_columns(spec, options)  # columns added while stopped
+            if added:
+                log.info("table %s: added BigQuery columns %s", spec.name, ", ".join(added))
     except CtstreamError as exc:
         where = settings.bigquery.endpoint or "Google's endpoint"
         raise type(exc)(f"BigQuery at {where}: {exc}") from None
@@ -73,6 +77,11 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> int:
     from ctstream.app import create_app
     from ctstream.web import install_views
 
+    # Until faust's worker sets up logging: what the checks at start find is logged too.
+    logging.basicConfig(
+        level=(loglevel or settings.app.log_level).upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+    )
     writer = BigQueryWriter(settings.bigquery, timeout=settings.sink.request_timeout)
     specs = asyncio.run(preflight(settings, writer))
     loop = uvloop.new_event_loop()

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctstream.errors import CtstreamError, VersionTooOld
+from ctstream.errors import CtstreamError, SchemaChanged, SourceError, VersionTooOld
 from ctstream.models import PollTick, SourceState, TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.backoff import retry_forever
@@ -56,12 +56,15 @@ class TablePoller:
         self,
         app: Any,
         settings: Settings,
+        specs: Mapping[str, TableSpec],
         topics: PipelineTopics,
         reader: SourceReader,
         writer: BigQueryWriter,
         stats: PollStats,
     ) -> None:
         self.app = app
+        # Updated when a table's columns change at the source (see _adopt).
+        self.specs: dict[str, TableSpec] = dict(specs)
         self.settings = settings
         self.topics = topics
         self.reader = reader
@@ -82,11 +85,15 @@ class TablePoller:
         self._save(name, self.state(name).requesting(reason))
         log.info("table %s: snapshot requested (%s)", name, reason)
 
-    async def run(self, spec: TableSpec) -> None:
-        """One poll (or snapshot) of ``spec``; never raises: the next tick tries again."""
-        name = spec.name
+    async def run(self, name: str) -> None:
+        """One poll (or snapshot) of table ``name``; never raises: the next tick tries again."""
         try:
-            await self._run(spec)
+            try:
+                await self._run(self.specs[name])
+            except SchemaChanged as exc:
+                # Nothing was sent: add the columns to BigQuery first, then read again.
+                await self._adopt(exc)
+                await self._run(self.specs[name])
         except CtstreamError as exc:
             self.stats.last_error[name] = str(exc)
             log.warning("table %s: poll failed, will retry on the next tick: %s", name, exc)
@@ -134,6 +141,30 @@ class TablePoller:
                 result.to_version,
                 result.seconds,
             )
+
+    async def _adopt(self, change: SchemaChanged) -> None:
+        spec = change.spec
+        assert isinstance(spec, TableSpec)
+        try:
+            spec.check()
+        except ValueError as exc:
+            raise SourceError(f"{change}; cannot carry the new columns: {exc}") from None
+        options = self.settings.bigquery.options_for(spec.name)
+        sink = self.settings.sink
+        added = await retry_forever(
+            lambda: self.writer.add_columns(spec, options),
+            f"adding columns of {spec.name} to BigQuery",
+            sink.retry_initial,
+            sink.retry_max,
+            should_abort=lambda: bool(self.app.should_stop),
+        )
+        self.specs[spec.name] = spec
+        log.warning(
+            "table %s: %s; BigQuery columns added: %s",
+            spec.name,
+            change,
+            ", ".join(added) or "none",
+        )
 
     def _sender(self, spec: TableSpec) -> Any:
         raw_topic = self.topics.names.raw(spec)
@@ -215,7 +246,7 @@ def install_pollers(
     interval = settings.source.poll_interval
     reader = SourceReader(settings.source)
     app.ctstream_reader = reader  # closed on shutdown, see install()
-    poller = TablePoller(app, settings, topics, reader, writer, stats)
+    poller = TablePoller(app, settings, specs, topics, reader, writer, stats)
 
     @app.timer(interval, on_leader=True, name="ctstream.poll_ticks")
     async def send_poll_ticks() -> None:
@@ -232,13 +263,13 @@ def install_pollers(
             except ValueError as exc:
                 log.warning("ignoring a poll tick at offset %s: %s", event.message.offset, exc)
                 continue
-            spec = specs.get(tick.table)
-            if spec is None:
+            name = tick.table
+            if name not in poller.specs:
                 continue  # a table removed from the config
             if tick.snapshot is not None:
-                poller.request_snapshot(spec.name, tick.snapshot)
+                poller.request_snapshot(name, tick.snapshot)
             # A poll that took longer than the interval leaves ticks queued; a tick only
             # polls a table that is due, so queued ticks drain fast and no table starves.
-            elif time.time() - stats.last_start.get(spec.name, 0.0) < interval * 0.8:
+            elif time.time() - stats.last_start.get(name, 0.0) < interval * 0.8:
                 continue
-            await poller.run(spec)
+            await poller.run(name)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ctstream.agents.batches import run_batch
 from ctstream.errors import CtstreamError, SinkError
-from ctstream.models import BadEvent, ChangeEvent, TableSpec
+from ctstream.models import BadEvent, ChangeEvent, TableSpec, bq_identifier
 from ctstream.settings import SinkSettings
 from ctstream.streams.backoff import RetryAborted, retry_forever
 from ctstream.streams.bigquery_writer import BigQueryWriter
@@ -64,6 +64,8 @@ def install_sink(
     def on_retry(attempt: int, exc: CtstreamError) -> None:
         stats.retries += 1
 
+    refresh = _RefreshLimit()
+
     async def write_batch(events: Sequence[Any]) -> None:
         if log.isEnabledFor(DEBUG_BATCHES):
             log.log(DEBUG_BATCHES, "batch offsets %s", _offset_spans(events))
@@ -92,6 +94,10 @@ def install_sink(
             for change, event in items:
                 row = to_bigquery_row(spec, change, now_iso)
                 problems = validator.problems(row)
+                if any(p.unknown_column for p in problems) and refresh.due(bq_table):
+                    # Perhaps a column the poller has just added: read the schema again.
+                    validator = await _refreshed(writer, bq_table, validator)
+                    problems = validator.problems(row)
                 if problems:
                     reason = "; ".join(str(p) for p in problems)
                     bad.append(_record(f"invalid row: {reason}", event, table, change))
@@ -134,6 +140,29 @@ def install_sink(
         stats.last_batch_rows = len(events)
 
 
+class _RefreshLimit:
+    """At most one schema re-read per table per ``every`` seconds."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def due(self, table: str) -> bool:
+        now = time.monotonic()
+        if now - self.last.get(table, -self.every) < self.every:
+            return False
+        self.last[table] = now
+        return True
+
+
+async def _refreshed(writer: BigQueryWriter, table: str, current: Any) -> Any:
+    try:
+        return await writer.refresh_validator(table)
+    except CtstreamError as exc:
+        log.warning("re-reading the schema of %s failed: %s", table, exc)
+        return current
+
+
 def _offset_spans(events: Sequence[Any]) -> dict[str, tuple[int, int, int]]:
     """Per topic-partition: first offset, last offset, count (for post-mortems)."""
     spans: dict[str, list[int]] = {}
@@ -165,7 +194,8 @@ def _record(
 def to_bigquery_row(spec: TableSpec, change: ChangeEvent, insert_time: str) -> dict[str, Any]:
     """Source columns under their BigQuery names, plus the change metadata."""
     names = {c.name: c.bq_name for c in spec.columns}
-    row: dict[str, Any] = {names.get(k, k): v for k, v in change.row.items()}
+    # A column added at the source after this worker started is not in ``spec``.
+    row: dict[str, Any] = {names.get(k) or bq_identifier(k): v for k, v in change.row.items()}
     row.update(
         message_unique_id=change.message_unique_id,
         table_name=change.table_name,

@@ -144,8 +144,13 @@ class RowProblem:
     def __str__(self) -> str:
         return f"column {self.column!r}: {self.reason}"
 
+    @property
+    def unknown_column(self) -> bool:
+        return self.reason == NO_SUCH_COLUMN
+
 
 _INT64 = (-(2**63), 2**63 - 1)
+NO_SUCH_COLUMN = "no such column in the BigQuery table"
 _NUMERIC_LIMITS = {"NUMERIC": (29, 9), "BIGNUMERIC": (38, 38)}
 
 
@@ -238,7 +243,7 @@ class RowValidator:
         for name, value in row.items():
             kind = self._types.get(name)
             if kind is None:
-                found.append(RowProblem(name, "no such column in the BigQuery table"))
+                found.append(RowProblem(name, NO_SUCH_COLUMN))
                 continue
             reason = _check_value(kind, value)
             if reason is not None:

@@ -145,6 +145,45 @@ class BigQueryWriter:
         )
         self._validators[spec.bq_table] = RowValidator(fields)
 
+    async def add_columns(self, spec: TableSpec, options: BigQueryTableOptions) -> list[str]:
+        """Add the spec's columns the BigQuery table lacks (NULLABLE); returns their names.
+
+        ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` first, then the table's schema metadata if
+        it still lacks them: real BigQuery updates both with the DDL; bqemulator keeps its
+        storage and its catalog apart and needs both, in the same column order.
+        """
+        fields = table_schema(spec)
+        name = spec.bq_table
+        table = await self.table(name)
+        have = {f.name.lower() for f in table.schema}
+        missing = [f for f in fields if f.name.lower() not in have]
+        for field in missing:
+            await self._call(
+                f"adding column {field.name} to {name}",
+                self._run_ddl,
+                f"ALTER TABLE {_quote(self.ref(name))} ADD COLUMN IF NOT EXISTS "
+                f"{_quote(field.name)} {field.field_type}",
+            )
+        if missing:
+            table = await self.table(name)
+            have = {f.name.lower() for f in table.schema}
+            still = [f for f in missing if f.name.lower() not in have]
+            if still:
+                table.schema = [*table.schema, *still]
+                await self._call(
+                    f"adding columns to {name}", self._client.update_table, table, ["schema"]
+                )
+            await self.ensure_table(spec, options)  # views and function see the new columns
+        await self.refresh_validator(name)
+        return [f.name for f in missing]
+
+    async def refresh_validator(self, name: str) -> RowValidator:
+        """The validator of ``name`` from its current BigQuery schema."""
+        table = await self.table(name)
+        validator = RowValidator(list(table.schema))
+        self._validators[name] = validator
+        return validator
+
     def _run_ddl(self, sql: str) -> None:
         self._client.query(sql, timeout=self._timeout).result(timeout=self._timeout)
 

@@ -11,13 +11,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aioodbc
 import pyodbc
 
-from ctstream.errors import SourceError, SourceUnavailable, VersionTooOld
+from ctstream.errors import SchemaChanged, SourceError, SourceUnavailable, VersionTooOld
 from ctstream.models import ColumnSpec, JsonValue, Operation, TableSpec, normalise
 from ctstream.settings import SourceSettings
 from ctstream.streams.dialects import ChangeQuery, Dialect, SnapshotQuery, Statement, dialect_for
@@ -102,6 +102,22 @@ class SnapshotSet:
             yield _rows_to_changes(
                 [(*prefix, *r) for r in rows], self.spec, query.key_count, query.value_columns
             )
+
+
+def _columns(rows: Sequence[Any]) -> tuple[ColumnSpec, ...]:
+    """Catalog rows (name, type, is_nullable, key_ordinal, precision, scale, max_length)."""
+    return tuple(
+        ColumnSpec(
+            name=str(r[0]),
+            source_type=str(r[1] or ""),
+            nullable=bool(r[2]),
+            key_ordinal=int(r[3]) if r[3] else None,
+            precision=None if r[4] is None else int(r[4]),
+            scale=None if r[5] is None else int(r[5]),
+            max_length=None if r[6] is None else int(r[6]),
+        )
+        for r in rows
+    )
 
 
 class SourceReader:
@@ -221,18 +237,7 @@ class SourceReader:
                 f"`ctstream sqlite track DB {name}` (SQL Server: ALTER TABLE {name} "
                 "ENABLE CHANGE_TRACKING)"
             )
-        columns = tuple(
-            ColumnSpec(
-                name=str(r[0]),
-                source_type=str(r[1] or ""),
-                nullable=bool(r[2]),
-                key_ordinal=int(r[3]) if r[3] else None,
-                precision=None if r[4] is None else int(r[4]),
-                scale=None if r[5] is None else int(r[5]),
-                max_length=None if r[6] is None else int(r[6]),
-            )
-            for r in rows
-        )
+        columns = _columns(rows)
         ref = tracked[0]
         spec = TableSpec(
             name=name,
@@ -282,6 +287,29 @@ class SourceReader:
         row = await self._fetch("reading the change tracking commit table", stmt)
         return None if row is None or row[0] is None else float(row[0])
 
+    async def _check_columns(self, cur: Any, spec: TableSpec) -> None:
+        """Refuse to read with a stale column list (raise SchemaChanged with the new one).
+
+        Read inside the poll's transaction, so it matches the rows read: SQLite's schema
+        is part of its snapshot, and SQL Server fails a snapshot transaction that touches
+        a table altered after it began (error 3961), so the next poll sees the change.
+        """
+        stmt = self._dialect.columns(spec.schema, spec.table)
+        await cur.execute(stmt.sql, *stmt.params)
+        columns = _columns(await cur.fetchall())
+        if columns == spec.columns:
+            return
+        if not columns:
+            raise SourceError(f"table {spec.name!r} no longer exists in the source database")
+        new = replace(spec, columns=columns)
+        before = {c.name for c in spec.columns}
+        after = {c.name for c in columns}
+        raise SchemaChanged(
+            f"table {spec.name!r} changed: added {sorted(after - before)}, "
+            f"removed {sorted(before - after)}",
+            new,
+        )
+
     @asynccontextmanager
     async def _read(self, spec: TableSpec, what: str) -> AsyncIterator[tuple[Any, int, int]]:
         """One read transaction: yields (cursor, min valid version, current version)."""
@@ -299,6 +327,7 @@ class SourceReader:
                     stmt = self._dialect.current_version()
                     await cur.execute(stmt.sql, *stmt.params)
                     current = int((await cur.fetchone())[0])
+                    await self._check_columns(cur, spec)
                     yield cur, min_valid, current
                 finally:
                     with suppress(pyodbc.Error):

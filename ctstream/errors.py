@@ -45,6 +45,10 @@ class SinkError(CtstreamError):
     """BigQuery rejected a request in a way retrying cannot fix."""
 
 
+class RequestTooLarge(SinkError):
+    """BigQuery refused a request for its size; sending fewer rows at once helps."""
+
+
 class SinkUnavailable(SinkError):
     """BigQuery is slow, throttling or down; the sink backs off and tries again."""
 

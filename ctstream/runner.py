@@ -82,7 +82,11 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> int:
         level=(loglevel or settings.app.log_level).upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
     )
-    writer = BigQueryWriter(settings.bigquery, timeout=settings.sink.request_timeout)
+    writer = BigQueryWriter(
+        settings.bigquery,
+        timeout=settings.sink.request_timeout,
+        max_request_bytes=settings.sink.max_request_bytes,
+    )
     specs = asyncio.run(preflight(settings, writer))
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -176,6 +176,9 @@ class SinkSettings(_Section):
     retry_initial: Duration = 0.2
     retry_max: Duration = 30.0
     request_timeout: Duration = 60.0
+    # insertAll requests are cut to this size (BigQuery refuses requests over 10 MB); a
+    # request BigQuery still finds too large is split in halves, down to one row.
+    max_request_bytes: int = Field(default=9_000_000, ge=1_000, le=10_485_760)
 
 
 class BigQueryTableOptions(_Section):

@@ -13,12 +13,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import requests
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery
 
-from ctstream.errors import ConfigError, SinkError, SinkUnavailable
+from ctstream.errors import ConfigError, RequestTooLarge, SinkError, SinkUnavailable
 from ctstream.models import TableSpec
 from ctstream.settings import BigQuerySettings, BigQueryTableOptions
 from ctstream.streams.bigquery_schema import (
@@ -32,6 +33,7 @@ from ctstream.streams.bigquery_schema import (
 
 log = logging.getLogger(__name__)
 
+_TOO_LARGE_WORDS = ("payload size", "too large", "request size")
 _RETRIABLE_REASONS = {"quotaExceeded", "rateLimitExceeded", "backendError", "internalError"}
 
 
@@ -72,6 +74,11 @@ def classify(exc: BaseException, what: str) -> SinkError:
     )
     if isinstance(exc, transient):
         return SinkUnavailable(message)
+    if isinstance(exc, gexc.GoogleAPICallError) and (
+        exc.code == 413
+        or (exc.code == 400 and any(s in str(exc).lower() for s in _TOO_LARGE_WORDS))
+    ):
+        return RequestTooLarge(message)
     if isinstance(exc, gexc.Forbidden):
         reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
         if reasons & _RETRIABLE_REASONS:
@@ -84,10 +91,13 @@ def classify(exc: BaseException, what: str) -> SinkError:
 class BigQueryWriter:
     """One dataset: change tables, their latest-state views and the error records table."""
 
-    def __init__(self, settings: BigQuerySettings, timeout: float = 60.0) -> None:
+    def __init__(
+        self, settings: BigQuerySettings, timeout: float = 60.0, max_request_bytes: int = 9_000_000
+    ) -> None:
         self.settings = settings
         self._client = make_client(settings)
         self._timeout = timeout
+        self._max_bytes = max_request_bytes
         self._validators: dict[str, RowValidator] = {}
 
     def ref(self, table: str) -> str:
@@ -224,9 +234,48 @@ class BigQueryWriter:
     async def insert(
         self, table: str, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]
     ) -> list[tuple[int, str]]:
-        """insertAll. Returns per-row rejections as (index, reason); raises on failure."""
-        if not rows:
+        """insertAll. Returns per-row rejections as (index, reason); raises on failure.
+
+        Rows go in requests of at most ``max_request_bytes``; a request BigQuery refuses as
+        too large is split in halves; a row too large on its own is rejected, not sent.
+        """
+        rejected: list[tuple[int, str]] = []
+        start, size = 0, 0
+        for index, row in enumerate(rows):
+            row_size = len(orjson.dumps(row)) + len(row_ids[index]) + 32
+            if row_size > self._max_bytes:
+                rejected += await self._insert_range(table, rows, row_ids, start, index)
+                rejected.append(
+                    (index, f"row is {row_size} bytes; one request holds {self._max_bytes}")
+                )
+                start, size = index + 1, 0
+            elif size + row_size > self._max_bytes:
+                rejected += await self._insert_range(table, rows, row_ids, start, index)
+                start, size = index, row_size
+            else:
+                size += row_size
+        rejected += await self._insert_range(table, rows, row_ids, start, len(rows))
+        return rejected
+
+    async def _insert_range(
+        self, table: str, rows: Sequence[dict[str, Any]], ids: Sequence[str], start: int, end: int
+    ) -> list[tuple[int, str]]:
+        if start >= end:
             return []
+        try:
+            errors = await self._insert_once(table, rows[start:end], ids[start:end])
+        except RequestTooLarge as exc:
+            if end - start == 1:
+                return [(start, f"too large for BigQuery on its own: {exc}")]
+            middle = (start + end) // 2
+            log.info("%s; splitting %d rows in two", exc, end - start)
+            first = await self._insert_range(table, rows, ids, start, middle)
+            return first + await self._insert_range(table, rows, ids, middle, end)
+        return [(start + index, reason) for index, reason in errors]
+
+    async def _insert_once(
+        self, table: str, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]
+    ) -> list[tuple[int, str]]:
         errors = await self._call(
             f"writing {len(rows)} rows to {table}",
             self._client.insert_rows_json,

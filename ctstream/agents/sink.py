@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ctstream.agents.batches import run_batch
@@ -22,7 +22,7 @@ from ctstream.errors import CtstreamError, SinkError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec, bq_identifier
 from ctstream.settings import SinkSettings
 from ctstream.streams.backoff import RetryAborted, retry_forever
-from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.bigquery_writer import TOO_LARGE, BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
 from ctstream.streams.error_sink import ErrorRecord, ErrorReporter
 from ctstream.streams.topics import PipelineTopics
@@ -127,7 +127,15 @@ def install_sink(
             for index, reason in rejected:
                 if 0 <= index < len(sources):
                     change, event = sources[index]
-                    bad.append(_record(f"rejected by BigQuery: {reason}", event, table, change))
+                    record = _record(f"rejected by BigQuery: {reason}", event, table, change)
+                    if reason.startswith(TOO_LARGE):
+                        record = replace(
+                            record,
+                            payload=None,
+                            reason=f"{record.reason} (payload left in Kafka at "
+                            f"{record.topic}/{record.partition}/{record.offset})",
+                        )
+                    bad.append(record)
             stats.rows_written[table] = stats.rows_written.get(table, 0) + len(rows) - len(rejected)
 
         if bad:

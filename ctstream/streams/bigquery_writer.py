@@ -33,6 +33,9 @@ from ctstream.streams.bigquery_schema import (
 
 log = logging.getLogger(__name__)
 
+# Starts the reason of a row rejected for its size (the sink keeps its payload out of
+# the error records table, which could not hold it either).
+TOO_LARGE = "row too large for one BigQuery request"
 _TOO_LARGE_WORDS = ("payload size", "too large", "request size")
 _RETRIABLE_REASONS = {"quotaExceeded", "rateLimitExceeded", "backendError", "internalError"}
 
@@ -246,7 +249,7 @@ class BigQueryWriter:
             if row_size > self._max_bytes:
                 rejected += await self._insert_range(table, rows, row_ids, start, index)
                 rejected.append(
-                    (index, f"row is {row_size} bytes; one request holds {self._max_bytes}")
+                    (index, f"{TOO_LARGE}: {row_size} bytes, a request holds {self._max_bytes}")
                 )
                 start, size = index + 1, 0
             elif size + row_size > self._max_bytes:
@@ -266,7 +269,7 @@ class BigQueryWriter:
             errors = await self._insert_once(table, rows[start:end], ids[start:end])
         except RequestTooLarge as exc:
             if end - start == 1:
-                return [(start, f"too large for BigQuery on its own: {exc}")]
+                return [(start, f"{TOO_LARGE}: {exc}")]
             middle = (start + end) // 2
             log.info("%s; splitting %d rows in two", exc, end - start)
             first = await self._insert_range(table, rows, ids, start, middle)

@@ -43,6 +43,7 @@ class Harness:
         poll_interval: str = "300ms",
         bigquery_endpoint: str | None = None,
         snapshot_mode: str = "initial",
+        sink_extra: str = "",
         seed: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
     ) -> None:
         n = next(_counter)
@@ -80,6 +81,7 @@ window = "{window}"
 [sink]
 batch_rows = 500
 batch_wait = "200ms"
+{sink_extra}
 [bigquery]
 project = "local"
 dataset = "ds_{self.name}"

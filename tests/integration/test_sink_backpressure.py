@@ -1,8 +1,8 @@
 """BigQuery failing: the sink retries, acknowledges nothing meanwhile, and catches up.
 
-The emulator cannot fail on demand, so a small HTTP proxy in front of it answers
-insertAll with 503 while ``failing`` is set and forwards everything else to the real
-emulator untouched.
+The emulator cannot fail on demand, so a proxy in front of it (fault_proxy.py) answers
+insertAll with errors, drops or delays while told to, and forwards everything else to
+the real emulator untouched.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, web
 
 from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.topics import TopicNames
+from tests.integration.fault_proxy import FaultProxy, fault_proxy
 from tests.integration.harness import SECRET
 
 pytestmark = pytest.mark.integration
@@ -24,65 +24,14 @@ pytestmark = pytest.mark.integration
 ITEMS = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL)"
 
 
-class FlakyBigQuery:
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.failing = False
-        self.refused = 0
-        self.forwarded_inserts = 0
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        is_insert = request.path.endswith("/insertAll")
-        if is_insert and self.failing:
-            self.refused += 1
-            return web.json_response(
-                {
-                    "error": {
-                        "code": 503,
-                        "message": "injected: backend unavailable",
-                        "errors": [{"reason": "backendError"}],
-                    }
-                },
-                status=503,
-            )
-        if is_insert:
-            self.forwarded_inserts += 1
-        body = await request.read()
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if k.lower() not in {"host", "content-length", "transfer-encoding"}
-        }
-        async with (
-            ClientSession() as session,
-            session.request(
-                request.method, self.upstream + request.path_qs, data=body, headers=headers
-            ) as upstream,
-        ):
-            payload = await upstream.read()
-            return web.Response(
-                status=upstream.status,
-                body=payload,
-                content_type=upstream.content_type if payload else None,
-            )
-
-
 @pytest.fixture
-async def flaky(stack: StackInfo) -> AsyncIterator[tuple[FlakyBigQuery, str]]:
-    proxy = FlakyBigQuery(stack.bigquery_endpoint)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield proxy, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+async def flaky(stack: StackInfo) -> AsyncIterator[tuple[FaultProxy, str]]:
+    async with fault_proxy(stack.bigquery_endpoint) as proxy_and_endpoint:
+        yield proxy_and_endpoint
 
 
 async def test_sink_retries_without_acknowledging_then_catches_up(
-    make_harness: Any, flaky: tuple[FlakyBigQuery, str]
+    make_harness: Any, flaky: tuple[FaultProxy, str]
 ) -> None:
     proxy, endpoint = flaky
     h = make_harness({"items": ITEMS}, bigquery_endpoint=endpoint)
@@ -120,7 +69,7 @@ async def test_sink_retries_without_acknowledging_then_catches_up(
 
 
 async def test_stopping_a_worker_while_bigquery_is_down_loses_nothing(
-    make_harness: Any, flaky: tuple[FlakyBigQuery, str]
+    make_harness: Any, flaky: tuple[FaultProxy, str]
 ) -> None:
     """A clean stop (SIGTERM) in the middle of retrying must not commit the unwritten batch:
     faust acknowledges the events of a batch whose agent is cancelled."""
@@ -143,3 +92,72 @@ async def test_stopping_a_worker_while_bigquery_is_down_loses_nothing(
     proxy.failing = False
     await h.start_worker()
     await h.wait_equal(timeout=120)
+
+
+async def repeated_keys(h: Any) -> list[dict[str, Any]]:
+    return await h.query(
+        "SELECT id, COUNT(*) AS n FROM `{ds}.items_latest` GROUP BY id HAVING COUNT(*) > 1"
+    )
+
+
+async def test_a_storm_of_faults_pauses_the_sink_and_loses_nothing(
+    make_harness: Any, flaky: tuple[FaultProxy, str]
+) -> None:
+    """429s, 403 quotaExceeded, dropped connections and answers slower than the request
+    timeout, one after another while the source keeps changing."""
+    proxy, endpoint = flaky
+    h = make_harness(
+        {"items": ITEMS}, bigquery_endpoint=endpoint, sink_extra='request_timeout = "1s"'
+    )
+    worker = await h.start_worker()
+    h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"before {i}", 1.0) for i in range(50)])
+    await h.wait_equal(timeout=60)
+    next_id = 1000
+    for mode in ("429", "403", "drop", "slow"):
+        proxy.mode, proxy.delay = mode, 3.0  # slow: longer than the 1 s request timeout
+        retries = h.status(worker)["sink"]["retries"]
+        forwarded = proxy.forwarded_inserts
+        rows = [(i, f"during {mode} {i}", 2.0) for i in range(next_id, next_id + 100)]
+        h.execute("INSERT INTO items VALUES (?, ?, ?)", rows)
+        h.execute("UPDATE items SET price = price + 1 WHERE id < 10")
+        next_id += 100
+        deadline = time.monotonic() + 60
+        while h.status(worker)["sink"]["retries"] < retries + 2:
+            assert time.monotonic() < deadline, f"no retries during {mode}: {h.status(worker)}"
+            await asyncio.sleep(0.3)
+        if mode != "slow":  # slow requests do reach the emulator, after the client gave up
+            assert proxy.forwarded_inserts == forwarded, mode
+            written = await h.query(
+                f"SELECT COUNT(*) AS n FROM `{{ds}}.items` WHERE name LIKE 'during {mode}%'"
+            )
+            assert written[0]["n"] == 0, mode
+    proxy.mode = None
+    await h.wait_equal(timeout=120)
+    await h.wait_caught_up(timeout=60)
+    assert await repeated_keys(h) == []
+    assert h.status(worker)["tables"]["items"]["error_rows"] == 0
+
+
+async def test_requests_too_large_are_split_and_an_oversized_row_is_parked(
+    make_harness: Any, flaky: tuple[FaultProxy, str]
+) -> None:
+    proxy, endpoint = flaky
+    proxy.max_body = 40_000  # the emulator itself has no limit; real BigQuery: 10 MB
+    h = make_harness({"items": ITEMS}, bigquery_endpoint=endpoint)
+    worker = await h.start_worker()
+    h.execute(
+        "INSERT INTO items VALUES (?, ?, ?)", [(i, f"{i} " + "x" * 400, 1.0) for i in range(400)]
+    )
+    h.execute("INSERT INTO items VALUES (?, ?, ?)", [(9999, "y" * 60_000, 1.0)])
+    deadline = time.monotonic() + 90
+    while h.status(worker)["tables"]["items"]["error_rows"] < 1:
+        assert time.monotonic() < deadline, h.status(worker)
+        await asyncio.sleep(0.3)
+    assert proxy.too_large > 0
+    errors = await h.query("SELECT reason, message_unique_id FROM `{ds}._error_records`")
+    assert len(errors) == 1 and "row too large" in errors[0]["reason"]
+    assert "payload left in Kafka" in errors[0]["reason"]
+    assert "9999" in errors[0]["message_unique_id"]
+    h.execute("DELETE FROM items WHERE id = 9999")  # then the source and BigQuery agree
+    await h.wait_equal(timeout=90)
+    assert await repeated_keys(h) == []

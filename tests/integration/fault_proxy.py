@@ -1,0 +1,104 @@
+"""An HTTP proxy in front of the BigQuery emulator that injects faults into insertAll.
+
+The emulator cannot fail on demand. The proxy forwards everything untouched except
+insertAll requests, which it answers according to ``mode`` while one is set:
+
+* ``"503"`` / ``"429"`` / ``"403"`` (quotaExceeded): an error response in Google's shape;
+* ``"drop"``: the connection is closed without an answer;
+* ``"slow"``: forwarded after ``delay`` seconds;
+* ``max_body``: requests larger than this get 413, whatever the mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import ClientSession, web
+
+_ERRORS = {
+    "503": (503, "backendError", "injected: backend unavailable"),
+    "429": (429, "rateLimitExceeded", "injected: too many requests"),
+    "403": (403, "quotaExceeded", "injected: quota exceeded"),
+}
+
+
+class FaultProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.mode: str | None = None
+        self.delay = 2.0
+        self.max_body: int | None = None
+        self.refused = 0
+        self.too_large = 0
+        self.forwarded_inserts = 0
+
+    @property
+    def failing(self) -> bool:
+        return self.mode is not None
+
+    @failing.setter
+    def failing(self, value: bool) -> None:
+        self.mode = "503" if value else None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.path.endswith("/insertAll"):
+            if self.max_body is not None and len(body) > self.max_body:
+                self.too_large += 1
+                return _error(413, "badRequest", "Request payload size exceeds the limit")
+            mode = self.mode
+            if mode in _ERRORS:
+                self.refused += 1
+                return _error(*_ERRORS[mode])
+            if mode == "drop":
+                self.refused += 1
+                assert request.transport is not None
+                request.transport.close()
+                raise ConnectionResetError("injected: connection dropped")
+            if mode == "slow":
+                await asyncio.sleep(self.delay)
+            self.forwarded_inserts += 1
+        return await self._forward(request, body)
+
+    async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in {"host", "content-length", "transfer-encoding"}
+        }
+        async with (
+            ClientSession() as session,
+            session.request(
+                request.method, self.upstream + request.path_qs, data=body, headers=headers
+            ) as upstream,
+        ):
+            payload = await upstream.read()
+            return web.Response(
+                status=upstream.status,
+                body=payload,
+                content_type=upstream.content_type if payload else None,
+            )
+
+
+def _error(status: int, reason: str, message: str) -> web.Response:
+    body = {"error": {"code": status, "message": message, "errors": [{"reason": reason}]}}
+    return web.json_response(body, status=status)
+
+
+@asynccontextmanager
+async def fault_proxy(upstream: str) -> AsyncIterator[tuple[FaultProxy, str]]:
+    """The proxy on a free loopback port: (proxy, its endpoint URL)."""
+    proxy = FaultProxy(upstream)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield proxy, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

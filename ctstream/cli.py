@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
@@ -123,6 +124,20 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(f.level == "error" for f in findings) else 0
 
 
+def _cmd_redrive(args: argparse.Namespace) -> int:
+    from ctstream.redrive import redrive, render
+    from ctstream.settings import load_settings
+
+    settings = load_settings(args.config)
+    tables = args.table or list(settings.source.tables)
+    unknown = [t for t in tables if t not in settings.source.tables]
+    if unknown:
+        raise ConfigError(f"--table {unknown[0]!r} is not in source.tables of {args.config}")
+    result = asyncio.run(redrive(settings, tables, args.since, args.until, args.dry_run))
+    print(json.dumps(result.as_json()) if args.json else render(result, args.dry_run))
+    return 0 if not (result.still_failing or result.unrecoverable) else 1
+
+
 def _cmd_sqlite_cleanup(args: argparse.Namespace) -> int:
     from ctstream.streams.sqlite_tracking import cleanup_database
 
@@ -140,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
             return parse_duration(value)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+
+    def timestamp(value: str) -> dt.datetime:
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not an ISO-8601 time, e.g. 2026-11-22T10:00:00Z"
+            ) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
     parser = argparse.ArgumentParser(
         prog="ctstream",
@@ -261,6 +285,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--reason", default="requested by ctstream snapshot", help="noted in logs and BigQuery"
     )
     snapshot.set_defaults(func=_cmd_snapshot)
+
+    redrive = sub.add_parser(
+        "redrive",
+        help="send rows parked in _error_records again, once the cause is fixed",
+        description="Select error records (the newest per unique id) of the given tables and "
+        "time range, read each change back from its kept payload (or from Kafka, when the "
+        "payload was too large to keep), check it against the BigQuery table's current "
+        "schema and write it with insertId = its unique id. Rows that still do not fit are "
+        "listed with the reason and stay in _error_records. Exit status 1 when any row "
+        "could not be redriven.",
+    )
+    redrive.add_argument("--config", "-c", required=True, help="TOML config file")
+    redrive.add_argument(
+        "--table", "-t", action="append", default=[], help="only this table (repeatable)"
+    )
+    redrive.add_argument("--since", type=timestamp, help="error_time at or after (ISO-8601)")
+    redrive.add_argument("--until", type=timestamp, help="error_time before (ISO-8601)")
+    redrive.add_argument("--dry-run", action="store_true", help="check the rows, send nothing")
+    redrive.add_argument("--json", action="store_true", help="print the result as JSON")
+    redrive.set_defaults(func=_cmd_redrive)
 
     doctor = sub.add_parser(
         "doctor",

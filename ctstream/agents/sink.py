@@ -19,9 +19,10 @@ from typing import Any
 
 from ctstream.agents.batches import run_batch
 from ctstream.errors import CtstreamError, SinkError
-from ctstream.models import BadEvent, ChangeEvent, TableSpec, bq_identifier
+from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.settings import SinkSettings
 from ctstream.streams.backoff import RetryAborted, retry_forever
+from ctstream.streams.bigquery_schema import change_row
 from ctstream.streams.bigquery_writer import TOO_LARGE, BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
 from ctstream.streams.error_sink import ErrorRecord, ErrorReporter
@@ -201,16 +202,4 @@ def _record(
 
 def to_bigquery_row(spec: TableSpec, change: ChangeEvent, insert_time: str) -> dict[str, Any]:
     """Source columns under their BigQuery names, plus the change metadata."""
-    names = {c.name: c.bq_name for c in spec.columns}
-    # A column added at the source after this worker started is not in ``spec``.
-    row: dict[str, Any] = {names.get(k) or bq_identifier(k): v for k, v in change.row.items()}
-    row.update(
-        message_unique_id=change.message_unique_id,
-        table_name=change.table_name,
-        changetrack_interval=change.changetrack_interval,
-        changetrack_start_time=change.changetrack_start_time,
-        changetrack_type=change.changetrack_type,
-        changetrack_ver=change.changetrack_ver,
-        bigquery_insert_time=insert_time,
-    )
-    return row
+    return change_row(change, insert_time, {c.name: c.bq_name for c in spec.columns})

@@ -18,7 +18,7 @@ from typing import Any
 
 from google.cloud.bigquery import SchemaField
 
-from ctstream.models import TableSpec
+from ctstream.models import ChangeEvent, TableSpec, bq_identifier
 
 METADATA_FIELDS: tuple[SchemaField, ...] = (
     SchemaField("message_unique_id", "STRING", mode="REQUIRED"),
@@ -134,6 +134,25 @@ def table_schema(spec: TableSpec) -> list[SchemaField]:
         for c in spec.columns
     ]
     return [*fields, *METADATA_FIELDS]
+
+
+def change_row(
+    change: ChangeEvent, insert_time: str, names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A change event as a BigQuery row: source columns under their BigQuery names (from
+    ``names``, else made safe as ctstream names them), plus the change metadata."""
+    known = names or {}
+    row: dict[str, Any] = {known.get(k) or bq_identifier(k): v for k, v in change.row.items()}
+    row.update(
+        message_unique_id=change.message_unique_id,
+        table_name=change.table_name,
+        changetrack_interval=change.changetrack_interval,
+        changetrack_start_time=change.changetrack_start_time,
+        changetrack_type=change.changetrack_type,
+        changetrack_ver=change.changetrack_ver,
+        bigquery_insert_time=insert_time,
+    )
+    return row
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,8 +174,8 @@ class BigQueryWriter:
             await self._call(
                 f"adding column {field.name} to {name}",
                 self._run_ddl,
-                f"ALTER TABLE {_quote(self.ref(name))} ADD COLUMN IF NOT EXISTS "
-                f"{_quote(field.name)} {field.field_type}",
+                f"ALTER TABLE {quote_bq(self.ref(name))} ADD COLUMN IF NOT EXISTS "
+                f"{quote_bq(field.name)} {field.field_type}",
             )
         if missing:
             table = await self.table(name)
@@ -231,7 +231,7 @@ class BigQueryWriter:
     async def snapshots(self) -> list[dict[str, Any]]:
         return await self.query(
             "SELECT table_name, source_table, snapshot_version, row_count, reason, "
-            f"completed_at FROM {_quote(self.ref(SNAPSHOTS_TABLE))} ORDER BY completed_at"
+            f"completed_at FROM {quote_bq(self.ref(SNAPSHOTS_TABLE))} ORDER BY completed_at"
         )
 
     async def insert(
@@ -315,7 +315,7 @@ class BigQueryWriter:
         self._client.close()  # type: ignore[no-untyped-call]
 
 
-def _quote(name: str) -> str:
+def quote_bq(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
@@ -374,15 +374,15 @@ def time_travel_function_sql(
     time), deleted keys left out, and keys older than the newest snapshot completed by
     ``ts`` left out, as in the latest-state view.
     """
-    keys = ", ".join(_quote(c.bq_name) for c in spec.key_columns)
+    keys = ", ".join(quote_bq(c.bq_name) for c in spec.key_columns)
     return (
-        f"CREATE OR REPLACE TABLE FUNCTION {_quote(function_ref)}(ts TIMESTAMP) AS "
+        f"CREATE OR REPLACE TABLE FUNCTION {quote_bq(function_ref)}(ts TIMESTAMP) AS "
         "SELECT * EXCEPT (_ctstream_rank) FROM ("
         f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
         "ORDER BY changetrack_ver DESC, bigquery_insert_time DESC) AS _ctstream_rank "
-        f"FROM {_quote(table_ref)} WHERE changetrack_start_time <= ts) "
+        f"FROM {quote_bq(table_ref)} WHERE changetrack_start_time <= ts) "
         "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
-        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {_quote(snapshots_ref)} "
+        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
         f"WHERE table_name = '{spec.bq_table}' AND completed_at <= ts)"
     )
 
@@ -394,13 +394,13 @@ def latest_view_sql(table_ref: str, spec: TableSpec, snapshots_ref: str) -> str:
     too: the snapshot read every row that existed, so such a key was deleted while its
     changes were lost (retention overrun, TRUNCATE).
     """
-    keys = ", ".join(_quote(c.bq_name) for c in spec.key_columns)
+    keys = ", ".join(quote_bq(c.bq_name) for c in spec.key_columns)
     return (
         "SELECT * EXCEPT (_ctstream_rank) FROM ("
         f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
         "ORDER BY changetrack_ver DESC, bigquery_insert_time DESC) AS _ctstream_rank "
-        f"FROM {_quote(table_ref)}) "
+        f"FROM {quote_bq(table_ref)}) "
         "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
-        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {_quote(snapshots_ref)} "
+        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
         f"WHERE table_name = '{spec.bq_table}')"  # bq_table is [A-Za-z0-9_] only
     )

@@ -39,15 +39,22 @@ class ErrorRecord:
 
     def as_row(self, now: float) -> dict[str, Any]:
         payload: str | None = None
-        if self.payload is not None:
+        reason = self.reason[:10_000]
+        if self.payload is not None and len(self.payload) > _MAX_PAYLOAD:
+            # Never a cut payload: `ctstream redrive` reads the whole one from Kafka.
+            reason += (
+                f" (payload of {len(self.payload)} bytes left in Kafka at "
+                f"{self.topic}/{self.partition}/{self.offset})"
+            )
+        elif self.payload is not None:
             try:
-                payload = self.payload[:_MAX_PAYLOAD].decode("utf-8")
+                payload = self.payload.decode("utf-8")
             except UnicodeDecodeError:
-                payload = "base64:" + base64.b64encode(self.payload[:_MAX_PAYLOAD]).decode()
+                payload = "base64:" + base64.b64encode(self.payload).decode()
         return {
             "source_table": self.source_table,
             "message_unique_id": self.message_unique_id,
-            "reason": self.reason[:10_000],
+            "reason": reason,
             "payload": payload,
             "topic": self.topic,
             "partition": self.partition,

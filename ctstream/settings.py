@@ -179,6 +179,8 @@ class SinkSettings(_Section):
     # insertAll requests are cut to this size (BigQuery refuses requests over 10 MB); a
     # request BigQuery still finds too large is split in halves, down to one row.
     max_request_bytes: int = Field(default=9_000_000, ge=1_000, le=10_485_760)
+    # Batches written at once; while this many are unfinished the sink reads no more.
+    max_in_flight: int = Field(default=2, ge=1, le=32)
 
 
 class BigQueryTableOptions(_Section):

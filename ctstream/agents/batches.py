@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ctstream.streams.backoff import RetryAborted, backoff_delay
@@ -62,6 +62,51 @@ def withhold(events: Sequence[Any]) -> None:
         event.message.acked = True
 
 
+def register(events: Sequence[Any]) -> int:
+    """Cap commits below these events until their batch finishes; returns its token.
+
+    Called synchronously before a batch runs in a task of its own, so that faust, which
+    acknowledges the batch as soon as the agent takes the next one, cannot commit it first.
+    """
+    token = next(_tokens)
+    _running[token] = _first_offsets(events)
+    return token
+
+
+async def run_in_flight(
+    app: Any,
+    batches: AsyncIterator[Sequence[Any]],
+    handler: Callable[[Sequence[Any]], Awaitable[None]],
+    what: str,
+    limit: int,
+    retry_initial: float = 0.5,
+    retry_max: float = 30.0,
+) -> None:
+    """Run up to ``limit`` batches at once; the stream is not read while ``limit`` run.
+
+    Commits stay below every unfinished batch (see :func:`register`), so a batch finishing
+    before an earlier one commits nothing past the earlier one.
+    """
+    running: set[asyncio.Task[None]] = set()
+    try:
+        async for events in batches:
+            token = register(events)
+            task = asyncio.create_task(
+                run_batch(app, events, handler, what, retry_initial, retry_max, token)
+            )
+            running.add(task)
+            task.add_done_callback(running.discard)
+            if len(running) >= limit:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if running:
+            await asyncio.wait(running)
+    finally:
+        for task in running:
+            task.cancel()  # a cancelled batch is withheld, never committed
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+
 def _finished(firsts: dict[TopicPartition, int]) -> None:
     for tp, offset in firsts.items():
         if tp in _withheld and offset <= _withheld[tp]:
@@ -75,15 +120,16 @@ async def run_batch(
     what: str,
     retry_initial: float = 0.5,
     retry_max: float = 30.0,
+    token: int | None = None,
 ) -> None:
     """``handler(events)`` until it completes, retrying unexpected errors with backoff.
 
     Stops without committing the batch when the worker shuts down (RetryAborted, or a
-    failure while stopping) or the agent is cancelled.
+    failure while stopping) or the agent is cancelled. ``token``: from :func:`register`,
+    for a batch run in its own task (its offsets are capped from registration on).
     """
-    token = next(_tokens)
-    firsts = _first_offsets(events)
-    _running[token] = firsts
+    token = register(events) if token is None else token
+    firsts = _running[token]
     try:
         attempt = 0
         while True:

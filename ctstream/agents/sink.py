@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ctstream.agents.batches import run_batch
+from ctstream.agents.batches import run_in_flight
 from ctstream.errors import CtstreamError, SinkError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.settings import SinkSettings
@@ -59,8 +59,10 @@ def install_sink(
 
     @app.agent(deduped, name="ctstream.sink")
     async def sink(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_rows, within=settings.batch_wait):
-            await run_batch(app, events, write_batch, "sink batch", *_retry(settings))
+        batches = stream.take_events(settings.batch_rows, within=settings.batch_wait)
+        await run_in_flight(
+            app, batches, write_batch, "sink batch", settings.max_in_flight, *_retry(settings)
+        )
 
     def on_retry(attempt: int, exc: CtstreamError) -> None:
         stats.retries += 1

@@ -77,17 +77,36 @@ _original_filter = Consumer._filter_committable_offsets
 
 def filter_committable_offsets(self: Any, tps: Any) -> dict[Any, int]:
     """faust's choice of offsets to commit, capped below any unfinished batch (fix 5)."""
+    # faust drops the acknowledged offsets it is about to commit from its bookkeeping;
+    # those above a cap must stay there, to be committed once the cap is lifted (a batch
+    # running in a task is acknowledged while it runs, see agents/batches.run_in_flight).
+    tps = list(tps)  # faust passes a generator
+    before = {tp: list(self._acked[tp]) for tp in tps}
     offsets: dict[Any, int] = _original_filter(self, tps)
     for tp in list(offsets):
         for ceiling_of in commit_ceilings:
             ceiling = ceiling_of(tp.topic, tp.partition)
             if ceiling is not None and offsets[tp] > ceiling:
                 committed = self._committed_offset[tp]
+                keep_from = ceiling
                 if committed is not None and ceiling <= committed:
                     del offsets[tp]
-                    break
-                offsets[tp] = ceiling
+                    keep_from = committed
+                else:
+                    offsets[tp] = ceiling
+                _restore_acked(self, tp, [o for o in before.get(tp, ()) if o >= keep_from])
+                break
     return offsets
+
+
+def _restore_acked(consumer: Any, tp: Any, offsets: list[int]) -> None:
+    index = consumer._acked_index[tp]
+    acked = consumer._acked[tp]
+    for offset in offsets:
+        if offset not in index:
+            index.add(offset)
+            acked.append(offset)
+    acked.sort()
 
 
 _original_perform_seek = Consumer.perform_seek

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ctstream.agents.batches import commit_ceiling, run_batch, withhold
+from ctstream.agents.batches import commit_ceiling, run_batch, run_in_flight, withhold
 from ctstream.errors import SinkUnavailable
 from ctstream.streams.backoff import RetryAborted, retry_forever
 
@@ -142,24 +142,104 @@ async def test_a_withheld_batch_caps_commits_until_it_is_processed_again() -> No
     assert commit_ceiling("ceil-b", 1) is None
 
 
-def test_faust_commit_filter_applies_the_ceiling() -> None:
-    from collections import defaultdict
+class FakeConsumer:
+    """faust's commit bookkeeping for one partition, with the patched functions."""
 
+    def __init__(self, tp: Any, committed: int, acked: list[int]) -> None:
+        from collections import defaultdict
+
+        self._committed_offset: Any = defaultdict(lambda: None, {tp: committed})
+        self._acked: Any = defaultdict(list, {tp: list(acked)})
+        self._acked_index: Any = defaultdict(set, {tp: set(acked)})
+
+    def _new_offset(self, tp: Any) -> int | None:
+        from ctstream.streams import faust_patches
+
+        return faust_patches.new_offset(self, tp)
+
+    def _should_commit(self, tp: Any, offset: int) -> bool:
+        from faust.transport.consumer import Consumer
+
+        return bool(Consumer._should_commit(self, tp, offset))  # type: ignore[arg-type]
+
+
+def test_faust_commit_filter_applies_the_ceiling_and_keeps_what_it_cannot_commit() -> None:
     from faust.types import TP
 
-    from ctstream.streams import faust_patches
+    from ctstream.streams.faust_patches import filter_committable_offsets
 
     tp = TP("ceil-c", 0)
-    withhold(tp_events("ceil-c", 0, [5, 6]))
+    withhold(tp_events("ceil-c", 0, [8, 9]))
+    consumer = FakeConsumer(tp, committed=5, acked=[5, 6, 7, 8, 9, 10])
+    assert filter_committable_offsets(consumer, (t for t in [tp])) == {tp: 8}
+    assert consumer._acked[tp] == [8, 9, 10]  # above the cap: kept for a later commit
+    consumer._committed_offset[tp] = 8
+    assert filter_committable_offsets(consumer, [tp]) == {}
+    assert consumer._acked[tp] == [8, 9, 10]
 
-    class Fake:
-        _committed_offset: Any = defaultdict(lambda: None)
+    async def handler(evs: Any) -> None:
+        return None
 
-    original = faust_patches._original_filter
-    faust_patches._original_filter = lambda self, tps: {tp: 9}  # type: ignore[assignment]
-    try:
-        assert faust_patches.filter_committable_offsets(Fake(), [tp]) == {tp: 5}
-        Fake._committed_offset[tp] = 5
-        assert faust_patches.filter_committable_offsets(Fake(), [tp]) == {}
-    finally:
-        faust_patches._original_filter = original
+    asyncio.run(run_batch(App(), tp_events("ceil-c", 0, [8, 9]), handler, "test"))
+    assert filter_committable_offsets(consumer, [tp]) == {tp: 11}  # cap lifted
+    assert consumer._acked[tp] == []
+
+
+async def test_in_flight_batches_are_bounded_and_capped_until_the_earliest_finishes() -> None:
+    gates = {n: asyncio.Event() for n in range(4)}
+    running: list[int] = []
+    most = 0
+    taken = 0
+
+    async def batches() -> Any:
+        nonlocal taken
+        for n in range(4):
+            taken += 1
+            yield tp_events("fly", 0, [n * 10, n * 10 + 1])
+
+    async def handler(evs: Any) -> None:
+        nonlocal most
+        n = evs[0].message.offset // 10
+        running.append(n)
+        most = max(most, len(running))
+        await gates[n].wait()
+        running.remove(n)
+
+    task = asyncio.create_task(run_in_flight(App(), batches(), handler, "test", limit=2))
+    while len(running) < 2:
+        await asyncio.sleep(0)
+    assert taken == 2  # the third batch is not taken while two are unfinished
+    gates[1].set()  # the later batch finishes first ...
+    while 2 not in running:
+        await asyncio.sleep(0)
+    assert commit_ceiling("fly", 0) == 0  # ... and nothing past the earlier one commits
+    gates[0].set()
+    while 3 not in running:
+        await asyncio.sleep(0)
+    assert commit_ceiling("fly", 0) == 20
+    gates[2].set()
+    gates[3].set()
+    await asyncio.wait_for(task, 5)
+    assert most == 2 and commit_ceiling("fly", 0) is None
+
+
+async def test_cancelling_in_flight_batches_withholds_them() -> None:
+    started = asyncio.Event()
+
+    async def batches() -> Any:
+        yield tp_events("fly-c", 0, [5, 6])
+        yield tp_events("fly-c", 0, [7])
+        await asyncio.sleep(60)
+        yield []
+
+    async def handler(evs: Any) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(run_in_flight(App(), batches(), handler, "test", limit=4))
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert commit_ceiling("fly-c", 0) == 5  # both withheld: read again by the next owner

@@ -203,6 +203,11 @@ class BigQuerySettings(_Section):
     # Path to a service-account key file; never the key itself. None: Application
     # Default Credentials, or anonymous when an emulator endpoint is set.
     credentials_file: Path | None = None
+    # How rows are written: insertAll (with insertIds) or the Storage Write API's
+    # default stream (at-least-once; duplicates are left to the latest-state views).
+    write_api: Literal["insert_all", "storage_write"] = "insert_all"
+    # host:port of a Storage Write API emulator (plaintext gRPC); None: Google's endpoint.
+    storage_endpoint: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]+:\d{1,5}$")
     # Per source table (as named in source.tables): partitioning and clustering.
     tables: dict[str, BigQueryTableOptions] = Field(default_factory=dict)
 

@@ -30,6 +30,7 @@ from ctstream.streams.bigquery_schema import (
     RowValidator,
     table_schema,
 )
+from ctstream.streams.storage_write import RowEncoder, append_rows, make_write_client
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class BigQueryWriter:
         self._client = make_client(settings)
         self._timeout = timeout
         self._max_bytes = max_request_bytes
+        self._write_client: Any = None  # the Storage Write API client, made on first use
+        self._encoders: dict[str, RowEncoder] = {}
+        self.requests = {"insert_all": 0, "storage_write": 0}  # successful, for status
         self._validators: dict[str, RowValidator] = {}
 
     def ref(self, table: str) -> str:
@@ -195,6 +199,7 @@ class BigQueryWriter:
         table = await self.table(name)
         validator = RowValidator(list(table.schema))
         self._validators[name] = validator
+        self._encoders.pop(name, None)  # rebuilt from the new schema on the next append
         return validator
 
     def _run_ddl(self, sql: str) -> None:
@@ -279,6 +284,8 @@ class BigQueryWriter:
     async def _insert_once(
         self, table: str, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]
     ) -> list[tuple[int, str]]:
+        if self.settings.write_api == "storage_write" and not table.startswith("_"):
+            return await self._append(table, rows)
         errors = await self._call(
             f"writing {len(rows)} rows to {table}",
             self._client.insert_rows_json,
@@ -288,6 +295,7 @@ class BigQueryWriter:
             retry=None,  # ours: forever, with backoff, and without acknowledging meanwhile
             timeout=self._timeout,
         )
+        self.requests["insert_all"] += 1
         rejected: list[tuple[int, str]] = []
         for entry in errors or []:
             reasons = "; ".join(
@@ -295,6 +303,30 @@ class BigQueryWriter:
                 for e in entry.get("errors", [])
             )
             rejected.append((int(entry.get("index", -1)), reasons or "rejected by BigQuery"))
+        return rejected
+
+    async def _append(self, table: str, rows: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+        """The Storage Write API's default stream (ctstream's own tables use insertAll)."""
+        encoder = self._encoders.get(table)
+        if encoder is None:
+            fields = list((await self.table(table)).schema)
+            encoder = self._encoders[table] = RowEncoder(fields)
+        if self._write_client is None:
+            self._write_client = make_write_client(self.settings)
+        stream = (
+            f"projects/{self.settings.project}/datasets/{self.settings.dataset}"
+            f"/tables/{table}/streams/_default"
+        )
+        rejected: list[tuple[int, str]] = await self._call(
+            f"appending {len(rows)} rows to {table}",
+            append_rows,
+            self._write_client,
+            stream,
+            encoder,
+            list(rows),
+            self._timeout,
+        )
+        self.requests["storage_write"] += 1
         return rejected
 
     async def table(self, name: str) -> bigquery.Table:

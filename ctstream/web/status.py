@@ -48,6 +48,8 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "retries": sink.retries,
             "last_batch_at": sink.last_batch_at,
             "last_batch_rows": sink.last_batch_rows,
+            "write_api": pipeline.settings.bigquery.write_api,
+            "requests": dict(pipeline.writer.requests),
         },
         "errors_reported": pipeline.errors.count,
         "bad_messages_at_dedup": dedup.bad,

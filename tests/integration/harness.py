@@ -44,6 +44,7 @@ class Harness:
         bigquery_endpoint: str | None = None,
         snapshot_mode: str = "initial",
         sink_extra: str = "",
+        write_api: str = "insert_all",
         seed: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
     ) -> None:
         n = next(_counter)
@@ -86,6 +87,8 @@ batch_wait = "200ms"
 project = "local"
 dataset = "ds_{self.name}"
 endpoint = "{bigquery_endpoint or stack.bigquery_endpoint}"
+write_api = "{write_api}"
+storage_endpoint = "{stack.bigquery_grpc}"
 """
         self.write_config(self.config, f"app-{self.name}", ["poll", "dedup", "sink"])
         self.settings: Settings = load_settings(self.config)

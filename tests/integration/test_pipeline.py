@@ -19,11 +19,12 @@ ITEMS = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price R
 KV = "CREATE TABLE kv (a TEXT NOT NULL, b TEXT NOT NULL, v TEXT, PRIMARY KEY (a, b))"
 
 
+@pytest.mark.parametrize("write_api", ["insert_all", "storage_write"])
 async def test_changes_arrive_deletes_vanish_and_composite_keys_stay_distinct(
-    make_harness: Any,
+    make_harness: Any, write_api: str
 ) -> None:
-    h = make_harness({"items": ITEMS, "kv": KV})
-    await h.start_worker()
+    h = make_harness({"items": ITEMS, "kv": KV}, write_api=write_api)
+    worker = await h.start_worker()
     h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"item {i}", i * 1.5) for i in range(200)])
     # Naive concatenation would turn both keys into '123'; separators inside values too.
     h.execute(
@@ -58,6 +59,10 @@ async def test_changes_arrive_deletes_vanish_and_composite_keys_stay_distinct(
     items = {r["id"] for r in await h.query("SELECT id FROM `{ds}.items_latest`")}
     assert 20 not in items and 7 not in items and 1000 in items and 10 in items
     assert len(items) == 200 - 20 + 1 + 1 - 1  # 20 deleted, 7→1000 moved, 10 re-inserted
+    requests = h.status(worker)["sink"]["requests"]
+    assert requests[write_api] > 0  # the rows went the configured way
+    if write_api == "insert_all":
+        assert requests["storage_write"] == 0
 
 
 async def test_duplicates_are_written_once_also_across_a_window_boundary(

@@ -138,6 +138,16 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
     return 0 if not (result.still_failing or result.unrecoverable) else 1
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ctstream.settings import load_settings
+    from ctstream.status_report import collect_status, render
+
+    settings = load_settings(args.config)
+    status = asyncio.run(collect_status(settings, args.worker))
+    print(json.dumps(status, default=str) if args.json else render(status))
+    return 0
+
+
 def _cmd_sqlite_cleanup(args: argparse.Namespace) -> int:
     from ctstream.streams.sqlite_tracking import cleanup_database
 
@@ -305,6 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--dry-run", action="store_true", help="check the rows, send nothing")
     redrive.add_argument("--json", action="store_true", help="print the result as JSON")
     redrive.set_defaults(func=_cmd_redrive)
+
+    status = sub.add_parser(
+        "status",
+        help="the pipeline's state per table: versions, lag, error rows, snapshots",
+        description="Per table: the saved Change Tracking version (from Kafka), the "
+        "source's current version and the lag between them, the consumer group's lag on "
+        "the raw and deduped topics, error rows and the last snapshot (from BigQuery). "
+        "With --worker URL (repeatable, e.g. http://127.0.0.1:6066) the live counters of "
+        "running workers are added up as well.",
+    )
+    status.add_argument("--config", "-c", required=True, help="TOML config file")
+    status.add_argument(
+        "--worker", action="append", default=[], help="a worker's web address (repeatable)"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=_cmd_status)
 
     doctor = sub.add_parser(
         "doctor",

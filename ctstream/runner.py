@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 from typing import Any
 
 from ctstream.errors import ConfigError, CtstreamError
+from ctstream.log_format import logging_config
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.bigquery_writer import BigQueryWriter
@@ -77,11 +79,10 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> int:
     from ctstream.app import create_app
     from ctstream.web import install_views
 
-    # Until faust's worker sets up logging: what the checks at start find is logged too.
-    logging.basicConfig(
-        level=(loglevel or settings.app.log_level).upper(),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-    )
+    # Set up before the checks at start, so what they find is logged too; faust's worker
+    # gets the same configuration.
+    log_config = logging_config(settings.app.log_format, loglevel or settings.app.log_level)
+    logging.config.dictConfig(log_config)
     writer = BigQueryWriter(
         settings.bigquery,
         timeout=settings.sink.request_timeout,
@@ -100,6 +101,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> int:
         quiet=True,
         redirect_stdouts=False,
         override_logging=True,
+        logging_config=dict(log_config),
     )
     log.info("worker starting: tables %s", ", ".join(specs))
     try:

@@ -233,6 +233,7 @@ class AppSettings(_Section):
     roles: list[Role] = Field(default_factory=lambda: list(ALL_ROLES), min_length=1)
     data_dir: Path = Path(".ctstream/data")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["plain", "json"] = "plain"
 
     @field_validator("roles")
     @classmethod

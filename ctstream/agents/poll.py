@@ -96,7 +96,12 @@ class TablePoller:
                 await self._run(self.specs[name])
         except CtstreamError as exc:
             self.stats.last_error[name] = str(exc)
-            log.warning("table %s: poll failed, will retry on the next tick: %s", name, exc)
+            log.warning(
+                "table %s: poll failed, will retry on the next tick: %s",
+                name,
+                exc,
+                extra={"ctstream": {"table": name}},
+            )
         except Exception as exc:
             # Nothing was saved, so the next tick re-reads the same changes: no loss.
             self.stats.last_error[name] = f"{type(exc).__name__}: {exc}"
@@ -157,6 +162,7 @@ class TablePoller:
             sink.retry_initial,
             sink.retry_max,
             should_abort=lambda: bool(self.app.should_stop),
+            log_fields={"table": spec.name},
         )
         self.specs[spec.name] = spec
         log.warning(
@@ -215,6 +221,7 @@ class TablePoller:
             sink.retry_initial,
             sink.retry_max,
             should_abort=lambda: bool(self.app.should_stop),
+            log_fields={"table": name},
         )
         self._save(name, self.state(name).snapshot_done(result.to_version))
         self._record(result)

@@ -11,6 +11,7 @@ pauses, so memory stays flat.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from ctstream.streams.bigquery_schema import change_row
 from ctstream.streams.bigquery_writer import TOO_LARGE, BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
 from ctstream.streams.error_sink import ErrorRecord, ErrorReporter
+from ctstream.streams.latency import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.sink")
@@ -40,6 +42,20 @@ class SinkStats:
     retries: int = 0
     last_batch_at: float | None = None
     last_batch_rows: int = 0
+    # bigquery_insert_time - changetrack_start_time per written row, and rows per batch.
+    latency: dict[str, Histogram] = field(default_factory=dict)
+    batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+
+    def observe_latency(self, table: str, start_times: Sequence[str], now: float) -> None:
+        histogram = self.latency.get(table)
+        if histogram is None:
+            histogram = self.latency[table] = Histogram(LATENCY_BUCKETS)
+        for start in start_times:
+            try:
+                started = dt.datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+            histogram.observe(max(0.0, now - started))
 
 
 def install_sink(
@@ -90,7 +106,8 @@ def install_sink(
             spec = specs[table]
             bq_table = spec.bq_table
             validator = writer.validator(bq_table)
-            now_iso = iso_utc(time.time())
+            inserted_at = time.time()
+            now_iso = iso_utc(inserted_at)
             rows: list[dict[str, Any]] = []
             ids: list[str] = []
             sources: list[tuple[ChangeEvent, Any]] = []
@@ -121,6 +138,7 @@ def install_sink(
                     *_retry(settings),
                     on_retry=on_retry,
                     should_abort=lambda: bool(app.should_stop),
+                    log_fields={"table": table, "rows": len(rows)},
                 )
             except RetryAborted:
                 raise  # stopping: run_batch withholds the whole batch
@@ -140,6 +158,12 @@ def install_sink(
                         )
                     bad.append(record)
             stats.rows_written[table] = stats.rows_written.get(table, 0) + len(rows) - len(rejected)
+            refused = {index for index, _ in rejected}
+            stats.observe_latency(
+                table,
+                [r["changetrack_start_time"] for i, r in enumerate(rows) if i not in refused],
+                inserted_at,  # the rows' bigquery_insert_time
+            )
 
         if bad:
             for record in bad:
@@ -149,6 +173,7 @@ def install_sink(
         stats.batches += 1
         stats.last_batch_at = time.time()
         stats.last_batch_rows = len(events)
+        stats.batch_rows.observe(len(events))
 
 
 class _RefreshLimit:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from ctstream.errors import CtstreamError
@@ -32,6 +32,7 @@ async def retry_forever(
     maximum: float,
     on_retry: Callable[[int, CtstreamError], None] | None = None,
     should_abort: Callable[[], bool] | None = None,
+    log_fields: Mapping[str, object] | None = None,
 ) -> T:
     """Call ``fn`` until it succeeds; re-raise at once an error that is not retriable.
 
@@ -49,7 +50,14 @@ async def retry_forever(
             delay = backoff_delay(attempt, initial, maximum)
             if on_retry is not None:
                 on_retry(attempt, exc)
-            log.warning("%s failed, retry %d in %.2fs: %s", what, attempt, delay, exc)
+            log.warning(
+                "%s failed, retry %d in %.2fs: %s",
+                what,
+                attempt,
+                delay,
+                exc,
+                extra={"ctstream": {**(log_fields or {}), "attempt": attempt}},
+            )
             waited = 0.0
             while waited < delay:
                 if should_abort is not None and should_abort():

@@ -5,6 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ctstream.streams.latency import Histogram
+from ctstream.web.dashboard import DASHBOARD_HTML
+from ctstream.web.metrics import consumer_lag, metrics_text
+
 if TYPE_CHECKING:
     from ctstream.agents import Pipeline
 
@@ -36,8 +42,11 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "duplicates_dropped": dedup.dropped.get(name, 0),
             "rows_written": sink.rows_written.get(name, 0),
             "error_rows": sink.error_rows.get(name, 0),
+            "latency_p50_s": _percentile(sink.latency.get(name), 0.5),
+            "latency_p99_s": _percentile(sink.latency.get(name), 0.99),
         }
     app = pipeline.app
+    lags = consumer_lag(app)
     return {
         "app": app.conf.id,
         "roles": list(pipeline.settings.app.roles),
@@ -51,12 +60,37 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "write_api": pipeline.settings.bigquery.write_api,
             "requests": dict(pipeline.writer.requests),
         },
+        "partitions": [{"topic": t, "partition": p} for t, p in sorted(_owned(app))],
+        "consumer_lag": {f"{t}/{p}": lag for (t, p), lag in sorted(lags.items())},
+        "consumer_lag_total": sum(lags.values()),
         "errors_reported": pipeline.errors.count,
         "bad_messages_at_dedup": dedup.bad,
     }
+
+
+def _percentile(histogram: Histogram | None, q: float) -> float | None:
+    value = histogram.percentile(q) if histogram is not None else None
+    return None if value is None else round(value, 3)
+
+
+def _owned(app: Any) -> set[tuple[str, int]]:
+    consumer = getattr(app, "_consumer", None)
+    try:
+        return {(tp.topic, tp.partition) for tp in consumer.assignment()} if consumer else set()
+    except Exception:  # the consumer is not started yet
+        return set()
 
 
 def install_views(app: Any, pipeline: Pipeline) -> None:
     @app.page("/api/status/")
     async def status(web: Any, request: Any) -> Any:
         return web.json(status_snapshot(pipeline))
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset in content_type; the header carries it whole.
+        return web.bytes(metrics_text(pipeline), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/")
+    async def dashboard(web: Any, request: Any) -> Any:
+        return web.html(DASHBOARD_HTML)

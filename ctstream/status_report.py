@@ -1,0 +1,145 @@
+"""``ctstream status``: the pipeline's state per table, from its config alone.
+
+What no single worker knows is read where it lives: saved versions from the ``ct-versions``
+changelog, the source's current version from the source, consumer lag from Kafka, error
+rows and snapshots from BigQuery. With ``--worker URL`` the live counters of running
+workers (their ``/api/status/``) are added up too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+
+from ctstream.doctor import saved_states
+from ctstream.errors import CtstreamError
+from ctstream.models import TableSpec
+from ctstream.settings import Settings
+from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
+from ctstream.streams.bigquery_writer import BigQueryWriter, quote_bq
+from ctstream.streams.kafka_offsets import group_lag
+from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.topics import TopicNames
+
+LIVE_COUNTERS = ("polls", "events_produced", "duplicates_dropped", "rows_written", "error_rows")
+
+
+def _worker_status(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url.rstrip("/") + "/api/status/", timeout=5) as response:  # noqa: S310
+        data: dict[str, Any] = orjson.loads(response.read())
+        return data
+
+
+async def collect_status(settings: Settings, workers: Sequence[str] = ()) -> dict[str, Any]:
+    names = TopicNames(settings.kafka.topic_prefix)
+    problems: list[str] = []
+    tables: dict[str, dict[str, Any]] = {name: {} for name in settings.source.tables}
+    try:
+        states = await saved_states(settings)
+    except Exception as exc:
+        states = {}
+        problems.append(f"saved versions: {type(exc).__name__}: {exc}")
+    reader = SourceReader(settings.source)
+    try:
+        for name, row in tables.items():
+            state = states.get(name)
+            row["saved_version"] = state.version if state else None
+            row["snapshot_requested"] = state.snapshot_requested if state else None
+            try:
+                spec = await reader.describe(name)
+                health = await reader.table_health(spec, row["saved_version"])
+            except CtstreamError as exc:
+                problems.append(f"{name}: {exc}")
+                continue
+            row["current_version"] = health.current_version
+            row["min_valid_version"] = health.min_valid_version
+            saved = row["saved_version"]
+            row["version_lag"] = None if saved is None else health.current_version - saved
+            row["oldest_unpolled_change_age_s"] = health.oldest_unpolled_change_age_s
+    finally:
+        await reader.close()
+    for name, row in tables.items():
+        spec = TableSpec(name, None, name, ())
+        parts = [
+            TopicPartition(topic, p)
+            for topic in (names.raw(spec), names.deduped(spec))
+            for p in range(settings.kafka.partitions)
+        ]
+        try:
+            row["consumer_lag"], _ = await group_lag(
+                settings.kafka.bootstrap_servers, settings.app.id, parts
+            )
+        except Exception as exc:
+            problems.append(f"{name}: consumer lag: {type(exc).__name__}")
+    await _from_bigquery(settings, tables, problems)
+    live = [await asyncio.to_thread(_safe_worker_status, url, problems) for url in workers]
+    for status in filter(None, live):
+        for name, counters in status.get("tables", {}).items():
+            if name in tables:
+                for key in LIVE_COUNTERS:
+                    tables[name][key] = tables[name].get(key, 0) + counters.get(key, 0)
+    return {"app": settings.app.id, "tables": tables, "workers": len(live), "problems": problems}
+
+
+def _safe_worker_status(url: str, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        return _worker_status(url)
+    except (OSError, ValueError) as exc:
+        problems.append(f"worker {url}: {type(exc).__name__}: {exc}")
+        return None
+
+
+async def _from_bigquery(
+    settings: Settings, tables: dict[str, dict[str, Any]], problems: list[str]
+) -> None:
+    writer = BigQueryWriter(settings.bigquery, timeout=30)
+    try:
+        errors = await writer.query(
+            "SELECT source_table, COUNT(*) AS n FROM "
+            f"{quote_bq(writer.ref(ERROR_RECORDS_TABLE))} GROUP BY source_table"
+        )
+        snapshots = await writer.query(
+            "SELECT source_table, snapshot_version, row_count, completed_at FROM "
+            f"{quote_bq(writer.ref(SNAPSHOTS_TABLE))} ORDER BY completed_at"
+        )
+    except CtstreamError as exc:
+        problems.append(f"BigQuery: {exc}")
+        return
+    finally:
+        writer.close()
+    for row in errors:
+        if row["source_table"] in tables:
+            tables[row["source_table"]]["error_records"] = row["n"]
+    for row in snapshots:
+        if row["source_table"] in tables:
+            tables[row["source_table"]]["last_snapshot"] = {
+                "version": row["snapshot_version"],
+                "rows": row["row_count"],
+                "completed_at": str(row["completed_at"]),
+            }
+
+
+def render(status: dict[str, Any]) -> str:
+    columns: list[tuple[str, str]] = [
+        ("saved", "saved_version"),
+        ("current", "current_version"),
+        ("version lag", "version_lag"),
+        ("consumer lag", "consumer_lag"),
+        ("error rows", "error_records"),
+    ]
+    if status["workers"]:
+        columns += [(key.replace("_", " "), key) for key in LIVE_COUNTERS]
+    rows = [["table", *(header for header, _ in columns), "last snapshot"]]
+    for name, row in status["tables"].items():
+        values = [row.get(key) for _, key in columns]
+        snapshot = (row.get("last_snapshot") or {}).get("version")
+        rows.append([name, *("-" if v is None else str(v) for v in [*values, snapshot])])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += [f"problem: {p}" for p in status["problems"]]
+    return "\n".join(lines)

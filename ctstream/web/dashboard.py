@@ -1,0 +1,109 @@
+"""``/``: the dashboard, one page that reads ``/api/status/`` every two seconds.
+
+Plain HTML and a little JavaScript, no assets to serve. Rates (rows/s) are computed in
+the page from the counters' change between two reads.
+"""
+
+from __future__ import annotations
+
+DASHBOARD_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>ctstream</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1c1c1c; }
+  h1 { font-size: 1.3em; margin: 0 0 .2em; }
+  .sub { color: #666; margin-bottom: 1em; }
+  table { border-collapse: collapse; margin-bottom: 1.5em; }
+  th, td { padding: .35em .7em; border-bottom: 1px solid #ddd; text-align: right; }
+  th:first-child, td:first-child { text-align: left; }
+  th { background: #f4f4f4; font-weight: 600; }
+  .streaming { color: #17803d; } .stopped { color: #b3261e; font-weight: 600; }
+  .snapshotting { color: #9a6700; } .waiting { color: #666; }
+  .err { color: #b3261e; font-weight: 600; }
+  code { background: #f4f4f4; padding: 0 .3em; }
+</style>
+</head>
+<body>
+<h1>ctstream <span id="app"></span></h1>
+<div class="sub" id="sub">loading…</div>
+<table id="tables">
+  <thead><tr>
+    <th>table</th><th>state</th><th>saved version</th><th>polls</th>
+    <th>in rows/s</th><th>out rows/s</th><th>events</th><th>duplicates dropped</th>
+    <th>rows written</th><th>error rows</th><th>latency p50</th><th>latency p99</th>
+    <th>last snapshot</th>
+  </tr></thead>
+  <tbody></tbody>
+</table>
+<h2 style="font-size:1.05em">This worker</h2>
+<table id="worker"><tbody></tbody></table>
+<script>
+"use strict";
+let previous = null;
+function cell(row, text, cls) {
+  const td = row.insertCell(); td.textContent = text; if (cls) td.className = cls; return td;
+}
+function seconds(v) { return v === null || v === undefined ? "\\u2013" : v.toFixed(2) + " s"; }
+function rate(now, before, key, dt) {
+  if (!before || dt <= 0) return "\\u2013";
+  return ((now[key] - before[key]) / dt).toFixed(1);
+}
+async function refresh() {
+  let status;
+  try {
+    const response = await fetch("api/status/", {cache: "no-store"});
+    status = await response.json();
+  } catch (e) {
+    document.getElementById("sub").textContent = "cannot reach the worker: " + e;
+    return;
+  }
+  document.getElementById("app").textContent = status.app;
+  const when = new Date(status.time * 1000).toLocaleTimeString();
+  document.getElementById("sub").textContent =
+    "roles " + status.roles.join(", ") + " · updated " + when;
+  const dt = previous ? status.time - previous.time : 0;
+  const body = document.querySelector("#tables tbody");
+  body.innerHTML = "";
+  for (const [name, t] of Object.entries(status.tables)) {
+    const row = body.insertRow();
+    row.dataset.table = name;
+    const before = previous && previous.tables[name];
+    cell(row, name);
+    cell(row, t.state, t.state).title = t.stopped_reason || t.snapshot_reason || "";
+    cell(row, t.saved_version ?? "\\u2013");
+    cell(row, t.polls);
+    cell(row, rate(t, before, "events_produced", dt));
+    cell(row, rate(t, before, "rows_written", dt));
+    cell(row, t.events_produced);
+    cell(row, t.duplicates_dropped);
+    cell(row, t.rows_written);
+    cell(row, t.error_rows, t.error_rows ? "err" : "");
+    cell(row, seconds(t.latency_p50_s));
+    cell(row, seconds(t.latency_p99_s));
+    const s = t.last_snapshot;
+    cell(row, s ? s.rows + " rows @ " + s.version : "\\u2013");
+  }
+  const worker = document.querySelector("#worker tbody");
+  worker.innerHTML = "";
+  const lines = [
+    ["partitions owned", status.partitions.length
+      ? status.partitions.map(p => p.topic + "/" + p.partition).join(", ") : "none"],
+    ["consumer lag", status.consumer_lag_total],
+    ["sink batches", status.sink.batches],
+    ["last batch", status.sink.last_batch_at
+      ? status.sink.last_batch_rows + " rows at "
+        + new Date(status.sink.last_batch_at * 1000).toLocaleTimeString() : "\\u2013"],
+    ["BigQuery retries", status.sink.retries],
+    ["write path", status.sink.write_api],
+  ];
+  for (const [k, v] of lines) { const r = worker.insertRow(); cell(r, k); cell(r, v); }
+  previous = status;
+}
+refresh();
+setInterval(refresh, 2000);
+</script>
+</body>
+</html>
+"""

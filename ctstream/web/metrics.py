@@ -1,0 +1,118 @@
+"""``/metrics``: the worker's counters in the Prometheus text format.
+
+Read from the same statistics as ``/api/status/`` at scrape time; nothing secret is ever a
+label or a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ctstream.streams.latency import Histogram
+
+if TYPE_CHECKING:
+    from ctstream.agents import Pipeline
+
+
+def _counter(name: str, doc: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=["table"])
+    for table, value in sorted(values.items()):
+        family.add_metric([table], value)
+    return family
+
+
+def _histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:
+    buckets = [("+Inf" if b == float("inf") else repr(float(b)), c) for b, c in h.cumulative()]
+    family.add_metric(labels, buckets, sum_value=h.sum)
+
+
+class PipelineCollector(Collector):
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def collect(self) -> Iterator[Metric]:
+        p = self.pipeline
+        poll, dedup, sink = p.poll_stats, p.dedup_stats, p.sink_stats
+        yield _counter("ctstream_polls", "Polls of a source table", poll.polls)
+        yield _counter("ctstream_events_produced", "Change events sent to Kafka", poll.events)
+        saved = GaugeMetricFamily(
+            "ctstream_saved_version", "Change Tracking version saved", labels=["table"]
+        )
+        stopped = GaugeMetricFamily(
+            "ctstream_table_stopped", "1 when polling stopped (version too old)", labels=["table"]
+        )
+        for table in p.specs:
+            if table in poll.versions:
+                saved.add_metric([table], poll.versions[table])
+            stopped.add_metric([table], 1 if table in poll.stopped else 0)
+        yield saved
+        yield stopped
+        yield _counter("ctstream_dedup_events", "Events seen by the dedup stage", dedup.seen)
+        yield _counter("ctstream_duplicates_dropped", "Duplicate events dropped", dedup.dropped)
+        yield _counter("ctstream_rows_written", "Rows BigQuery accepted", sink.rows_written)
+        yield _counter("ctstream_error_rows", "Rows parked in _error_records", sink.error_rows)
+        retries = CounterMetricFamily("ctstream_sink_retries", "Retried BigQuery writes")
+        retries.add_metric([], sink.retries)
+        yield retries
+        batches = CounterMetricFamily("ctstream_sink_batches", "Batches written")
+        batches.add_metric([], sink.batches)
+        yield batches
+        requests = CounterMetricFamily(
+            "ctstream_bigquery_requests", "Successful write requests", labels=["api"]
+        )
+        for api, count in sorted(p.writer.requests.items()):
+            requests.add_metric([api], count)
+        yield requests
+        sizes = HistogramMetricFamily("ctstream_batch_rows", "Events per sink batch")
+        _histogram(sizes, [], sink.batch_rows)
+        yield sizes
+        latency = HistogramMetricFamily(
+            "ctstream_latency_seconds",
+            "bigquery_insert_time - changetrack_start_time per written row",
+            labels=["table"],
+        )
+        for table, histogram in sorted(sink.latency.items()):
+            _histogram(latency, [table], histogram)
+        yield latency
+        lag = GaugeMetricFamily(
+            "ctstream_consumer_lag",
+            "Messages not yet committed, per partition this worker owns",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), value in sorted(consumer_lag(p.app).items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+
+
+def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
+    """Highwater minus committed offset for each partition this worker owns."""
+    consumer = getattr(app, "_consumer", None)
+    if consumer is None:
+        return {}
+    lags: dict[tuple[str, int], int] = {}
+    try:
+        for tp in consumer.assignment():
+            committed = consumer._committed_offset.get(tp)
+            highwater = consumer.highwater(tp)
+            if highwater is None or highwater < 0:
+                continue
+            lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(committed or 0))
+    except Exception:
+        return lags
+    return lags
+
+
+def metrics_text(pipeline: Pipeline) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PipelineCollector(pipeline))
+    return generate_latest(registry)

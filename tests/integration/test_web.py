@@ -1,0 +1,109 @@
+"""The worker's web views: the dashboard page, /api/status/ and Prometheus /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.harness import SECRET
+
+pytestmark = pytest.mark.integration
+
+ITEMS = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL)"
+
+
+def get(worker: Any, path: str) -> tuple[str, str]:
+    url = f"http://127.0.0.1:{worker.web_port}{path}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.headers.get("Content-Type", ""), response.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def written(text: str) -> float:
+    return samples(text).get(("ctstream_rows_written_total", (("table", "items"),)), 0.0)
+
+
+async def test_metrics_parse_and_move_as_rows_flow(make_harness: Any) -> None:
+    h = make_harness({"items": ITEMS})
+    worker = await h.start_worker()
+    h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"item {i}", 1.0) for i in range(100)])
+    await h.wait_equal(timeout=60)
+    content_type, text = await asyncio.to_thread(get, worker, "/metrics")
+    assert content_type.startswith("text/plain")
+    first = written(text)
+    assert first >= 100
+    found = samples(text)
+    assert found[("ctstream_events_produced_total", (("table", "items"),))] >= 100
+    assert found[("ctstream_latency_seconds_count", (("table", "items"),))] >= 100
+    assert ("ctstream_batch_rows_bucket", (("le", "+Inf"),)) in found
+
+    h.execute(
+        "INSERT INTO items VALUES (?, ?, ?)", [(i, f"more {i}", 2.0) for i in range(100, 150)]
+    )
+    deadline = time.monotonic() + 60
+    while written((await asyncio.to_thread(get, worker, "/metrics"))[1]) < first + 50:
+        assert time.monotonic() < deadline, "rows_written did not move"
+        await asyncio.sleep(0.3)
+
+
+async def test_dashboard_and_status_show_the_tables_and_no_secret(make_harness: Any) -> None:
+    h = make_harness({"items": ITEMS})
+    worker = await h.start_worker()
+    h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"item {i}", 1.0) for i in range(20)])
+    await h.wait_equal(timeout=60)
+    content_type, page = await asyncio.to_thread(get, worker, "/")
+    assert content_type.startswith("text/html") and "api/status/" in page
+    status = h.status(worker)
+    table = status["tables"]["items"]
+    assert table["state"] == "streaming" and table["rows_written"] >= 20
+    assert table["latency_p50_s"] is not None and table["latency_p99_s"] >= table["latency_p50_s"]
+    assert status["partitions"], "a worker alone owns every partition"
+    texts = [
+        page,
+        str(status),
+        (await asyncio.to_thread(get, worker, "/metrics"))[1],
+        h.full_logs(),
+    ]
+    for text in texts:
+        assert SECRET not in text
+        assert "PWD=" not in text
+
+
+async def test_status_command_gathers_the_pipeline_state(make_harness: Any) -> None:
+    import subprocess
+    import sys
+
+    import orjson
+
+    h = make_harness({"items": ITEMS})
+    worker = await h.start_worker()
+    h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"item {i}", 1.0) for i in range(30)])
+    await h.wait_equal(timeout=60)
+    await h.wait_caught_up(timeout=60)
+    url = f"http://127.0.0.1:{worker.web_port}"
+    args = [sys.executable, "-m", "ctstream", "status", "--config", str(h.config)]
+    result = await asyncio.to_thread(
+        subprocess.run, [*args, "--json", "--worker", url], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    status = orjson.loads(result.stdout)
+    items = status["tables"]["items"]
+    assert status["problems"] == [] and status["workers"] == 1
+    assert items["saved_version"] == items["current_version"] == 30
+    assert items["version_lag"] == 0 and items["consumer_lag"] == 0
+    assert items["rows_written"] >= 30 and items["last_snapshot"]["rows"] == 0
+    text = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True)
+    assert text.returncode == 0 and "items" in text.stdout and "version lag" in text.stdout
+    assert SECRET not in result.stdout + text.stdout + result.stderr + text.stderr

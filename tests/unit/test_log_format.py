@@ -1,0 +1,55 @@
+"""Log lines carry ctstream's fields, plain or as JSON."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from ctstream.errors import SinkUnavailable
+from ctstream.log_format import JsonFormatter, PlainFormatter, logging_config
+from ctstream.streams.backoff import retry_forever
+
+
+def record(message: str, **extra: object) -> logging.LogRecord:
+    rec = logging.LogRecord("ctstream.sink", logging.WARNING, __file__, 1, message, (), None)
+    if extra:
+        rec.ctstream = extra
+    return rec
+
+
+def test_plain_lines_end_with_the_fields() -> None:
+    line = PlainFormatter().format(record("writing failed", table="items", attempt=3))
+    assert line.endswith("ctstream.sink: writing failed [table=items attempt=3]")
+    assert "[WARNING]" in line
+
+
+def test_json_lines_are_one_object_with_the_fields() -> None:
+    data = orjson.loads(JsonFormatter().format(record("writing failed", table="items")))
+    assert data["message"] == "writing failed" and data["table"] == "items"
+    assert data["level"] == "warning" and data["logger"] == "ctstream.sink"
+    assert data["time"].endswith("+00:00")
+
+
+def test_config_picks_the_formatter() -> None:
+    assert logging_config("json", "info")["formatters"]["ctstream"]["()"] is JsonFormatter
+    assert logging_config("plain", "debug")["root"]["level"] == "DEBUG"
+
+
+async def test_every_retry_line_names_the_table_and_the_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    async def flaky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise SinkUnavailable("503")
+        return calls
+
+    with caplog.at_level(logging.WARNING, logger="ctstream.retry"):
+        await retry_forever(flaky, "writing", 0.001, 0.002, log_fields={"table": "items"})
+    extras = [r.ctstream for r in caplog.records]  # type: ignore[attr-defined]
+    assert extras == [{"table": "items", "attempt": 1}, {"table": "items", "attempt": 2}]

@@ -215,10 +215,27 @@ class BigQuerySettings(_Section):
         return self.tables.get(table) or BigQueryTableOptions()
 
 
+_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=6066, ge=1, le=65535)
     enabled: bool = True
+    # Required when host is not a loopback address: every request then needs
+    # "Authorization: Bearer <token>" (or ?token=<token> in a browser's address bar).
+    token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _token_off_localhost(self) -> WebSettings:
+        if self.enabled and self.host not in _LOOPBACK_HOSTS and self.token is None:
+            raise ValueError(
+                f"web.token is required when web.host is {self.host!r} (not a loopback "
+                "address); set CTSTREAM_WEB__TOKEN to a long random string"
+            )
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("web.token must be at least 16 characters")
+        return self
 
 
 Role = Literal["poll", "dedup", "sink"]

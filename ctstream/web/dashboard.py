@@ -53,7 +53,8 @@ function rate(now, before, key, dt) {
 async function refresh() {
   let status;
   try {
-    const response = await fetch("api/status/", {cache: "no-store"});
+    // A token given in the address bar (?token=...) goes along with every read.
+    const response = await fetch("api/status/" + location.search, {cache: "no-store"});
     status = await response.json();
   } catch (e) {
     document.getElementById("sub").textContent = "cannot reach the worker: " + e;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,30 @@ def _owned(app: Any) -> set[tuple[str, int]]:
         return set()
 
 
+def require_token(app: Any, token: str) -> None:
+    """Refuse every request to the worker's web server that lacks the token."""
+    from aiohttp import web as aioweb
+
+    expected = token.encode("utf-8")
+
+    @aioweb.middleware
+    async def check(request: Any, handler: Any) -> Any:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        given = given or request.query.get("token", "")
+        if not hmac.compare_digest(given.encode("utf-8"), expected):
+            return aioweb.json_response(
+                {"error": "a token is required: Authorization: Bearer <web.token>"}, status=401
+            )
+        return await handler(request)
+
+    app.web.web_app.middlewares.append(check)
+
+
 def install_views(app: Any, pipeline: Pipeline) -> None:
+    token = pipeline.settings.web.token
+    if token is not None:
+        require_token(app, token.get_secret_value())
+
     @app.page("/api/status/")
     async def status(web: Any, request: Any) -> Any:
         return web.json(status_snapshot(pipeline))

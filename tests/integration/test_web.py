@@ -107,3 +107,42 @@ async def test_status_command_gathers_the_pipeline_state(make_harness: Any) -> N
     text = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True)
     assert text.returncode == 0 and "items" in text.stdout and "version lag" in text.stdout
     assert SECRET not in result.stdout + text.stdout + result.stderr + text.stderr
+
+
+async def test_with_a_token_every_request_needs_it(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.error
+
+    token = "t0ken-" + "x" * 20
+    monkeypatch.setenv("CTSTREAM_WEB__TOKEN", token)
+    h = make_harness({"items": ITEMS})
+    worker = await h.start_worker(wait=False)
+    base = f"http://127.0.0.1:{worker.web_port}"
+
+    def fetch(path: str, headers: dict[str, str] | None = None) -> int:
+        request = urllib.request.Request(base + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                body = response.read().decode()
+                assert token not in body
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    deadline = time.monotonic() + 60
+    while True:  # until the worker's web server answers at all
+        try:
+            code = await asyncio.to_thread(fetch, "/api/status/")
+            break
+        except OSError:
+            assert time.monotonic() < deadline, h.logs()
+            await asyncio.sleep(0.5)
+    assert code == 401
+    for path in ("/", "/metrics", "/api/status/"):
+        assert await asyncio.to_thread(fetch, path) == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert await asyncio.to_thread(fetch, path, bearer) == 200
+    assert await asyncio.to_thread(fetch, f"/api/status/?token={token}") == 200
+    assert await asyncio.to_thread(fetch, "/api/status/?token=wrong") == 401
+    assert token not in h.full_logs()

@@ -445,3 +445,15 @@ def test_roles(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=expected):
             load_settings(write(tmp_path, f"[app]\nroles = {bad}\n" + MINIMAL))
+
+
+def test_a_web_host_off_localhost_needs_a_token(tmp_path: Path) -> None:
+    text = '[web]\nhost = "0.0.0.0"\n' + MINIMAL
+    with pytest.raises(ConfigError, match=r"web\.token is required"):
+        load_settings(write(tmp_path, text))
+    ok = load_settings(
+        write(tmp_path, text.replace('"0.0.0.0"', '"0.0.0.0"\ntoken = "' + "k" * 20 + '"'))
+    )
+    assert ok.web.token is not None and "k" * 20 not in repr(ok)
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_settings(write(tmp_path, text.replace('"0.0.0.0"', '"0.0.0.0"\ntoken = "short"')))

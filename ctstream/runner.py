@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
-from typing import Any
+import os
+import sys
+from typing import Any, NoReturn
 
 from ctstream.errors import ConfigError, CtstreamError
 from ctstream.log_format import logging_config
@@ -70,7 +72,7 @@ def _refuse_name_clashes(specs: dict[str, TableSpec]) -> None:
             seen[name] = spec.name
 
 
-def run_worker(settings: Settings, loglevel: str | None = None) -> int:
+def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
     """Run one worker until SIGINT/SIGTERM. Several may run at once on one config."""
     import uvloop
     from faust.worker import Worker
@@ -104,8 +106,16 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> int:
         logging_config=dict(log_config),
     )
     log.info("worker starting: tables %s", ", ".join(specs))
+    code = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        code = int(exc.code or 0)
+    # faust has stopped: what was finished is committed, what was not is withheld. A
+    # BigQuery or ODBC call cancelled by the stop may still block a worker thread (up to
+    # its request or busy timeout) and would hold up the interpreter's exit, which joins
+    # those threads; its result no longer matters, so leave without waiting for it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

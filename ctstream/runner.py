@@ -37,12 +37,13 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, Tab
     finally:
         await reader.close()
     _refuse_name_clashes(specs)
-    names = TopicNames(settings.kafka.topic_prefix).all_for(specs.values())
+    topic_names = TopicNames(settings.kafka.topic_prefix)
     await ensure_topics(
         settings.kafka.bootstrap_servers,
-        names,
+        topic_names.all_for(specs.values()),
         settings.kafka.partitions,
         settings.kafka.replication_factor,
+        retention=topic_names.retention_of(specs.values(), settings.kafka.retention),
     )
     try:
         await writer.ensure_dataset()

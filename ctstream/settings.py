@@ -150,11 +150,24 @@ class SourceSettings(_Section):
         return modes
 
 
+class TopicRetention(_Section):
+    """How long each kind of topic keeps messages (``retention.ms``, set at creation).
+
+    The seed system kept 7 days so that a new consumer, or `ctstream replay`, could re-read.
+    """
+
+    raw: Duration = 7 * 86400.0
+    deduped: Duration = 7 * 86400.0
+    errors: Duration = 30 * 86400.0
+    poll_ticks: Duration = 86400.0
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = Field(default="ctstream", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
+    retention: TopicRetention = TopicRetention()
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
-from ctstream.settings import Settings
+from ctstream.settings import Settings, TopicRetention
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,16 @@ class TopicNames:
     def poll_ticks(self) -> str:
         return f"{self.prefix}.poll-ticks"
 
+    def retention_of(
+        self, specs: Iterable[TableSpec], retention: TopicRetention
+    ) -> dict[str, float]:
+        """Seconds of retention per topic name, by the kind of topic."""
+        seconds = {self.errors: retention.errors, self.poll_ticks: retention.poll_ticks}
+        for spec in specs:
+            seconds[self.raw(spec)] = retention.raw
+            seconds[self.deduped(spec)] = retention.deduped
+        return seconds
+
     def all_for(self, specs: Iterable[TableSpec]) -> list[str]:
         names = [self.errors, self.poll_ticks]
         for spec in specs:
@@ -61,8 +71,13 @@ async def ensure_topics(
     partitions: int,
     replication: int,
     timeout: float = 30,  # noqa: ASYNC109 - also passed to the broker as timeout_ms
+    retention: Mapping[str, float] | None = None,
 ) -> list[str]:
-    """Create the topics that are missing; returns the ones created."""
+    """Create the topics that are missing; returns the ones created.
+
+    ``retention``: seconds per topic name, set as ``retention.ms`` on the topics created
+    (an existing topic keeps its own; change it with the broker's tools).
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
         await asyncio.wait_for(admin.start(), timeout)
@@ -78,7 +93,19 @@ async def ensure_topics(
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
                 await admin.create_topics(
-                    [NewTopic(n, partitions, replication) for n in missing],
+                    [
+                        NewTopic(
+                            n,
+                            partitions,
+                            replication,
+                            topic_configs=(
+                                {"retention.ms": str(int(retention[n] * 1000))}
+                                if retention and n in retention
+                                else {}
+                            ),
+                        )
+                        for n in missing
+                    ],
                     timeout_ms=int(timeout * 1000),
                 )
             log.info("created topics %s", ", ".join(missing))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -44,5 +45,17 @@ async def test_true_end_offsets_count_every_record(stack: StackInfo) -> None:
 async def test_empty_partitions_end_at_zero(stack: StackInfo) -> None:
     topic = "offsets-empty"
     await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1, replication=1)
+    tp = TopicPartition(topic, 0)
+    assert await true_end_offsets(stack.kafka_bootstrap, [tp]) == {tp: 0}
+
+
+async def test_topics_are_created_with_a_retention(stack: StackInfo) -> None:
+    # The broker accepts the topic with its retention.ms (Tansu answers no DescribeConfigs,
+    # so the value itself is not read back here).
+    topic = f"retention-{time.time_ns()}"
+    created = await ensure_topics(
+        stack.kafka_bootstrap, [topic], partitions=1, replication=1, retention={topic: 7 * 86400}
+    )
+    assert created == [topic]
     tp = TopicPartition(topic, 0)
     assert await true_end_offsets(stack.kafka_bootstrap, [tp]) == {tp: 0}

@@ -132,3 +132,17 @@ def test_check_refuses_columns_mapping_to_same_bq_name(first: str, second: str) 
 
 def test_check_accepts_distinct_bq_names() -> None:
     table("t", key("id"), col("a b"), col("a_c"), col("ab")).check()
+
+
+def test_topic_retention_by_kind() -> None:
+    from ctstream.settings import TopicRetention
+    from ctstream.streams.topics import TopicNames
+
+    spec = TableSpec("dbo.items", "dbo", "items", ())
+    retention = TopicNames("p").retention_of([spec], TopicRetention(raw=60.0))
+    assert retention == {
+        "p.dbo_items.raw": 60.0,
+        "p.dbo_items.deduped": 7 * 86400.0,
+        "p.errors": 30 * 86400.0,
+        "p.poll-ticks": 86400.0,
+    }

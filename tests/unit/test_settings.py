@@ -457,3 +457,12 @@ def test_a_web_host_off_localhost_needs_a_token(tmp_path: Path) -> None:
     assert ok.web.token is not None and "k" * 20 not in repr(ok)
     with pytest.raises(ConfigError, match="at least 16"):
         load_settings(write(tmp_path, text.replace('"0.0.0.0"', '"0.0.0.0"\ntoken = "short"')))
+
+
+def test_the_readme_configuration_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Configuration") :]
+    example = section[section.index("```toml") + len("```toml") : section.index("```\n", 10)]
+    settings = load_settings(write(tmp_path, example))
+    assert settings.source.tables == ["items", "order_lines"]
+    assert settings.bigquery.options_for("order_lines").partition_column is not None

@@ -138,6 +138,39 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
     return 0 if not (result.still_failing or result.unrecoverable) else 1
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from ctstream.replay import render, replay
+    from ctstream.settings import load_settings
+
+    settings = load_settings(args.config)
+
+    def progress(done: int, total: int) -> None:
+        if not args.json and sys.stderr.isatty():
+            width = 30
+            filled = width * done // max(total, 1)
+            bar = "#" * filled + "." * (width - filled)
+            print(f"\r[{bar}] {done}/{total} messages", end="", file=sys.stderr, flush=True)
+
+    result = asyncio.run(
+        replay(
+            settings,
+            args.table,
+            since=args.since,
+            from_offset=args.from_offset,
+            until=args.until,
+            topic=args.topic,
+            to_table=args.to_table,
+            skip_dedup=args.skip_dedup,
+            dry_run=args.dry_run,
+            progress=progress,
+        )
+    )
+    if not args.json and sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(json.dumps(result.as_json(), default=str) if args.json else render(result))
+    return 1 if result.error_rows else 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from ctstream.settings import load_settings
     from ctstream.status_report import collect_status, render
@@ -315,6 +348,34 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--dry-run", action="store_true", help="check the rows, send nothing")
     redrive.add_argument("--json", action="store_true", help="print the result as JSON")
     redrive.set_defaults(func=_cmd_redrive)
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-read a table's topic and write it to BigQuery again (backfill, repair)",
+        description="Re-read a table's deduped (or raw) topic on every partition from a time "
+        "or an offset, up to the end as of now (or --until), and write the events through "
+        "the sink's checks: validation, insertId = unique id, retries, bad rows to "
+        "_error_records. Events are de-duplicated by unique id within the replay, so "
+        "replaying twice repeats no key in the latest-state view. --to-table builds a "
+        "backfill table (with its _latest view and _at function) instead of writing to the "
+        "table's own. Exit status 1 when any row was parked as an error.",
+    )
+    replay.add_argument("--config", "-c", required=True, help="TOML config file")
+    replay.add_argument("--table", "-t", required=True, help="a table of source.tables")
+    start = replay.add_mutually_exclusive_group(required=True)
+    start.add_argument("--since", type=timestamp, help="from this time (ISO-8601)")
+    start.add_argument("--from-offset", type=int, help="from this offset on every partition")
+    replay.add_argument("--until", type=timestamp, help="up to (not including) this time")
+    replay.add_argument(
+        "--topic", choices=["raw", "deduped"], default="deduped", help="default: deduped"
+    )
+    replay.add_argument("--to-table", help="write into this BigQuery table instead")
+    replay.add_argument(
+        "--skip-dedup", action="store_true", help="keep repeated unique ids (not advised)"
+    )
+    replay.add_argument("--dry-run", action="store_true", help="read and check, write nothing")
+    replay.add_argument("--json", action="store_true", help="print the result as JSON")
+    replay.set_defaults(func=_cmd_replay)
 
     status = sub.add_parser(
         "status",

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ctstream.streams.latency import Histogram
-from ctstream.web.dashboard import DASHBOARD_HTML
+from ctstream.web.dashboard import DASHBOARD_HTML, TABLES_HTML
 from ctstream.web.metrics import consumer_lag, metrics_text
+from ctstream.web.tables import install_table_views
 
 if TYPE_CHECKING:
     from ctstream.agents import Pipeline
@@ -106,6 +107,8 @@ def install_views(app: Any, pipeline: Pipeline) -> None:
     if token is not None:
         require_token(app, token.get_secret_value())
 
+    install_table_views(app, pipeline)
+
     @app.page("/api/status/")
     async def status(web: Any, request: Any) -> Any:
         return web.json(status_snapshot(pipeline))
@@ -118,3 +121,11 @@ def install_views(app: Any, pipeline: Pipeline) -> None:
     @app.page("/")
     async def dashboard(web: Any, request: Any) -> Any:
         return web.html(DASHBOARD_HTML)
+
+    @app.page("/tables/")
+    async def tables(web: Any, request: Any) -> Any:
+        return web.html(TABLES_HTML)
+
+    @app.page("/tables/{name}/")
+    async def table(web: Any, request: Any, name: str) -> Any:
+        return web.html(TABLES_HTML)

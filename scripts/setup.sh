@@ -28,6 +28,14 @@ if (( ${#needed[@]} )); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${needed[@]}" >/dev/null
 fi
+# --dev: Debian's chromium for the dashboard's browser test (skipped, saying so, where
+# it cannot be installed, e.g. an Ubuntu without snapd).
+if [[ "$extras" == "dev" ]] && ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium (browser test)" >&2
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        $SUDO apt-get install -y -qq chromium >/dev/null; } \
+        || echo "setup: chromium not installed; the browser test will be skipped" >&2
+fi
 odbcinst -q -d | grep -q '^\[SQLite3\]' || {
     echo "setup: the SQLite3 ODBC driver is not registered (odbcinst -q -d)" >&2; exit 1; }
 

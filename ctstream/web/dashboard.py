@@ -18,6 +18,7 @@ DASHBOARD_HTML = """<!doctype html>
   table { border-collapse: collapse; margin-bottom: 1.5em; }
   th, td { padding: .35em .7em; border-bottom: 1px solid #ddd; text-align: right; }
   th:first-child, td:first-child { text-align: left; }
+  #worker td { text-align: left; max-width: 70em; }
   th { background: #f4f4f4; font-weight: 600; }
   .streaming { color: #17803d; } .stopped { color: #b3261e; font-weight: 600; }
   .snapshotting { color: #9a6700; } .waiting { color: #666; }

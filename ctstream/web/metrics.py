@@ -104,9 +104,9 @@ def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
         for tp in consumer.assignment():
             committed = consumer._committed_offset.get(tp)
             highwater = consumer.highwater(tp)
-            if highwater is None or highwater < 0:
-                continue
-            lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(committed or 0))
+            if committed is None or highwater is None or highwater < 0:
+                continue  # changelogs are read, never committed: no lag to speak of
+            lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(committed))
     except Exception:
         return lags
     return lags

@@ -91,9 +91,11 @@ class Dialect(Protocol):
         the dialect keeps a database-wide commit table (SQL Server's syscommittab)."""
 
 
-def _split_columns(spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def split_columns(spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(key columns in key order, the other columns in column order)."""
     keys = tuple(c.name for c in spec.key_columns)
-    others = tuple(c.name for c in spec.columns if c.name not in set(keys))
+    key_set = set(keys)
+    others = tuple(c.name for c in spec.columns if c.name not in key_set)
     return keys, others
 
 
@@ -148,7 +150,7 @@ class SqliteDialect:
     def changes_query(self, spec: TableSpec) -> ChangeQuery:
         change_table = self._change_table(spec)
         q = quote_sqlite
-        keys, others = _split_columns(spec)
+        keys, others = split_columns(spec)
         select = [
             # Reported relative to the caller's last version, as CHANGETABLE does.
             "CASE WHEN c.sys_change_operation = 'D' THEN 'D' "
@@ -166,7 +168,7 @@ class SqliteDialect:
         return ChangeQuery(sql, 2, len(keys), others)
 
     def snapshot_query(self, spec: TableSpec) -> SnapshotQuery:
-        keys, others = _split_columns(spec)
+        keys, others = split_columns(spec)
         columns = ", ".join(f"t.{quote_sqlite(name)}" for name in (*keys, *others))
         return SnapshotQuery(
             f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t", len(keys), others

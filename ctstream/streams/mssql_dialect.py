@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ctstream.models import TableSpec
-from ctstream.streams.dialects import ChangeQuery, SnapshotQuery, Statement
+from ctstream.streams.dialects import ChangeQuery, SnapshotQuery, Statement, split_columns
 
 if TYPE_CHECKING:
     from ctstream.streams.dialects import Dialect
@@ -102,13 +102,6 @@ def _table_ref(spec: TableSpec) -> str:
 
 def _changetable(spec: TableSpec) -> str:
     return f"CHANGETABLE(CHANGES {_table_ref(spec)}, ?) AS ct"
-
-
-def _split_columns(spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    keys = tuple(c.name for c in spec.key_columns)
-    key_set = set(keys)
-    others = tuple(c.name for c in spec.columns if c.name not in key_set)
-    return keys, others
 
 
 def _types(spec: TableSpec) -> dict[str, str]:
@@ -223,7 +216,7 @@ class MssqlDialect:
         return Statement("SELECT CHANGE_TRACKING_CURRENT_VERSION()")
 
     def changes_query(self, spec: TableSpec) -> ChangeQuery:
-        keys, others = _split_columns(spec)
+        keys, others = split_columns(spec)
         if not keys:
             raise ValueError(
                 f"table {spec.name!r} has no primary key: Change Tracking needs one; "
@@ -246,7 +239,7 @@ class MssqlDialect:
         return ChangeQuery(sql, 1, len(keys), others)
 
     def snapshot_query(self, spec: TableSpec) -> SnapshotQuery:
-        keys, others = _split_columns(spec)
+        keys, others = split_columns(spec)
         types = _types(spec)
         columns = ", ".join(_select_expression("t", name, types[name]) for name in (*keys, *others))
         return SnapshotQuery(f"SELECT {columns} FROM {_table_ref(spec)} AS t", len(keys), others)

@@ -2,12 +2,61 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import faust
+from aiokafka.helpers import create_ssl_context
 
 if TYPE_CHECKING:
-    from ctstream.settings import Settings
+    from faust.types.auth import CredentialsT
+
+    from ctstream.settings import KafkaSettings, Settings
+
+
+def _no_key_password() -> bytes:
+    # Without a password callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise ValueError("encrypted private keys are not supported")
+
+
+def kafka_ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context for ``SSL`` and ``SASL_SSL``; None for the plaintext protocols.
+
+    Here rather than in streams/kafka_security.py (which re-exports it) so that this module
+    stays a leaf; the aiokafka clients of the CLI commands use the same context.
+    """
+    if not kafka.security_protocol.endswith("SSL"):
+        return None
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=kafka.ssl_cafile,  # None: the system's CA certificates
+        certfile=kafka.ssl_certfile,
+        keyfile=kafka.ssl_keyfile,
+        password=_no_key_password if kafka.ssl_certfile is not None else None,
+    )
+    context.check_hostname = kafka.ssl_check_hostname  # the settings warned when false
+    return context
+
+
+def broker_credentials(kafka: KafkaSettings) -> CredentialsT | None:
+    """Faust's ``broker_credentials`` for the ``[kafka]`` settings; None for plaintext.
+
+    Faust hands them to every aiokafka client it makes (security_protocol, ssl_context,
+    sasl_mechanism — PLAIN or SCRAM-SHA-256/512 —, sasl_plain_username/password).
+    """
+    context = kafka_ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL_"):
+        assert kafka.sasl_password is not None  # checked by the settings
+        # SASL_SSL when a context is given, SASL_PLAINTEXT without one (faust.auth).
+        credentials: CredentialsT = faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism,
+        )
+        return credentials
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def create_app(settings: Settings, **overrides: Any) -> faust.App:
@@ -15,6 +64,7 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
     brokers = [f"kafka://{hp.strip()}" for hp in kafka.bootstrap_servers.split(",")]
     config: dict[str, Any] = {
         "broker": brokers,
+        "broker_credentials": broker_credentials(kafka),
         "store": "memory://",
         "datadir": str(settings.app.data_dir),
         "topic_partitions": kafka.partitions,

@@ -21,6 +21,7 @@ from ctstream.settings import Settings
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.dialects import quote_sqlite
 from ctstream.streams.kafka_offsets import group_lag
+from ctstream.streams.kafka_security import client_options
 from ctstream.streams.topics import TopicNames
 
 SourceRows = dict[tuple[Any, ...], dict[str, Any]]
@@ -133,7 +134,12 @@ async def kafka_totals(
         for p in range(settings.kafka.partitions)
     ]
     while True:
-        lag, ends = await group_lag(settings.kafka.bootstrap_servers, settings.app.id, parts)
+        lag, ends = await group_lag(
+            settings.kafka.bootstrap_servers,
+            settings.app.id,
+            parts,
+            client_options=client_options(settings.kafka),
+        )
         if lag <= 0 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from ctstream.errors import CtstreamError
 from ctstream.settings import Settings
 from ctstream.streams.change_capture import poll_table
+from ctstream.streams.kafka_security import client_options
 from ctstream.streams.source_reader import SourceReader
 from ctstream.streams.topics import TopicNames
 
@@ -27,7 +28,10 @@ async def run_collector(settings: Settings, stop: asyncio.Event) -> int:
     reader = SourceReader(settings.source)
     names = TopicNames(settings.kafka.topic_prefix)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        **client_options(settings.kafka),
     )
     await producer.start()
     sent = 0

@@ -22,6 +22,7 @@ from ctstream.errors import CtstreamError
 from ctstream.models import SourceState, TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.kafka_security import client_options
 from ctstream.streams.source_reader import DatabaseInfo, SourceReader, TableHealth
 
 Level = Literal["ok", "warn", "error"]
@@ -53,10 +54,12 @@ def _duration(seconds: float) -> str:
 async def saved_states(settings: Settings, timeout: float = 15.0) -> dict[str, SourceState]:  # noqa: ASYNC109
     """The pollers' saved state per table, read from the ``ct-versions`` changelog."""
     topic = f"{settings.app.id}-ct-versions-changelog"
+    options = client_options(settings.kafka)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         enable_auto_commit=False,
         request_timeout_ms=int(timeout * 1000),
+        **options,
     )
     await asyncio.wait_for(consumer.start(), timeout)
     states: dict[str, SourceState] = {}
@@ -69,7 +72,7 @@ async def saved_states(settings: Settings, timeout: float = 15.0) -> dict[str, S
             return states
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await true_end_offsets(settings.kafka.bootstrap_servers, tps)
+        ends = await true_end_offsets(settings.kafka.bootstrap_servers, tps, client_options=options)
         remaining = {tp for tp in tps if ends.get(tp, 0) > 0}
         deadline = asyncio.get_running_loop().time() + timeout
         while remaining and asyncio.get_running_loop().time() < deadline:

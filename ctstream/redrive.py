@@ -25,6 +25,7 @@ from ctstream.streams.backoff import retry_forever
 from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE, change_row
 from ctstream.streams.bigquery_writer import BigQueryWriter, quote_bq
 from ctstream.streams.change_capture import iso_utc
+from ctstream.streams.kafka_security import client_options
 
 
 @dataclass
@@ -78,7 +79,9 @@ async def _from_kafka(settings: Settings, record: dict[str, Any]) -> bytes | Non
         return None
     tp = TopicPartition(record["topic"], int(record["partition"]))
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        **client_options(settings.kafka),
     )
     try:
         await asyncio.wait_for(consumer.start(), 15)

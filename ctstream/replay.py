@@ -50,6 +50,7 @@ from ctstream.streams.bigquery_writer import (
 from ctstream.streams.change_capture import iso_utc
 from ctstream.streams.error_sink import ErrorRecord
 from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.kafka_security import client_options, unreachable_message
 from ctstream.streams.source_reader import SourceReader
 from ctstream.streams.topics import KafkaUnavailable, TopicNames
 
@@ -152,12 +153,16 @@ class _Replay:
         self.since_ms: int | None = None
         self.until_ms: int | None = None
         self.bootstrap = settings.kafka.bootstrap_servers
+        self.kafka_options = client_options(settings.kafka)
         sink = settings.sink
         self.writer = BigQueryWriter(
             settings.bigquery, sink.request_timeout, max_request_bytes=sink.max_request_bytes
         )
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **self.kafka_options,
         )
         self.producer: AIOKafkaProducer | None = None
         self.validator: RowValidator | None = None
@@ -187,7 +192,9 @@ class _Replay:
             await asyncio.wait_for(self.consumer.start(), 30)
             await self.consumer.topics()
         except (TimeoutError, KafkaError, OSError) as exc:
-            raise KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap} ({exc!r})") from None
+            raise KafkaUnavailable(
+                await unreachable_message(self.bootstrap, self.kafka_options, exc)
+            ) from None
 
     async def _create_target(self, src: bigquery.Table, target: str) -> None:
         """``target`` with the schema and layout of ``src``, its latest-state view and
@@ -224,7 +231,7 @@ class _Replay:
         if not numbers:
             raise ConfigError(f"topic {topic!r} does not exist; check kafka.topic_prefix")
         parts = [TopicPartition(topic, p) for p in sorted(numbers)]
-        ends = await true_end_offsets(self.bootstrap, parts)
+        ends = await true_end_offsets(self.bootstrap, parts, client_options=self.kafka_options)
         begins = await consumer.beginning_offsets(parts)
         starts = {tp: min(max(from_offset or 0, begins[tp]), ends[tp]) for tp in parts}
         checks: dict[TopicPartition, tuple[int, int]] = {}  # expected (offset, timestamp)
@@ -342,12 +349,14 @@ class _Replay:
 
     async def _park(self, records: list[ErrorRecord], now: float) -> None:
         if self.producer is None:
-            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            self.producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", **self.kafka_options
+            )
             try:
                 await asyncio.wait_for(self.producer.start(), 30)
             except (TimeoutError, KafkaError, OSError) as exc:
                 raise KafkaUnavailable(
-                    f"cannot reach Kafka at {self.bootstrap} ({exc!r})"
+                    await unreachable_message(self.bootstrap, self.kafka_options, exc)
                 ) from None
         rows = [r.as_row(now) for r in records]
         sent = [

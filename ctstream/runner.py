@@ -11,20 +11,22 @@ from typing import Any, NoReturn
 
 from ctstream.errors import ConfigError, CtstreamError
 from ctstream.log_format import logging_config
-from ctstream.models import TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.dialects import dialect_for
+from ctstream.streams.kafka_security import client_options
+from ctstream.streams.schema_drift import prepare_table
 from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.table_registry import TableRegistry, name_clash
 from ctstream.streams.topics import TopicNames, ensure_topics
 
 log = logging.getLogger("ctstream.worker")
 
 
-async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, TableSpec]:
-    """Source tables described and checked, topics created, BigQuery tables and views made.
-
-    Every failure here is a clear error at start instead of a stalled pipeline later.
+async def preflight(settings: Settings, writer: BigQueryWriter) -> TableRegistry:
+    """Source tables resolved, described and checked, topics created, BigQuery tables and
+    views made. Every failure here is a clear error at start instead of a stalled pipeline
+    later.
     """
     try:
         dialect = dialect_for(settings.source.dialect)
@@ -33,10 +35,13 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, Tab
     reader = SourceReader(settings.source, dialect)
     try:
         await reader.check_database()
-        specs = await reader.describe_all(settings.source.tables)
+        specs = await reader.describe_all(await resolve_tables(settings, reader))
     finally:
         await reader.close()
-    _refuse_name_clashes(specs)
+    for spec in specs.values():
+        clash = name_clash(specs.values(), spec)
+        if clash:
+            raise ConfigError(clash)
     topic_names = TopicNames(settings.kafka.topic_prefix)
     await ensure_topics(
         settings.kafka.bootstrap_servers,
@@ -44,33 +49,41 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> dict[str, Tab
         settings.kafka.partitions,
         settings.kafka.replication_factor,
         retention=topic_names.retention_of(specs.values(), settings.kafka.retention),
+        client_options=client_options(settings.kafka),
     )
+    registry = TableRegistry(specs)
     try:
         await writer.ensure_dataset()
-        for spec in specs.values():
+        for spec in list(specs.values()):
             options = settings.bigquery.options_for(spec.name)
-            await writer.ensure_table(spec, options)
-            added = await writer.add_columns(spec, options)  # columns added while stopped
-            if added:
-                log.info("table %s: added BigQuery columns %s", spec.name, ", ".join(added))
+            drift = await prepare_table(writer, spec, options)
+            specs[spec.name] = drift.spec
+            if drift.notes():
+                registry.schema_notes[spec.name] = drift.notes()
     except CtstreamError as exc:
         where = settings.bigquery.endpoint or "Google's endpoint"
         raise type(exc)(f"BigQuery at {where}: {exc}") from None
-    return specs
+    return registry
 
 
-def _refuse_name_clashes(specs: dict[str, TableSpec]) -> None:
-    """Two source tables must not share a BigQuery table or a topic (a.b_c vs a_b.c)."""
-    for what in ("BigQuery table", "topic name"):
-        seen: dict[str, str] = {}
-        for spec in specs.values():
-            name = spec.bq_table.lower() if what == "BigQuery table" else spec.topic_part
-            if name in seen:
-                raise ConfigError(
-                    f"source.tables: {seen[name]!r} and {spec.name!r} map to the same "
-                    f"{what} {name!r}; track only one of them per pipeline"
-                )
-            seen[name] = spec.name
+async def resolve_tables(settings: Settings, reader: SourceReader) -> list[str]:
+    """The tables ``source.tables`` selects now; refuses a selection that finds none."""
+    selection = settings.source.selection
+    if not selection.patterns:
+        return list(selection.names)
+    tracked = await reader.tracked_names()
+    for pattern in selection.unmatched_patterns(tracked):
+        log.warning("source.tables: pattern %r matches no change-tracked table (yet)", pattern)
+    names = selection.resolve(tracked)
+    if not names:
+        shown = ", ".join(tracked[:10]) + (" …" if len(tracked) > 10 else "")
+        raise ConfigError(
+            f"source.tables {settings.source.tables!r} selects none of the "
+            f"{len(tracked)} change-tracked tables ({shown or 'none'}); track a table or "
+            "change the patterns"
+        )
+    log.info("source.tables selects %d tables: %s", len(names), ", ".join(names))
+    return names
 
 
 def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
@@ -91,11 +104,11 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
         timeout=settings.sink.request_timeout,
         max_request_bytes=settings.sink.max_request_bytes,
     )
-    specs = asyncio.run(preflight(settings, writer))
+    registry = asyncio.run(preflight(settings, writer))
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)
-    pipeline = install(app, settings, specs, writer)
+    pipeline = install(app, settings, registry, writer)
     install_views(app, pipeline)
     worker: Any = Worker(
         app,
@@ -106,7 +119,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
         override_logging=True,
         logging_config=dict(log_config),
     )
-    log.info("worker starting: tables %s", ", ".join(specs))
+    log.info("worker starting: tables %s", ", ".join(registry.specs))
     code = 0
     try:
         worker.execute_from_commandline()

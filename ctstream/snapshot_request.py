@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from ctstream.models import PollTick
 from ctstream.settings import Settings
+from ctstream.streams.kafka_security import client_options, tls_failure
 from ctstream.streams.topics import KafkaUnavailable, TopicNames
 
 
@@ -27,7 +28,8 @@ async def request_snapshots(
 ) -> None:
     topic = TopicNames(settings.kafka.topic_prefix).poll_ticks
     bootstrap = settings.kafka.bootstrap_servers
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    options = client_options(settings.kafka)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **options)
     try:
         await asyncio.wait_for(producer.start(), timeout)
         metadata = await producer.client.fetch_all_metadata()
@@ -45,7 +47,8 @@ async def request_snapshots(
             )
     except (TimeoutError, KafkaError, OSError) as exc:
         raise KafkaUnavailable(
-            f"cannot send the snapshot request to Kafka at {bootstrap} "
+            await tls_failure(bootstrap, options)
+            or f"cannot send the snapshot request to Kafka at {bootstrap} "
             f"({type(exc).__name__}); check kafka.bootstrap_servers and the broker"
         ) from None
     finally:

@@ -23,6 +23,7 @@ from ctstream.settings import Settings
 from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
 from ctstream.streams.bigquery_writer import BigQueryWriter, quote_bq
 from ctstream.streams.kafka_offsets import group_lag
+from ctstream.streams.kafka_security import client_options
 from ctstream.streams.source_reader import SourceReader
 from ctstream.streams.topics import TopicNames
 
@@ -72,7 +73,10 @@ async def collect_status(settings: Settings, workers: Sequence[str] = ()) -> dic
         ]
         try:
             row["consumer_lag"], _ = await group_lag(
-                settings.kafka.bootstrap_servers, settings.app.id, parts
+                settings.kafka.bootstrap_servers,
+                settings.app.id,
+                parts,
+                client_options=client_options(settings.kafka),
             )
         except Exception as exc:
             problems.append(f"{name}: consumer lag: {type(exc).__name__}")

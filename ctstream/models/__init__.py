@@ -2,6 +2,7 @@
 
 from ctstream.models.change_event import METADATA_COLUMNS, BadEvent, ChangeEvent, Operation
 from ctstream.models.source_state import PollTick, SourceState
+from ctstream.models.table_selection import TableSelection
 from ctstream.models.table_spec import ColumnSpec, TableSpec, bq_identifier
 from ctstream.models.unique_id import encode_key, parse_unique_id, unique_id
 from ctstream.models.values import JsonValue, normalise
@@ -15,6 +16,7 @@ __all__ = [
     "Operation",
     "PollTick",
     "SourceState",
+    "TableSelection",
     "TableSpec",
     "bq_identifier",
     "encode_key",

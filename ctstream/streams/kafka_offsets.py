@@ -8,15 +8,23 @@ find the real end. On a broker that answers correctly this reads at most one bat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 async def true_end_offsets(
-    bootstrap: str, parts: Sequence[TopicPartition], idle_ms: int = 300
+    bootstrap: str,
+    parts: Sequence[TopicPartition],
+    idle_ms: int = 300,
+    *,
+    client_options: Mapping[str, Any] | None = None,
 ) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """``client_options``: TLS/SASL keyword arguments (``kafka_security.client_options``)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(client_options or {})
+    )
     await consumer.start()
     try:
         reported = await consumer.end_offsets(list(parts))
@@ -43,15 +51,22 @@ async def true_end_offsets(
 
 
 async def group_lag(
-    bootstrap: str, group: str, parts: Sequence[TopicPartition]
+    bootstrap: str,
+    group: str,
+    parts: Sequence[TopicPartition],
+    *,
+    client_options: Mapping[str, Any] | None = None,
 ) -> tuple[int, dict[TopicPartition, int]]:
     """Messages not yet committed by ``group`` in ``parts``, and the exact end offsets.
 
     ``committed()`` reads the group's offsets without joining the group.
     """
-    ends = await true_end_offsets(bootstrap, parts)
+    ends = await true_end_offsets(bootstrap, parts, client_options=client_options)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        **(client_options or {}),
     )
     await consumer.start()
     try:

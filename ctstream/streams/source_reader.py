@@ -21,6 +21,7 @@ from ctstream.errors import SchemaChanged, SourceError, SourceUnavailable, Versi
 from ctstream.models import ColumnSpec, JsonValue, Operation, TableSpec, normalise
 from ctstream.settings import SourceSettings
 from ctstream.streams.dialects import ChangeQuery, Dialect, SnapshotQuery, Statement, dialect_for
+from ctstream.streams.odbc_security import secure_dsn
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class SourceReader:
 
             try:
                 conn = await aioodbc.connect(
-                    dsn=self._settings.dsn.get_secret_value(),
+                    dsn=secure_dsn(self._settings.dsn.get_secret_value(), self._settings.dialect),
                     autocommit=False,
                     after_created=configure,
                 )
@@ -257,6 +258,13 @@ class SourceReader:
     async def describe_all(self, names: Sequence[str]) -> dict[str, TableSpec]:
         return {name: await self.describe(name) for name in names}
 
+    async def tracked_names(self) -> list[str]:
+        """Every change-tracked table, named as ``source.tables`` names it."""
+        rows = await self._fetch(
+            "listing the change-tracked tables", self._dialect.tracked_tables(), all_rows=True
+        )
+        return sorted(str(t) if s is None else f"{s}.{t}" for s, t in rows)
+
     async def min_valid_version(self, spec: TableSpec) -> int:
         row = await self._fetch(
             "reading the min valid version", self._dialect.min_valid_version(spec)
@@ -297,16 +305,19 @@ class SourceReader:
         stmt = self._dialect.columns(spec.schema, spec.table)
         await cur.execute(stmt.sql, *stmt.params)
         columns = _columns(await cur.fetchall())
-        if columns == spec.columns:
+        if columns == spec.catalog_columns:
             return
         if not columns:
             raise SourceError(f"table {spec.name!r} no longer exists in the source database")
         new = replace(spec, columns=columns)
-        before = {c.name for c in spec.columns}
-        after = {c.name for c in columns}
+        before = {c.name: c.source_type for c in spec.columns}
+        after = {c.name: c.source_type for c in columns}
+        retyped = sorted(
+            f"{n} {before[n]} → {t}" for n, t in after.items() if before.get(n, t) != t
+        )
         raise SchemaChanged(
-            f"table {spec.name!r} changed: added {sorted(after - before)}, "
-            f"removed {sorted(before - after)}",
+            f"table {spec.name!r} changed: added {sorted(after.keys() - before.keys())}, "
+            f"removed {sorted(before.keys() - after.keys())}, retyped {retyped}",
             new,
         )
 

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, TopicRetention
+from ctstream.streams.kafka_security import tls_failure
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +73,26 @@ async def ensure_topics(
     replication: int,
     timeout: float = 30,  # noqa: ASYNC109 - also passed to the broker as timeout_ms
     retention: Mapping[str, float] | None = None,
+    *,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the topics that are missing; returns the ones created.
 
     ``retention``: seconds per topic name, set as ``retention.ms`` on the topics created
     (an existing topic keeps its own; change it with the broker's tools).
+    ``client_options``: TLS/SASL keyword arguments (``kafka_security.client_options``).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    options = dict(client_options or {})
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **options)
     try:
         await asyncio.wait_for(admin.start(), timeout)
     except (TimeoutError, KafkaError, OSError) as exc:
+        with contextlib.suppress(Exception):
+            await admin.close()
+        tls = await tls_failure(bootstrap, options)
         raise KafkaUnavailable(
-            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); "
+            tls
+            or f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); "
             "check kafka.bootstrap_servers and that the broker is running "
             "(`ctstream stack up` starts a local one)"
         ) from None
@@ -116,9 +125,15 @@ async def ensure_topics(
 
 @dataclass
 class PipelineTopics:
-    """The Faust objects for one app: topics per table, the dedup and version tables."""
+    """The Faust objects for one app: topics per table, the dedup and version tables.
 
+    Tables can be added while the app runs (``add_table``): the per-table maps are updated
+    in place and the dedup and sink agents' subscriptions are widened.
+    """
+
+    app: Any
     names: TopicNames
+    partitions: int
     raw: dict[str, Any]  # table name → faust Topic
     deduped: dict[str, Any]
     errors: Any
@@ -127,15 +142,70 @@ class PipelineTopics:
     versions: Any  # table: source table name → SourceState; None without the poll role
     table_of_raw_topic: dict[str, str]
     table_of_deduped_topic: dict[str, str]
+    # What the dedup and sink agents subscribe to: every raw / every deduped topic.
+    raw_source: Any
+    deduped_source: Any
+
+    def topic(self, name: str) -> Any:
+        return self.app.topic(
+            name,
+            partitions=self.partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,
+        )
+
+    def add_table(self, spec: TableSpec) -> None:
+        """Carry a table found while running: its topics join the agents' subscriptions."""
+        raw, deduped = self.names.raw(spec), self.names.deduped(spec)
+        self.raw[spec.name] = self.topic(raw)
+        self.deduped[spec.name] = self.topic(deduped)
+        self.table_of_raw_topic[raw] = spec.name
+        self.table_of_deduped_topic[deduped] = spec.name
+        widen_subscription(self.app, self.raw_source, [raw])
+        widen_subscription(self.app, self.deduped_source, [deduped])
+
+    def ensure_subscribed(self) -> list[str]:
+        """Ask again for a subscription change faust dropped; returns the missing topics.
+
+        faust's conductor ignores a change signalled while a rebalance is under way.
+        """
+        subscribed = set(self.app.topics._topic_name_index)
+        wanted: list[str] = []
+        for source in (self.raw_source, self.deduped_source):
+            # Only a source an agent iterates over (its clones are registered).
+            if any(c.topics is source.topics for c in self.app.topics):
+                wanted += source.topics
+        missing = [t for t in wanted if t not in subscribed]
+        if missing:
+            self.app.topics._flag_changes()
+        return missing
+
+
+def widen_subscription(app: Any, source: Any, names: Sequence[str]) -> None:
+    """Add topics to a running agent's source and to the clones its stream iterates over.
+
+    faust's clones of a topic share its ``topics`` list (a clone gets the same object), so
+    the list is extended in place; faust's conductor then resubscribes the consumer, which
+    starts a rebalance. ``declare`` makes that list; faust would keep a tuple.
+    """
+    new = [n for n in names if n not in source.topics]
+    if not new:
+        return
+    shared = source.topics
+    clones = sum(1 for c in app.topics if c.topics is shared)
+    shared.extend(new)
+    log.info("subscribing %d streams to %s", clones, ", ".join(new))
+    app.topics._flag_changes()
 
 
 def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> PipelineTopics:
     names = TopicNames(settings.kafka.topic_prefix)
     n = settings.kafka.partitions
 
-    def topic(name: str) -> Any:
+    def topic(*names: str) -> Any:
         return app.topic(
-            name,
+            *names,
             partitions=n,
             key_serializer="raw",
             value_serializer="raw",
@@ -162,8 +232,13 @@ def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> Pipelin
             partitions=n,
             help="source table → Change Tracking version acknowledged by Kafka, snapshots",
         )
+    # faust waits 45 s after a subscription change before resubscribing (to gather
+    # changes into one rebalance); a table found while running should flow sooner.
+    app.topics._resubscribe_sleep_lock_seconds = 2.0
     return PipelineTopics(
+        app=app,
         names=names,
+        partitions=n,
         raw=raw,
         deduped=deduped,
         errors=topic(names.errors),
@@ -172,4 +247,11 @@ def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> Pipelin
         versions=versions,
         table_of_raw_topic={names.raw(s): s.name for s in specs},
         table_of_deduped_topic={names.deduped(s): s.name for s in specs},
+        raw_source=_widenable(topic(*(names.raw(s) for s in specs))),
+        deduped_source=_widenable(topic(*(names.deduped(s) for s in specs))),
     )
+
+
+def _widenable(topic: Any) -> Any:
+    topic.topics = list(topic.topics)  # see widen_subscription
+    return topic

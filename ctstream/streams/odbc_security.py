@@ -1,0 +1,58 @@
+"""Encrypted connections to SQL Server by default.
+
+ODBC Driver 17 for SQL Server does not encrypt unless asked (Driver 18 does by default),
+so for the ``mssql`` dialect a DSN without an ``Encrypt`` key gets ``Encrypt=yes``. A DSN
+that turns encryption off, or that trusts any server certificate
+(``TrustServerCertificate=yes``), is used as given but logged as a warning — without the
+DSN, which may hold a password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from ctstream.settings import dsn_pairs
+
+__all__ = ["secure_dsn"]
+
+log = logging.getLogger(__name__)
+
+_OFF = {"no", "false", "0", "optional"}  # Driver 18 also knows "strict" and "mandatory"
+_TRAILING = "; \t\r\n"
+_ON = {"yes", "true", "1"}
+_warned: set[str] = set()  # digests of DSNs already warned about: once per process
+
+
+def _value(pairs: dict[str, str], key: str) -> str | None:
+    value = pairs.get(key)
+    return None if value is None else value.strip("{}").strip().lower()
+
+
+def secure_dsn(dsn: str, dialect: str) -> str:
+    """The connection string to use for ``dsn``: with ``Encrypt=yes`` added for mssql."""
+    if dialect != "mssql":
+        return dsn
+    pairs = dsn_pairs(dsn)
+    encrypt = _value(pairs, "encrypt")
+    trust = _value(pairs, "trustservercertificate")
+    problems = []
+    if encrypt in _OFF:
+        problems.append(
+            f"source.dsn has Encrypt={encrypt}: the connection to SQL Server (its data and "
+            "the login) is not encrypted; remove the key or set Encrypt=yes"
+        )
+    if trust in _ON:
+        problems.append(
+            "source.dsn has TrustServerCertificate=yes: the SQL Server certificate is NOT "
+            "validated, so anyone on the network path can pose as the server; install the "
+            "server's CA certificate on this host and set TrustServerCertificate=no"
+        )
+    digest = hashlib.sha256(dsn.encode("utf-8")).hexdigest()
+    if problems and digest not in _warned:
+        _warned.add(digest)
+        for problem in problems:
+            log.warning("INSECURE SOURCE CONNECTION: %s", problem)
+    if encrypt is None:
+        return dsn.rstrip(_TRAILING) + ";Encrypt=yes"
+    return dsn

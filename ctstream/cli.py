@@ -93,12 +93,13 @@ def _cmd_sqlite_track(args: argparse.Namespace) -> int:
 def _cmd_snapshot(args: argparse.Namespace) -> int:
     from ctstream.settings import load_settings
     from ctstream.snapshot_request import request_snapshots
+    from ctstream.streams.source_reader import selected_tables
 
     settings = load_settings(args.config)
-    tables = list(settings.source.tables) if args.all else args.table
+    tables = asyncio.run(selected_tables(settings.source)) if args.all else args.table
     if not tables:
         raise ConfigError("name the tables to snapshot with --table T (repeatable) or --all")
-    unknown = [t for t in tables if t not in settings.source.tables]
+    unknown = [t for t in tables if not settings.source.selection.selects(t)]
     if unknown:
         raise ConfigError(
             f"--table {unknown[0]!r} is not in source.tables of {args.config} "
@@ -127,10 +128,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_redrive(args: argparse.Namespace) -> int:
     from ctstream.redrive import redrive, render
     from ctstream.settings import load_settings
+    from ctstream.streams.source_reader import selected_tables
 
     settings = load_settings(args.config)
-    tables = args.table or list(settings.source.tables)
-    unknown = [t for t in tables if t not in settings.source.tables]
+    tables = args.table or asyncio.run(selected_tables(settings.source))
+    unknown = [t for t in tables if not settings.source.selection.selects(t)]
     if unknown:
         raise ConfigError(f"--table {unknown[0]!r} is not in source.tables of {args.config}")
     result = asyncio.run(redrive(settings, tables, args.since, args.until, args.dry_run))

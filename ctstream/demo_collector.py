@@ -17,7 +17,7 @@ from ctstream.errors import CtstreamError
 from ctstream.settings import Settings
 from ctstream.streams.change_capture import poll_table
 from ctstream.streams.kafka_security import client_options
-from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.source_reader import SourceReader, selected_tables
 from ctstream.streams.topics import TopicNames
 
 log = logging.getLogger("ctstream.collector")
@@ -36,7 +36,7 @@ async def run_collector(settings: Settings, stop: asyncio.Event) -> int:
     await producer.start()
     sent = 0
     try:
-        specs = await reader.describe_all(settings.source.tables)
+        specs = await reader.describe_all(await selected_tables(settings.source, reader))
         versions = {name: await reader.min_valid_version(s) for name, s in specs.items()}
         last_start: dict[str, float] = {}
         final = False

@@ -23,7 +23,12 @@ from ctstream.models import SourceState, TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.kafka_offsets import true_end_offsets
 from ctstream.streams.kafka_security import client_options
-from ctstream.streams.source_reader import DatabaseInfo, SourceReader, TableHealth
+from ctstream.streams.source_reader import (
+    DatabaseInfo,
+    SourceReader,
+    TableHealth,
+    selected_tables,
+)
 
 Level = Literal["ok", "warn", "error"]
 # Cleanup may lag retention by this much before it counts as behind (it runs in the
@@ -278,7 +283,12 @@ async def run_doctor(settings: Settings) -> list[Finding]:
                     "check kafka.bootstrap_servers; lag checks are skipped",
                 )
             )
-        for name in settings.source.tables:
+        try:
+            names = await selected_tables(settings.source, reader)
+        except CtstreamError as exc:
+            found.append(Finding("error", "tables", None, str(exc), "check source.tables"))
+            names = []
+        for name in names:
             try:
                 spec = await reader.describe(name)
             except CtstreamError as exc:

@@ -107,8 +107,9 @@ async def replay(
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     """Replay ``table``'s topic into BigQuery (naive datetimes are local time)."""
-    if table not in settings.source.tables:
-        raise ConfigError(f"--table {table!r} is not in source.tables")
+    selection = settings.source.selection
+    if not selection.selects(table):
+        raise ConfigError(f"--table {table!r} is not selected by source.tables")
     if (since is None) == (from_offset is None):
         raise ConfigError("give exactly one of --since and --from-offset")
     if from_offset is not None and from_offset < 0:
@@ -125,8 +126,10 @@ async def replay(
             "--to-table: expected a BigQuery table name of at most 1017 letters, digits and "
             "underscores, not starting with a digit"
         )
-    own = {TableSpec(t, None, t, ()).bq_table for t in settings.source.tables}
-    if to_table in (own - {spec.bq_table}) | {ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE}:
+    own = {TableSpec(t, None, t, ()).bq_table for t in selection.names}
+    if to_table in (own - {spec.bq_table}) | {ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE} or (
+        to_table is not None and to_table != spec.bq_table and selection.selects(to_table)
+    ):
         raise ConfigError(f"--to-table {to_table!r} is another of ctstream's tables")
     names = TopicNames(settings.kafka.topic_prefix)
     topic_name = names.raw(spec) if topic == "raw" else names.deduped(spec)

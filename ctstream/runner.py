@@ -16,7 +16,7 @@ from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.dialects import dialect_for
 from ctstream.streams.kafka_security import client_options
 from ctstream.streams.schema_drift import prepare_table
-from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.source_reader import SourceReader, selected_tables
 from ctstream.streams.table_registry import TableRegistry, name_clash
 from ctstream.streams.topics import TopicNames, ensure_topics
 
@@ -35,7 +35,7 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> TableRegistry
     reader = SourceReader(settings.source, dialect)
     try:
         await reader.check_database()
-        specs = await reader.describe_all(await resolve_tables(settings, reader))
+        specs = await reader.describe_all(await selected_tables(settings.source, reader))
     finally:
         await reader.close()
     for spec in specs.values():
@@ -64,26 +64,6 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> TableRegistry
         where = settings.bigquery.endpoint or "Google's endpoint"
         raise type(exc)(f"BigQuery at {where}: {exc}") from None
     return registry
-
-
-async def resolve_tables(settings: Settings, reader: SourceReader) -> list[str]:
-    """The tables ``source.tables`` selects now; refuses a selection that finds none."""
-    selection = settings.source.selection
-    if not selection.patterns:
-        return list(selection.names)
-    tracked = await reader.tracked_names()
-    for pattern in selection.unmatched_patterns(tracked):
-        log.warning("source.tables: pattern %r matches no change-tracked table (yet)", pattern)
-    names = selection.resolve(tracked)
-    if not names:
-        shown = ", ".join(tracked[:10]) + (" …" if len(tracked) > 10 else "")
-        raise ConfigError(
-            f"source.tables {settings.source.tables!r} selects none of the "
-            f"{len(tracked)} change-tracked tables ({shown or 'none'}); track a table or "
-            "change the patterns"
-        )
-    log.info("source.tables selects %d tables: %s", len(names), ", ".join(names))
-    return names
 
 
 def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:

@@ -24,7 +24,7 @@ from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABL
 from ctstream.streams.bigquery_writer import BigQueryWriter, quote_bq
 from ctstream.streams.kafka_offsets import group_lag
 from ctstream.streams.kafka_security import client_options
-from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.source_reader import SourceReader, selected_tables
 from ctstream.streams.topics import TopicNames
 
 LIVE_COUNTERS = ("polls", "events_produced", "duplicates_dropped", "rows_written", "error_rows")
@@ -39,13 +39,18 @@ def _worker_status(url: str) -> dict[str, Any]:
 async def collect_status(settings: Settings, workers: Sequence[str] = ()) -> dict[str, Any]:
     names = TopicNames(settings.kafka.topic_prefix)
     problems: list[str] = []
-    tables: dict[str, dict[str, Any]] = {name: {} for name in settings.source.tables}
+    reader = SourceReader(settings.source)
+    try:
+        selected = await selected_tables(settings.source, reader)
+    except CtstreamError as exc:
+        selected = list(settings.source.selection.names)
+        problems.append(f"source.tables: {exc}")
+    tables: dict[str, dict[str, Any]] = {name: {} for name in selected}
     try:
         states = await saved_states(settings)
     except Exception as exc:
         states = {}
         problems.append(f"saved versions: {type(exc).__name__}: {exc}")
-    reader = SourceReader(settings.source)
     try:
         for name, row in tables.items():
             state = states.get(name)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctstream.agents.dedup import DedupStats, install_dedup
+from ctstream.agents.discovery import install_discovery
 from ctstream.agents.poll import PollStats, install_pollers
 from ctstream.agents.sink import SinkStats, install_sink
 from ctstream.models import TableSpec
@@ -14,6 +15,7 @@ from ctstream.settings import Settings
 from ctstream.streams import faust_patches
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.error_sink import ErrorReporter
+from ctstream.streams.table_registry import TableRegistry
 from ctstream.streams.topics import PipelineTopics, declare
 
 
@@ -23,7 +25,7 @@ class Pipeline:
 
     app: Any
     settings: Settings
-    specs: Mapping[str, TableSpec]
+    registry: TableRegistry
     topics: PipelineTopics
     writer: BigQueryWriter
     errors: ErrorReporter
@@ -31,11 +33,16 @@ class Pipeline:
     dedup_stats: DedupStats
     sink_stats: SinkStats
 
+    @property
+    def specs(self) -> Mapping[str, TableSpec]:
+        return self.registry.specs
+
 
 def install(
-    app: Any, settings: Settings, specs: Mapping[str, TableSpec], writer: BigQueryWriter
+    app: Any, settings: Settings, registry: TableRegistry, writer: BigQueryWriter
 ) -> Pipeline:
     faust_patches.apply()
+    specs = registry.specs  # shared and live: tables found while running join it
     topics = declare(app, settings, list(specs.values()))
     # Table writes queue their changelog messages in faust's producer buffer; at the
     # default of 100 every stream pauses to flush it (logging a warning each time), which
@@ -49,11 +56,22 @@ def install(
         should_abort=lambda: bool(app.should_stop),
     )
     pipeline = Pipeline(
-        app, settings, specs, topics, writer, errors, PollStats(), DedupStats(), SinkStats()
+        app, settings, registry, topics, writer, errors, PollStats(), DedupStats(), SinkStats()
     )
     roles = settings.app.roles
+    discovery = None
+    if settings.source.discover:
+        discovery = install_discovery(app, settings, registry, topics, writer)
     if "poll" in roles:
-        install_pollers(app, settings, specs, topics, writer, pipeline.poll_stats)
+        install_pollers(
+            app,
+            settings,
+            registry,
+            topics,
+            writer,
+            pipeline.poll_stats,
+            on_unknown_table=discovery.wake if discovery else lambda name: None,
+        )
     if "dedup" in roles:
         install_dedup(app, topics, settings.dedup.window, errors, pipeline.dedup_stats)
     if "sink" in roles:
@@ -61,8 +79,9 @@ def install(
 
     @app.on_before_shutdown.connect
     async def _close(app_: Any, **kwargs: Any) -> None:
-        reader = getattr(app, "ctstream_reader", None)
-        if reader is not None:
-            await reader.close()
+        for attr in ("ctstream_reader", "ctstream_discovery_reader"):
+            reader = getattr(app, attr, None)
+            if reader is not None:
+                await reader.close()
 
     return pipeline

@@ -56,15 +56,10 @@ def install_dedup(
     stats: DedupStats,
     batch: int = 1000,
 ) -> None:
-    raw_topics = app.topic(
-        *(t.get_topic_name() for t in topics.raw.values()),
-        key_serializer="raw",
-        value_serializer="raw",
-    )
     seen_ids = topics.seen_ids
-    deduped_names = {t: topic.get_topic_name() for t, topic in topics.deduped.items()}
+    deduped = topics.deduped  # updated in place when a table is added while running
 
-    @app.agent(raw_topics, name="ctstream.dedup")
+    @app.agent(topics.raw_source, name="ctstream.dedup")
     async def dedup(stream: Any) -> None:
         async for events in stream.take_events(batch, within=0.2):
             await run_batch(app, events, dedup_batch, "dedup batch")
@@ -116,7 +111,12 @@ def install_dedup(
         try:
             pending = [
                 await app.producer.send(
-                    deduped_names[table], e.message.key, e.value, None, e.message.timestamp, None
+                    deduped[table].topics[0],
+                    e.message.key,
+                    e.value,
+                    None,
+                    e.message.timestamp,
+                    None,
                 )
                 for e, table, _ in fresh
             ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,9 @@ from ctstream.settings import Settings
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.change_capture import PollResult, iso_utc, poll_table, snapshot_table
+from ctstream.streams.schema_drift import adopt_schema
 from ctstream.streams.source_reader import SourceReader
+from ctstream.streams.table_registry import TableRegistry
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.poll")
@@ -56,15 +58,17 @@ class TablePoller:
         self,
         app: Any,
         settings: Settings,
-        specs: Mapping[str, TableSpec],
+        registry: TableRegistry,
         topics: PipelineTopics,
         reader: SourceReader,
         writer: BigQueryWriter,
         stats: PollStats,
     ) -> None:
         self.app = app
-        # Updated when a table's columns change at the source (see _adopt).
-        self.specs: dict[str, TableSpec] = dict(specs)
+        self.registry = registry
+        # Shared with the sink and the status views; a table's spec is replaced when its
+        # columns change at the source (see _adopt), tables found while running join.
+        self.specs: dict[str, TableSpec] = registry.specs
         self.settings = settings
         self.topics = topics
         self.reader = reader
@@ -92,8 +96,8 @@ class TablePoller:
                 await self._run(self.specs[name])
             except SchemaChanged as exc:
                 # Nothing was sent: add the columns to BigQuery first, then read again.
-                await self._adopt(exc)
-                await self._run(self.specs[name])
+                if await self._adopt(exc):
+                    await self._run(self.specs[name])
         except CtstreamError as exc:
             self.stats.last_error[name] = str(exc)
             log.warning(
@@ -147,7 +151,8 @@ class TablePoller:
                 result.seconds,
             )
 
-    async def _adopt(self, change: SchemaChanged) -> None:
+    async def _adopt(self, change: SchemaChanged) -> bool:
+        """Carry the table's new columns; False when the change stops the table."""
         spec = change.spec
         assert isinstance(spec, TableSpec)
         try:
@@ -156,21 +161,34 @@ class TablePoller:
             raise SourceError(f"{change}; cannot carry the new columns: {exc}") from None
         options = self.settings.bigquery.options_for(spec.name)
         sink = self.settings.sink
-        added = await retry_forever(
-            lambda: self.writer.add_columns(spec, options),
-            f"adding columns of {spec.name} to BigQuery",
-            sink.retry_initial,
-            sink.retry_max,
-            should_abort=lambda: bool(self.app.should_stop),
-            log_fields={"table": spec.name},
-        )
-        self.specs[spec.name] = spec
+        try:
+            drift, added = await retry_forever(
+                lambda: adopt_schema(self.writer, spec, options),
+                f"adding columns of {spec.name} to BigQuery",
+                sink.retry_initial,
+                sink.retry_max,
+                should_abort=lambda: bool(self.app.should_stop),
+                log_fields={"table": spec.name},
+            )
+        except SourceError as exc:  # a retyped key: nothing can be written faithfully
+            self._stop_with(spec.name, str(exc))
+            return False
+        self.specs[spec.name] = drift.spec
+        notes = drift.notes()
+        if notes:
+            self.registry.schema_notes[spec.name] = notes
+        else:
+            self.registry.schema_notes.pop(spec.name, None)
         log.warning(
             "table %s: %s; BigQuery columns added: %s",
             spec.name,
             change,
             ", ".join(added) or "none",
+            extra={"ctstream": {"table": spec.name}},
         )
+        for note in notes:
+            log.warning("table %s: %s", spec.name, note, extra={"ctstream": {"table": spec.name}})
+        return True
 
     def _sender(self, spec: TableSpec) -> Any:
         raw_topic = self.topics.names.raw(spec)
@@ -196,15 +214,19 @@ class TablePoller:
         stats.stopped.pop(name, None)
 
     def _stop(self, spec: TableSpec, exc: VersionTooOld, mode: str) -> None:
-        message = (
+        self._stop_with(
+            spec.name,
             f"{exc}. Polling of this table is stopped (snapshot_mode {mode}): run "
             f"`ctstream snapshot --config FILE --table {spec.name}` to re-read it, or set "
-            f'source.table_snapshot_mode."{spec.name}" = "when_needed"'
+            f'source.table_snapshot_mode."{spec.name}" = "when_needed"',
         )
-        if self.stats.stopped.get(spec.name) != message:
-            log.error("table %s: %s", spec.name, message)
-        self.stats.stopped[spec.name] = message
-        self.stats.last_error[spec.name] = message
+
+    def _stop_with(self, name: str, message: str) -> None:
+        """Stop polling ``name`` until something changes; say so once, loudly."""
+        if self.stats.stopped.get(name) != message:
+            log.error("table %s: %s", name, message, extra={"ctstream": {"table": name}})
+        self.stats.stopped[name] = message
+        self.stats.last_error[name] = message
 
     async def _snapshot(self, spec: TableSpec, reason: str) -> None:
         name = spec.name
@@ -245,20 +267,21 @@ class TablePoller:
 def install_pollers(
     app: Any,
     settings: Settings,
-    specs: Mapping[str, TableSpec],
+    registry: TableRegistry,
     topics: PipelineTopics,
     writer: BigQueryWriter,
     stats: PollStats,
+    on_unknown_table: Callable[[str], None] = lambda name: None,
 ) -> None:
     interval = settings.source.poll_interval
     reader = SourceReader(settings.source)
     app.ctstream_reader = reader  # closed on shutdown, see install()
-    poller = TablePoller(app, settings, specs, topics, reader, writer, stats)
+    poller = TablePoller(app, settings, registry, topics, reader, writer, stats)
 
     @app.timer(interval, on_leader=True, name="ctstream.poll_ticks")
     async def send_poll_ticks() -> None:
         now = time.time()
-        for name in specs:
+        for name in registry.polled():
             tick = PollTick(name, now)
             await topics.poll_ticks.send(key=name.encode("utf-8"), value=tick.to_bytes())
 
@@ -272,7 +295,12 @@ def install_pollers(
                 continue
             name = tick.table
             if name not in poller.specs:
-                continue  # a table removed from the config
+                # Another worker found a table this one has not seen yet (or one removed
+                # from the config): look at the catalog now rather than at the next round.
+                on_unknown_table(name)
+                continue
+            if name in registry.untracked:
+                continue
             if tick.snapshot is not None:
                 poller.request_snapshot(name, tick.snapshot)
             # A poll that took longer than the interval leaves ticks queued; a tick only

@@ -11,6 +11,7 @@ pauses, so memory stays flat.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -67,13 +68,7 @@ def install_sink(
     errors: ErrorReporter,
     stats: SinkStats,
 ) -> None:
-    deduped = app.topic(
-        *(t.get_topic_name() for t in topics.deduped.values()),
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-
-    @app.agent(deduped, name="ctstream.sink")
+    @app.agent(topics.deduped_source, name="ctstream.sink")
     async def sink(stream: Any) -> None:
         batches = stream.take_events(settings.batch_rows, within=settings.batch_wait)
         await run_in_flight(
@@ -102,6 +97,7 @@ def install_sink(
                 continue
             by_table.setdefault(table, []).append((change, event))
 
+        refreshed: set[str] = set()
         for table, items in by_table.items():
             spec = specs[table]
             bq_table = spec.bq_table
@@ -114,8 +110,11 @@ def install_sink(
             for change, event in items:
                 row = to_bigquery_row(spec, change, now_iso)
                 problems = validator.problems(row)
-                if any(p.unknown_column for p in problems) and refresh.due(bq_table):
-                    # Perhaps a column the poller has just added: read the schema again.
+                if any(p.unknown_column for p in problems) and bq_table not in refreshed:
+                    # Perhaps a column the poller has just added: read the schema again
+                    # (once per batch and table, at most every few seconds).
+                    refreshed.add(bq_table)
+                    await refresh.wait_due(bq_table)
                     validator = await _refreshed(writer, bq_table, validator)
                     problems = validator.problems(row)
                 if problems:
@@ -183,12 +182,12 @@ class _RefreshLimit:
         self.every = every
         self.last: dict[str, float] = {}
 
-    def due(self, table: str) -> bool:
-        now = time.monotonic()
-        if now - self.last.get(table, -self.every) < self.every:
-            return False
-        self.last[table] = now
-        return True
+    async def wait_due(self, table: str) -> None:
+        # A rate limit, not a synchronisation: re-reads cost a BigQuery request each.
+        wait = self.last.get(table, -self.every) + self.every - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.last[table] = time.monotonic()
 
 
 async def _refreshed(writer: BigQueryWriter, table: str, current: Any) -> Any:

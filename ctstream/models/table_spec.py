@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ctstream.models.change_event import METADATA_COLUMNS
 
@@ -20,10 +20,13 @@ class ColumnSpec:
     precision: int | None = None
     scale: int | None = None
     max_length: int | None = None
+    # The BigQuery column when it is not the default one: set for a column whose type
+    # changed at the source into one its BigQuery column cannot hold (see schema_drift).
+    target: str | None = None
 
     @property
     def bq_name(self) -> str:
-        return bq_identifier(self.name)
+        return self.target or bq_identifier(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,16 @@ class TableSpec:
     columns: tuple[ColumnSpec, ...]
     change_table: str | None = None  # the SQLite stand-in's change table
     object_id: int | None = None  # SQL Server's object id of the table
+
+    @property
+    def catalog_columns(self) -> tuple[ColumnSpec, ...]:
+        """The columns as the source catalog describes them (no BigQuery targets)."""
+        return tuple(replace(c, target=None) if c.target else c for c in self.columns)
+
+    @property
+    def targets(self) -> dict[str, str]:
+        """Source column → BigQuery column, for the columns written elsewhere than usual."""
+        return {c.name: c.target for c in self.columns if c.target}
 
     @property
     def key_columns(self) -> tuple[ColumnSpec, ...]:

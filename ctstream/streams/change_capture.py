@@ -45,6 +45,8 @@ async def _produce(
     """Send every change; wait for Kafka's acks batch by batch (memory stays bounded)."""
     start_iso = iso_utc(started)
     events = 0
+    # Columns written to another BigQuery column than usual travel under that name.
+    targets = spec.targets
     async for batch in batches:
         pending: list[Awaitable[object]] = []
         for change in batch:
@@ -56,7 +58,9 @@ async def _produce(
                 changetrack_type=change.operation,
                 changetrack_ver=change.version,
                 key=list(change.key),
-                row=change.row,
+                row={targets.get(k, k): v for k, v in change.row.items()}
+                if targets
+                else change.row,
             )
             pending.append(await send(encode_key(change.key), event.to_bytes(), started))
         await asyncio.gather(*pending)

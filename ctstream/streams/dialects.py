@@ -69,6 +69,9 @@ class Dialect(Protocol):
         The reference is the change table (SQLite stand-in) or the object id (SQL Server).
         """
 
+    def tracked_tables(self) -> Statement:
+        """Rows (schema or NULL, table): every change-tracked table, for table patterns."""
+
     def columns(self, schema: str | None, table: str) -> Statement:
         """Rows (name, type, is_nullable, key_ordinal, precision, scale, max_length) in
         column order; no rows when the table does not exist."""
@@ -125,6 +128,9 @@ class SqliteDialect:
             f"SELECT change_table FROM {quote_sqlite(CATALOG_TABLE)} WHERE table_name = ?",
             (table,),
         )
+
+    def tracked_tables(self) -> Statement:
+        return Statement(f"SELECT NULL, table_name FROM {quote_sqlite(CATALOG_TABLE)}")
 
     def columns(self, schema: str | None, table: str) -> Statement:
         return Statement(

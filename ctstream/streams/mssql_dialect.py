@@ -135,6 +135,12 @@ _TRACKED_TABLE = (
     "WHERE s.name = ? AND t.name = ?"
 )
 
+_TRACKED_TABLES = (
+    "SELECT s.name, t.name FROM sys.change_tracking_tables AS ctt "
+    "JOIN sys.tables AS t ON t.object_id = ctt.object_id "
+    "JOIN sys.schemas AS s ON s.schema_id = t.schema_id"
+)
+
 # Alias (user-defined) types are reported as their base type; CLR types (geography,
 # geometry, hierarchyid, user CLR types) share system_type_id 240 and keep their own name.
 _COLUMNS = (
@@ -200,6 +206,9 @@ class MssqlDialect:
 
     def tracked_table(self, schema: str | None, table: str) -> Statement:
         return Statement(_TRACKED_TABLE, (_need_schema(schema, table), table))
+
+    def tracked_tables(self) -> Statement:
+        return Statement(_TRACKED_TABLES)
 
     def columns(self, schema: str | None, table: str) -> Statement:
         return Statement(_COLUMNS, (_need_schema(schema, table), table))

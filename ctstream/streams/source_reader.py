@@ -17,7 +17,13 @@ from typing import Any
 import aioodbc
 import pyodbc
 
-from ctstream.errors import SchemaChanged, SourceError, SourceUnavailable, VersionTooOld
+from ctstream.errors import (
+    ConfigError,
+    SchemaChanged,
+    SourceError,
+    SourceUnavailable,
+    VersionTooOld,
+)
 from ctstream.models import ColumnSpec, JsonValue, Operation, TableSpec, normalise
 from ctstream.settings import SourceSettings
 from ctstream.streams.dialects import ChangeQuery, Dialect, SnapshotQuery, Statement, dialect_for
@@ -395,3 +401,30 @@ def _odbc_message(exc: pyodbc.Error) -> str:
     # pyodbc errors carry (sqlstate, message); never the connection string.
     parts = [str(a) for a in exc.args]
     return " ".join(parts)[:500] or type(exc).__name__
+
+
+async def selected_tables(source: SourceSettings, reader: SourceReader | None = None) -> list[str]:
+    """The tables ``source.tables`` selects now (reading the catalog when it has patterns);
+    refuses a selection that finds none. Opens (and closes) a reader when given none."""
+    if reader is None:
+        reader = SourceReader(source)
+        try:
+            return await selected_tables(source, reader)
+        finally:
+            await reader.close()
+    selection = source.selection
+    if not selection.patterns:
+        return list(selection.names)
+    tracked = await reader.tracked_names()
+    for pattern in selection.unmatched_patterns(tracked):
+        log.warning("source.tables: pattern %r matches no change-tracked table (yet)", pattern)
+    names = selection.resolve(tracked)
+    if not names:
+        shown = ", ".join(tracked[:10]) + (" …" if len(tracked) > 10 else "")
+        raise ConfigError(
+            f"source.tables {source.tables!r} selects none of the "
+            f"{len(tracked)} change-tracked tables ({shown or 'none'}); track a table or "
+            "change the patterns"
+        )
+    log.info("source.tables selects %d tables: %s", len(names), ", ".join(names))
+    return names

@@ -20,7 +20,7 @@ DASHBOARD_HTML = """<!doctype html>
   th:first-child, td:first-child { text-align: left; }
   #worker td { text-align: left; max-width: 70em; }
   th { background: #f4f4f4; font-weight: 600; }
-  .streaming { color: #17803d; } .stopped { color: #b3261e; font-weight: 600; }
+  .streaming { color: #17803d; } .stopped, .untracked { color: #b3261e; font-weight: 600; }
   .snapshotting { color: #9a6700; } .waiting { color: #666; }
   .err { color: #b3261e; font-weight: 600; }
   code { background: #f4f4f4; padding: 0 .3em; }
@@ -73,7 +73,9 @@ async function refresh() {
     row.dataset.table = name;
     const before = previous && previous.tables[name];
     cell(row, name);
-    cell(row, t.state, t.state).title = t.stopped_reason || t.snapshot_reason || "";
+    const notes = (t.schema_notes || []).join("\\n");
+    cell(row, t.state + (notes ? " ⚠" : ""), t.state).title =
+      [t.stopped_reason || t.snapshot_reason || "", notes].filter(Boolean).join("\\n");
     cell(row, t.saved_version ?? "\\u2013");
     cell(row, t.polls);
     cell(row, rate(t, before, "events_produced", dt));

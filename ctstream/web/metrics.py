@@ -49,14 +49,24 @@ class PipelineCollector(Collector):
             "ctstream_saved_version", "Change Tracking version saved", labels=["table"]
         )
         stopped = GaugeMetricFamily(
-            "ctstream_table_stopped", "1 when polling stopped (version too old)", labels=["table"]
+            "ctstream_table_stopped",
+            "1 when polling stopped (version too old, no longer tracked, key retyped)",
+            labels=["table"],
+        )
+        drift = GaugeMetricFamily(
+            "ctstream_schema_notes",
+            "Source column changes BigQuery could not follow (see /api/status/)",
+            labels=["table"],
         )
         for table in p.specs:
             if table in poll.versions:
                 saved.add_metric([table], poll.versions[table])
-            stopped.add_metric([table], 1 if table in poll.stopped else 0)
+            halted = table in poll.stopped or table in p.registry.untracked
+            stopped.add_metric([table], 1 if halted else 0)
+            drift.add_metric([table], len(p.registry.schema_notes.get(table, ())))
         yield saved
         yield stopped
+        yield drift
         yield _counter("ctstream_dedup_events", "Events seen by the dedup stage", dedup.seen)
         yield _counter("ctstream_duplicates_dropped", "Duplicate events dropped", dedup.dropped)
         yield _counter("ctstream_rows_written", "Rows BigQuery accepted", sink.rows_written)

@@ -21,8 +21,11 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
     poll, dedup, sink = pipeline.poll_stats, pipeline.dedup_stats, pipeline.sink_stats
     tables = {}
     source = pipeline.settings.source
+    registry = pipeline.registry
     for name in pipeline.specs:
-        if name in poll.snapshotting:
+        if name in registry.untracked:
+            state = "untracked"
+        elif name in poll.snapshotting:
             state = "snapshotting"
         elif name in poll.stopped:
             state = "stopped"
@@ -34,7 +37,9 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "state": state,
             "snapshot_mode": source.snapshot_mode_of(name),
             "snapshot_reason": poll.snapshotting.get(name),
-            "stopped_reason": poll.stopped.get(name),
+            "stopped_reason": registry.untracked.get(name) or poll.stopped.get(name),
+            "schema_notes": registry.schema_notes.get(name, []),
+            "found_at": registry.found_at.get(name),
             "last_snapshot": poll.snapshots.get(name),
             "polls": poll.polls.get(name, 0),
             "events_produced": poll.events.get(name, 0),
@@ -54,6 +59,12 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
         "roles": list(pipeline.settings.app.roles),
         "time": time.time(),
         "tables": tables,
+        "discovery": {
+            "enabled": source.discover,
+            "interval_s": source.discover_interval,
+            "rounds": registry.discovery_rounds,
+            "last_at": registry.discovered_at,
+        },
         "sink": {
             "batches": sink.batches,
             "retries": sink.retries,

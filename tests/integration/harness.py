@@ -46,7 +46,12 @@ class Harness:
         sink_extra: str = "",
         write_api: str = "insert_all",
         seed: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
+        selection: Sequence[str] | None = None,
+        source_extra: str = "",
     ) -> None:
+        """``tables``: name → DDL, all created and tracked. ``selection``: the config's
+        source.tables when not those names (patterns); ``self.tables`` then lists what
+        the test expects carried, and is the test's to keep up to date."""
         n = next(_counter)
         self.name = f"t{n}_{int(time.time() * 1000) % 10**8}"
         self.workdir = workdir
@@ -60,7 +65,7 @@ class Harness:
                 conn.executemany(sql, rows)
             conn.commit()
         track_database(self.db, self.tables)
-        names = ", ".join(f'"{t}"' for t in tables)
+        names = ", ".join(f'"{t}"' for t in (selection or tables))
         self.config = workdir / "ctstream.toml"
         self._template = f"""
 [app]
@@ -73,6 +78,7 @@ dsn = "Driver=SQLite3;Database={self.db};Timeout=30000;PWD={SECRET}"
 tables = [{names}]
 poll_interval = "{poll_interval}"
 snapshot_mode = "{snapshot_mode}"
+{source_extra}
 [kafka]
 bootstrap_servers = "{stack.kafka_bootstrap}"
 topic_prefix = "{self.name}"

@@ -189,6 +189,10 @@ def test_untracked_table_has_no_tracking_row(conn: sqlite3.Connection) -> None:
     assert conn.execute(stmt.sql, stmt.params).fetchone() is None
     stmt = d.columns(None, "missing")
     assert conn.execute(stmt.sql, stmt.params).fetchall() == []
+    # The catalog lists the tracked tables only (for source.tables patterns).
+    stmt = d.tracked_tables()
+    tracked = conn.execute(stmt.sql, stmt.params).fetchall()
+    assert (None, "plain") not in tracked and len(tracked) == 1 and tracked[0][0] is None
 
 
 def test_snapshot_query_reads_every_row_keys_first(conn: sqlite3.Connection) -> None:

@@ -249,6 +249,7 @@ def test_statement_shapes() -> None:
     [
         (D.database_info(), {"databases", "change_tracking_databases"}),
         (D.tracked_table("a]; --", "?"), {"change_tracking_tables", "tables", "schemas"}),
+        (D.tracked_tables(), {"change_tracking_tables", "tables", "schemas"}),
         (D.columns("a]; --", "?"), {"columns", "tables", "schemas", "types", "indexes",
                                     "index_columns"}),
         (D.current_version(), set()),

@@ -424,7 +424,7 @@ def test_snapshot_modes_default_and_per_table(tmp_path: Path) -> None:
     ("line", "expected"),
     [
         ('snapshot_mode = "sometimes"', "source.snapshot_mode"),
-        ('table_snapshot_mode = { "nope" = "never" }', "names tables not in source.tables"),
+        ('table_snapshot_mode = { "nope" = "never" }', "does not select"),
         ('table_snapshot_mode = { "items" = "always" }', "source.table_snapshot_mode.items"),
     ],
 )

@@ -35,16 +35,26 @@ async def true_end_offsets(
         consumer.assign(todo)
         for tp in todo:
             consumer.seek(tp, reported[tp] - 1)
+        # A fetch returns whole record batches, so the first records read at the reported
+        # end minus one hold the rest of the last batch; a partition is done once a read
+        # returned fewer records than asked for (nothing of it left buffered). Reading on
+        # would never end on a topic that is being written to.
+        limit = 10_000
+        open_parts = set(todo)
         idle_rounds = 0
-        while idle_rounds < 2:
-            batch = await consumer.getmany(timeout_ms=idle_ms, max_records=10_000)
+        while open_parts and idle_rounds < 2:
+            batch = await consumer.getmany(*open_parts, timeout_ms=idle_ms, max_records=limit)
             if not any(batch.values()):
                 idle_rounds += 1
                 continue
             idle_rounds = 0
+            drained = sum(len(r) for r in batch.values()) < limit
             for tp, records in batch.items():
                 if records:
                     ends[tp] = max(ends[tp], records[-1].offset + 1)
+                    if drained:
+                        open_parts.discard(tp)
+                        consumer.pause(tp)
         return ends
     finally:
         await consumer.stop()

@@ -59,3 +59,33 @@ async def test_topics_are_created_with_a_retention(stack: StackInfo) -> None:
     assert created == [topic]
     tp = TopicPartition(topic, 0)
     assert await true_end_offsets(stack.kafka_bootstrap, [tp]) == {tp: 0}
+
+
+async def test_a_topic_being_written_to_still_gets_an_end(stack: StackInfo) -> None:
+    """Regression: reading on to the end never finished while a producer kept writing
+    (the poll-ticks topic of a running pipeline, raw topics under load)."""
+    topic = "offsets-live"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1, replication=1)
+    tp = TopicPartition(topic, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    stop = asyncio.Event()
+    sent = 0
+
+    async def keep_writing() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            await producer.send_and_wait(topic, b"v", partition=0)
+            sent += 1
+
+    writer = asyncio.create_task(keep_writing())
+    try:
+        while sent < 50:
+            await asyncio.sleep(0.05)
+        before = sent
+        ends = await asyncio.wait_for(true_end_offsets(stack.kafka_bootstrap, [tp]), 20)
+        assert before <= ends[tp] <= sent
+    finally:
+        stop.set()
+        await writer
+        await producer.stop()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ctstream.errors import ConfigError
+from ctstream.models.masking import check_rule
 from ctstream.models.table_selection import TableSelection
 
 SnapshotMode = Literal["initial", "never", "when_needed"]
@@ -53,10 +55,12 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+MaskRule = Annotated[str, AfterValidator(check_rule)]
 
 _DSN_PAIR = re.compile(r"^\s*[A-Za-z][A-Za-z0-9 _-]*\s*=\s*(\{[^}]*\}|[^;]*)\s*$")
 # SQLite: a bare name; SQL Server: schema.table. Quotes/brackets are never needed here —
 # names are looked up in the catalog and quoted by the reader.
+_POLICY_TAG = r"^projects/[^/]+/locations/[^/]+/taxonomies/[^/]+/policyTags/[^/]+$"
 _TABLE_NAME = re.compile(r"^[^\x00-\x1f.]+(\.[^\x00-\x1f.]+)?$")
 
 
@@ -114,6 +118,14 @@ class SourceSettings(_Section):
     # that started or stopped being tracked (and that source.tables selects).
     discover: bool = True
     discover_interval: Duration = 30.0
+    # Personal data, protected before anything is produced (models/masking.py):
+    # table → column → 'hash' | 'null' | 'drop' | 'truncate:N'.
+    mask: dict[str, dict[str, MaskRule]] = Field(default_factory=dict)
+    # The HMAC key of 'hash' (at least 16 characters); a secret: CTSTREAM_SOURCE__MASK_KEY.
+    mask_key: SecretStr | None = None
+    # A restricted copy (topics <prefix>.<t>.restricted, BigQuery <t>_restricted) with
+    # these columns NULL, for consumers that may not see them: table → columns.
+    restricted: dict[str, Annotated[list[str], Field(min_length=1)]] = Field(default_factory=dict)
 
     def snapshot_mode_of(self, table: str) -> SnapshotMode:
         return self.table_snapshot_mode.get(table, self.snapshot_mode)
@@ -157,6 +169,39 @@ class SourceSettings(_Section):
     @property
     def selection(self) -> TableSelection:
         return TableSelection.parse(self.tables)
+
+    @field_validator("mask_key")
+    @classmethod
+    def _mask_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("expected at least 16 characters (a random secret)")
+        return value
+
+    @model_validator(mode="after")
+    def _masking_consistent(self) -> SourceSettings:
+        selection = self.selection
+        for key in ("mask", "restricted"):
+            for table in getattr(self, key):
+                if not selection.selects(table):
+                    raise ValueError(
+                        f"source.{key}: names {table!r}, which source.tables does not select"
+                    )
+        hashes = [
+            f"{t}.{c}" for t, cols in self.mask.items() for c, r in cols.items() if r == "hash"
+        ]
+        if hashes and self.mask_key is None:
+            raise ValueError(
+                f"source.mask_key: required to hash {', '.join(hashes)}; set a random secret of "
+                "at least 16 characters, e.g. by CTSTREAM_SOURCE__MASK_KEY"
+            )
+        for table, columns in self.restricted.items():
+            dropped = [c for c in columns if self.mask.get(table, {}).get(c) == "drop"]
+            if dropped:
+                raise ValueError(
+                    f"source.restricted.{table}: {', '.join(dropped)} dropped by source.mask "
+                    "is not carried at all; leave it out of the restricted copy"
+                )
+        return self
 
     @field_validator("table_snapshot_mode")
     @classmethod
@@ -342,6 +387,9 @@ class BigQueryTableOptions(_Section):
     partition_expiration: Duration | None = None
     # Up to four columns; None: the primary key (those of its columns BigQuery can cluster).
     cluster_by: list[str] | None = Field(default=None, min_length=1, max_length=4)
+    # Source column → BigQuery policy tag (column-level access control), applied when the
+    # table is created or evolved, and to existing columns at start.
+    policy_tags: dict[str, Annotated[str, Field(pattern=_POLICY_TAG)]] = Field(default_factory=dict)
 
 
 class BigQuerySettings(_Section):

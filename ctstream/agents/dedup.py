@@ -20,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from faust.streams import _current_event
 
 from ctstream.agents.batches import run_batch
 from ctstream.errors import CtstreamError
-from ctstream.models import BadEvent, ChangeEvent
+from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.topics import PipelineTopics
@@ -54,6 +55,7 @@ def install_dedup(
     window: float,
     errors: ErrorReporter,
     stats: DedupStats,
+    specs: Mapping[str, TableSpec],
     batch: int = 1000,
 ) -> None:
     seen_ids = topics.seen_ids
@@ -108,18 +110,17 @@ def install_dedup(
         set_current_event(None)
 
     async def _send_all(fresh: list[tuple[Any, str, str]]) -> None:
+        send = app.producer.send
         try:
-            pending = [
-                await app.producer.send(
-                    deduped[table].topics[0],
-                    e.message.key,
-                    e.value,
-                    None,
-                    e.message.timestamp,
-                    None,
-                )
-                for e, table, _ in fresh
-            ]
+            pending = []
+            for e, table, _ in fresh:
+                key, ts = e.message.key, e.message.timestamp
+                pending.append(await send(deduped[table].topics[0], key, e.value, None, ts, None))
+                spec = specs.get(table)
+                if spec is not None and spec.restricted:
+                    copy = restricted_copy(e.value, spec)
+                    topic = topics.restricted[table].topics[0]
+                    pending.append(await send(topic, key, copy, None, ts, None))
             await asyncio.gather(*pending)
         except Exception as exc:  # any producer failure: resend all (duplicates, not loss)
             raise KafkaSendFailed(f"{type(exc).__name__}: {exc}") from exc
@@ -127,6 +128,15 @@ def install_dedup(
 
 class KafkaSendFailed(CtstreamError):
     retriable = True
+
+
+def restricted_copy(value: bytes, spec: TableSpec) -> bytes:
+    """The event with the restricted copy's columns NULL (a delete carries only its key)."""
+    change = ChangeEvent.from_bytes(value)
+    targets = spec.targets
+    hidden = {*spec.restricted, *(targets[c] for c in spec.restricted if c in targets)}
+    row = {k: (None if k in hidden else v) for k, v in change.row.items()}
+    return replace(change, row=row).to_bytes()
 
 
 def _unique_id_of(event: Any, table: str) -> str:

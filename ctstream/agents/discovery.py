@@ -116,7 +116,7 @@ class TableDiscovery:
             kafka = settings.kafka
             await ensure_topics(
                 kafka.bootstrap_servers,
-                [names.raw(spec), names.deduped(spec)],
+                names.per_table(spec),
                 kafka.partitions,
                 kafka.replication_factor,
                 retention=names.retention_of([spec], kafka.retention),

@@ -83,7 +83,8 @@ def install_sink(
     async def write_batch(events: Sequence[Any]) -> None:
         if log.isEnabledFor(DEBUG_BATCHES):
             log.log(DEBUG_BATCHES, "batch offsets %s", _offset_spans(events))
-        by_table: dict[str, list[tuple[ChangeEvent, Any]]] = {}
+        # (table, restricted copy?) → its events
+        by_table: dict[tuple[str, bool], list[tuple[ChangeEvent, Any]]] = {}
         bad: list[ErrorRecord] = []
         for event in events:
             message = event.message
@@ -95,11 +96,12 @@ def install_sink(
             except BadEvent as exc:
                 bad.append(_record(f"sink: {exc}", event, table))
                 continue
-            by_table.setdefault(table, []).append((change, event))
+            restricted = message.topic in topics.restricted_topics
+            by_table.setdefault((table, restricted), []).append((change, event))
 
         refreshed: set[str] = set()
-        for table, items in by_table.items():
-            spec = specs[table]
+        for (table, restricted), items in by_table.items():
+            spec = specs[table].restricted_copy() if restricted else specs[table]
             bq_table = spec.bq_table
             validator = writer.validator(bq_table)
             inserted_at = time.time()
@@ -156,6 +158,8 @@ def install_sink(
                             f"{record.topic}/{record.partition}/{record.offset})",
                         )
                     bad.append(record)
+            if restricted:  # the counters and latencies are the main table's
+                continue
             stats.rows_written[table] = stats.rows_written.get(table, 0) + len(rows) - len(rejected)
             refused = {index for index, _ in rejected}
             stats.observe_latency(

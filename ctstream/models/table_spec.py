@@ -23,6 +23,8 @@ class ColumnSpec:
     # The BigQuery column when it is not the default one: set for a column whose type
     # changed at the source into one its BigQuery column cannot hold (see schema_drift).
     target: str | None = None
+    # source.mask's rule for this column ('hash', 'null', 'drop', 'truncate:N'), if any.
+    mask: str | None = None
 
     @property
     def bq_name(self) -> str:
@@ -39,11 +41,17 @@ class TableSpec:
     columns: tuple[ColumnSpec, ...]
     change_table: str | None = None  # the SQLite stand-in's change table
     object_id: int | None = None  # SQL Server's object id of the table
+    # Columns NULL in the restricted copy (source.restricted); empty: no restricted copy.
+    restricted: tuple[str, ...] = ()
+    # "restricted": this spec describes the restricted copy's BigQuery table.
+    variant: str | None = None
 
     @property
     def catalog_columns(self) -> tuple[ColumnSpec, ...]:
         """The columns as the source catalog describes them (no BigQuery targets)."""
-        return tuple(replace(c, target=None) if c.target else c for c in self.columns)
+        return tuple(
+            replace(c, target=None, mask=None) if c.target or c.mask else c for c in self.columns
+        )
 
     @property
     def targets(self) -> dict[str, str]:
@@ -57,8 +65,20 @@ class TableSpec:
 
     @property
     def bq_table(self) -> str:
-        """``items`` → ``items``; ``dbo.items`` → ``dbo_items``."""
+        """``items`` → ``items``; ``dbo.items`` → ``dbo_items``; restricted copy:
+        ``items_restricted``."""
+        base = self.base_bq_table
+        return f"{base}_restricted" if self.variant == "restricted" else base
+
+    @property
+    def base_bq_table(self) -> str:
+        """The main table's name, also for the restricted copy (snapshots are recorded
+        under it)."""
         return bq_identifier(self.name.replace(".", "_"))
+
+    def restricted_copy(self) -> TableSpec:
+        """The spec of the restricted copy's BigQuery table (same columns and key)."""
+        return replace(self, variant="restricted")
 
     @property
     def topic_part(self) -> str:

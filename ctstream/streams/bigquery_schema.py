@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from google.cloud.bigquery import SchemaField
+from google.cloud.bigquery import PolicyTagList, SchemaField
 
-from ctstream.models import ChangeEvent, TableSpec, bq_identifier
+from ctstream.models import ChangeEvent, ColumnSpec, TableSpec, bq_identifier
 
 METADATA_FIELDS: tuple[SchemaField, ...] = (
     SchemaField("message_unique_id", "STRING", mode="REQUIRED"),
@@ -128,11 +128,30 @@ _SQL_SERVER_TYPES: dict[str, str] = {
 }
 
 
-def table_schema(spec: TableSpec) -> list[SchemaField]:
-    fields = [
-        SchemaField(c.bq_name, bigquery_type(c.source_type, c.precision, c.scale))
-        for c in spec.columns
-    ]
+def column_type(column: ColumnSpec) -> str | None:
+    """The BigQuery type a column is written as: its source type's, STRING when masked by
+    hashing or truncation, None when ``drop``ped (not carried)."""
+    if column.mask == "drop":
+        return None
+    if column.mask == "hash" or (column.mask or "").startswith("truncate:"):
+        return "STRING"
+    return bigquery_type(column.source_type, column.precision, column.scale)
+
+
+def table_schema(
+    spec: TableSpec, policy_tags: Mapping[str, str] | None = None
+) -> list[SchemaField]:
+    """The change table's fields; ``policy_tags``: source column → policy tag resource."""
+    tags = policy_tags or {}
+    fields = []
+    for c in spec.columns:
+        field_type = column_type(c)
+        if field_type is None:
+            continue
+        tag = tags.get(c.name)
+        fields.append(
+            SchemaField(c.bq_name, field_type, policy_tags=PolicyTagList([tag]) if tag else None)
+        )
     return [*fields, *METADATA_FIELDS]
 
 

@@ -146,9 +146,10 @@ class BigQueryWriter:
         self, spec: TableSpec, options: BigQueryTableOptions | None = None
     ) -> None:
         """Create the change table if missing; create or update its view and function."""
-        fields = table_schema(spec)
+        options = options or BigQueryTableOptions()
+        fields = table_schema(spec, options.policy_tags)
         table = bigquery.Table(self.ref(spec.bq_table), schema=fields)
-        apply_layout(table, spec, fields, options or BigQueryTableOptions())
+        apply_layout(table, spec, fields, options)
         await self._create(table, f"creating table {spec.bq_table}")
         snapshots = self.ref(SNAPSHOTS_TABLE)
         await self._ensure_view(
@@ -169,11 +170,12 @@ class BigQueryWriter:
         it still lacks them: real BigQuery updates both with the DDL; bqemulator keeps its
         storage and its catalog apart and needs both, in the same column order.
         """
-        fields = table_schema(spec)
+        fields = table_schema(spec, options.policy_tags)
         name = spec.bq_table
         table = await self.table(name)
         have = {f.name.lower() for f in table.schema}
         missing = [f for f in fields if f.name.lower() not in have]
+        await self._apply_policy_tags(table, fields)
         for field in missing:
             await self._call(
                 f"adding column {field.name} to {name}",
@@ -193,6 +195,34 @@ class BigQueryWriter:
             await self.ensure_table(spec, options)  # views and function see the new columns
         await self.refresh_validator(name)
         return [f.name for f in missing]
+
+    async def _apply_policy_tags(
+        self, table: bigquery.Table, fields: Sequence[bigquery.SchemaField]
+    ) -> None:
+        """Give existing columns the policy tags the config asks for (tags added later)."""
+        wanted = {f.name.lower(): f.policy_tags for f in fields if f.policy_tags}
+        if not wanted:
+            return
+        changed = False
+        schema = []
+        for field in table.schema:
+            tags = wanted.get(field.name.lower())
+            if tags is not None and set(tags.names) != set(
+                field.policy_tags.names if field.policy_tags else ()
+            ):
+                api = field.to_api_repr()
+                api["policyTags"] = tags.to_api_repr()
+                field = bigquery.SchemaField.from_api_repr(api)
+                changed = True
+            schema.append(field)
+        if changed:
+            table.schema = schema
+            await self._call(
+                f"setting policy tags on {table.table_id}",
+                self._client.update_table,
+                table,
+                ["schema"],
+            )
 
     async def refresh_validator(self, name: str) -> RowValidator:
         """The validator of ``name`` from its current BigQuery schema."""
@@ -222,14 +252,14 @@ class BigQueryWriter:
     ) -> None:
         """Note a completed snapshot; the table's latest view then hides older keys."""
         row = {
-            "table_name": spec.bq_table,
+            "table_name": spec.base_bq_table,
             "source_table": spec.name,
             "snapshot_version": version,
             "row_count": row_count,
             "reason": reason[:1000],
             "completed_at": completed_at,
         }
-        rejected = await self.insert(SNAPSHOTS_TABLE, [row], [f"{spec.bq_table}:{version}"])
+        rejected = await self.insert(SNAPSHOTS_TABLE, [row], [f"{spec.base_bq_table}:{version}"])
         if rejected:
             raise SinkError(f"recording the snapshot of {spec.name!r}: {rejected[0][1]}")
 
@@ -415,7 +445,7 @@ def time_travel_function_sql(
         f"FROM {quote_bq(table_ref)} WHERE changetrack_start_time <= ts) "
         "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
         f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
-        f"WHERE table_name = '{spec.bq_table}' AND completed_at <= ts)"
+        f"WHERE table_name = '{spec.base_bq_table}' AND completed_at <= ts)"
     )
 
 
@@ -434,5 +464,5 @@ def latest_view_sql(table_ref: str, spec: TableSpec, snapshots_ref: str) -> str:
         f"FROM {quote_bq(table_ref)}) "
         "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
         f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
-        f"WHERE table_name = '{spec.bq_table}')"  # bq_table is [A-Za-z0-9_] only
+        f"WHERE table_name = '{spec.base_bq_table}')"  # bq_table is [A-Za-z0-9_] only
     )

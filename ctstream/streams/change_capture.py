@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ctstream.models import ChangeEvent, TableSpec, encode_key, unique_id
+from ctstream.models.masking import Masker
 from ctstream.streams.source_reader import SourceChange, SourceReader
 
 # send(key, value, timestamp_s) → an awaitable that completes when Kafka acknowledged it.
@@ -41,8 +42,13 @@ async def _produce(
     send: Send,
     started: float,
     interval: float,
+    masker: Masker | None,
 ) -> int:
-    """Send every change; wait for Kafka's acks batch by batch (memory stays bounded)."""
+    """Send every change; wait for Kafka's acks batch by batch (memory stays bounded).
+
+    Masked columns are masked here, before anything leaves the process; a hashed key is
+    hashed before the unique id and the Kafka key are made from it.
+    """
     start_iso = iso_utc(started)
     events = 0
     # Columns written to another BigQuery column than usual travel under that name.
@@ -50,19 +56,20 @@ async def _produce(
     async for batch in batches:
         pending: list[Awaitable[object]] = []
         for change in batch:
+            key, row = change.key, change.row
+            if masker is not None:
+                key, row = masker.key(key), masker.row(row)
             event = ChangeEvent(
-                message_unique_id=unique_id(spec.name, change.key, change.version),
+                message_unique_id=unique_id(spec.name, key, change.version),
                 table_name=spec.name,
                 changetrack_interval=interval,
                 changetrack_start_time=start_iso,
                 changetrack_type=change.operation,
                 changetrack_ver=change.version,
-                key=list(change.key),
-                row={targets.get(k, k): v for k, v in change.row.items()}
-                if targets
-                else change.row,
+                key=list(key),
+                row={targets.get(k, k): v for k, v in row.items()} if targets else row,
             )
-            pending.append(await send(encode_key(change.key), event.to_bytes(), started))
+            pending.append(await send(encode_key(key), event.to_bytes(), started))
         await asyncio.gather(*pending)
         events += len(batch)
     return events
@@ -83,7 +90,9 @@ async def poll_table(
     started = time.time()
     interval = round(started - previous_start, 6) if previous_start else 0.0
     async with reader.changes(spec, last_version) as changes:
-        events = await _produce(spec, changes.batches(), send, started, interval)
+        events = await _produce(
+            spec, changes.batches(), send, started, interval, reader.masker(spec)
+        )
         to_version = max(changes.current_version, last_version)
         min_valid = changes.min_valid_version
     return PollResult(
@@ -105,7 +114,7 @@ async def snapshot_table(reader: SourceReader, spec: TableSpec, send: Send) -> P
     """
     started = time.time()
     async with reader.snapshot(spec) as snapshot:
-        events = await _produce(spec, snapshot.batches(), send, started, 0.0)
+        events = await _produce(spec, snapshot.batches(), send, started, 0.0, reader.masker(spec))
         version, min_valid = snapshot.version, snapshot.min_valid_version
     return PollResult(
         table=spec.name,

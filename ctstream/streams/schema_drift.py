@@ -19,7 +19,7 @@ from google.cloud.bigquery import SchemaField
 from ctstream.errors import SourceError
 from ctstream.models import METADATA_COLUMNS, ColumnSpec, TableSpec
 from ctstream.settings import BigQueryTableOptions
-from ctstream.streams.bigquery_schema import bigquery_type
+from ctstream.streams.bigquery_schema import column_type
 from ctstream.streams.bigquery_writer import BigQueryWriter
 
 log = logging.getLogger("ctstream.schema")
@@ -71,8 +71,12 @@ def reconcile(spec: TableSpec, fields: Sequence[SchemaField]) -> SchemaDrift:
     columns: list[ColumnSpec] = []
     retyped: list[tuple[str, str, str]] = []
     written: set[str] = set()
-    for column in spec.catalog_columns:
-        wanted = bigquery_type(column.source_type, column.precision, column.scale)
+    for column in (replace(c, target=None) for c in spec.columns):
+        wanted = column_type(column)
+        if wanted is None:  # dropped by source.mask: not carried
+            columns.append(column)
+            written.add(column.bq_name.lower())  # an older column of it is not news
+            continue
         current = have.get(column.bq_name.lower())
         if current is None or current == wanted:
             columns.append(column)
@@ -112,6 +116,8 @@ async def adopt_schema(
     table = await writer.table(spec.bq_table)
     drift = reconcile(spec, list(table.schema))
     added = await writer.add_columns(drift.spec, options)
+    if spec.restricted:  # the restricted copy follows the same columns
+        await writer.add_columns(drift.spec.restricted_copy(), options)
     return drift, added
 
 
@@ -121,6 +127,8 @@ async def prepare_table(
     """Make the BigQuery table, views and function, then adopt the source's columns (some
     may have been added, dropped or retyped while ctstream was not looking)."""
     await writer.ensure_table(spec, options)
+    if spec.restricted:
+        await writer.ensure_table(spec.restricted_copy(), options)
     drift, added = await adopt_schema(writer, spec, options)
     if added:
         log.info("table %s: added BigQuery columns %s", spec.name, ", ".join(added))

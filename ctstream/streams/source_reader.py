@@ -25,7 +25,9 @@ from ctstream.errors import (
     VersionTooOld,
 )
 from ctstream.models import ColumnSpec, JsonValue, Operation, TableSpec, normalise
+from ctstream.models.masking import Masker, protect
 from ctstream.settings import SourceSettings
+from ctstream.streams.bigquery_schema import bigquery_type
 from ctstream.streams.dialects import ChangeQuery, Dialect, SnapshotQuery, Statement, dialect_for
 from ctstream.streams.odbc_security import secure_dsn
 
@@ -259,7 +261,31 @@ class SourceReader:
             self._dialect.changes_query(spec)  # refuses names the dialect cannot quote
         except ValueError as exc:
             raise SourceError(f"source.tables: {exc}") from None
-        return spec
+        try:
+            return self.protect(spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def protect(self, spec: TableSpec, *, strict: bool = True) -> TableSpec:
+        """``spec`` with source.mask's rules and source.restricted's columns applied."""
+        settings = self._settings
+        return protect(
+            spec,
+            settings.mask.get(spec.name, {}),
+            settings.restricted.get(spec.name, ()),
+            strict=strict,
+            text_columns=[
+                c.name
+                for c in spec.columns
+                if bigquery_type(c.source_type, c.precision, c.scale) == "STRING"
+            ],
+        )
+
+    def masker(self, spec: TableSpec) -> Masker | None:
+        """What the poller applies to ``spec``'s rows and keys before producing them."""
+        key = self._settings.mask_key
+        masker = Masker(spec, key.get_secret_value().encode() if key else None)
+        return masker if masker else None
 
     async def describe_all(self, names: Sequence[str]) -> dict[str, TableSpec]:
         return {name: await self.describe(name) for name in names}
@@ -315,7 +341,10 @@ class SourceReader:
             return
         if not columns:
             raise SourceError(f"table {spec.name!r} no longer exists in the source database")
-        new = replace(spec, columns=columns)
+        try:
+            new = self.protect(replace(spec, columns=columns), strict=False)
+        except ValueError as exc:
+            raise SourceError(f"table {spec.name!r} changed: {exc}") from None
         before = {c.name: c.source_type for c in spec.columns}
         after = {c.name: c.source_type for c in columns}
         retyped = sorted(

@@ -37,6 +37,14 @@ class TopicNames:
     def deduped(self, spec: TableSpec) -> str:
         return f"{self.prefix}.{spec.topic_part}.deduped"
 
+    def restricted(self, spec: TableSpec) -> str:
+        """The restricted copy of the deduped topic (source.restricted's columns NULL)."""
+        return f"{self.prefix}.{spec.topic_part}.restricted"
+
+    def per_table(self, spec: TableSpec) -> list[str]:
+        names = [self.raw(spec), self.deduped(spec)]
+        return [*names, self.restricted(spec)] if spec.restricted else names
+
     @property
     def errors(self) -> str:
         return f"{self.prefix}.errors"
@@ -53,12 +61,14 @@ class TopicNames:
         for spec in specs:
             seconds[self.raw(spec)] = retention.raw
             seconds[self.deduped(spec)] = retention.deduped
+            if spec.restricted:
+                seconds[self.restricted(spec)] = retention.deduped
         return seconds
 
     def all_for(self, specs: Iterable[TableSpec]) -> list[str]:
         names = [self.errors, self.poll_ticks]
         for spec in specs:
-            names += [self.raw(spec), self.deduped(spec)]
+            names += self.per_table(spec)
         return names
 
 
@@ -141,7 +151,10 @@ class PipelineTopics:
     seen_ids: Any  # windowed table: message_unique_id → copies; None without the dedup role
     versions: Any  # table: source table name → SourceState; None without the poll role
     table_of_raw_topic: dict[str, str]
+    # The sink's topics → table: the deduped topics and the restricted copies' topics.
     table_of_deduped_topic: dict[str, str]
+    restricted: dict[str, Any]  # table name → faust Topic of its restricted copy
+    restricted_topics: set[str]
     # What the dedup and sink agents subscribe to: every raw / every deduped topic.
     raw_source: Any
     deduped_source: Any
@@ -163,7 +176,14 @@ class PipelineTopics:
         self.table_of_raw_topic[raw] = spec.name
         self.table_of_deduped_topic[deduped] = spec.name
         widen_subscription(self.app, self.raw_source, [raw])
-        widen_subscription(self.app, self.deduped_source, [deduped])
+        sink_topics = [deduped]
+        if spec.restricted:
+            restricted = self.names.restricted(spec)
+            self.restricted[spec.name] = self.topic(restricted)
+            self.table_of_deduped_topic[restricted] = spec.name
+            self.restricted_topics.add(restricted)
+            sink_topics.append(restricted)
+        widen_subscription(self.app, self.deduped_source, sink_topics)
 
     def ensure_subscribed(self) -> list[str]:
         """Ask again for a subscription change faust dropped; returns the missing topics.
@@ -246,9 +266,19 @@ def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> Pipelin
         seen_ids=seen_ids,
         versions=versions,
         table_of_raw_topic={names.raw(s): s.name for s in specs},
-        table_of_deduped_topic={names.deduped(s): s.name for s in specs},
+        table_of_deduped_topic={
+            **{names.deduped(s): s.name for s in specs},
+            **{names.restricted(s): s.name for s in specs if s.restricted},
+        },
+        restricted={s.name: topic(names.restricted(s)) for s in specs if s.restricted},
+        restricted_topics={names.restricted(s) for s in specs if s.restricted},
         raw_source=_widenable(topic(*(names.raw(s) for s in specs))),
-        deduped_source=_widenable(topic(*(names.deduped(s) for s in specs))),
+        deduped_source=_widenable(
+            topic(
+                *(names.deduped(s) for s in specs),
+                *(names.restricted(s) for s in specs if s.restricted),
+            )
+        ),
     )
 
 

@@ -33,6 +33,8 @@ class FaultProxy:
         self.refused = 0
         self.too_large = 0
         self.forwarded_inserts = 0
+        # (method, path, body) of every table create or update, for what was asked of it.
+        self.table_writes: list[tuple[str, str, bytes]] = []
 
     @property
     def failing(self) -> bool:
@@ -44,6 +46,11 @@ class FaultProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        path = request.path.rstrip("/")
+        if request.method in ("POST", "PATCH", "PUT") and (
+            path.endswith("/tables") or path.rsplit("/", 2)[-2] == "tables"
+        ):
+            self.table_writes.append((request.method, request.path, body))
         if request.path.endswith("/insertAll"):
             if self.max_body is not None and len(body) > self.max_body:
                 self.too_large += 1

@@ -48,6 +48,7 @@ class Harness:
         seed: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
         selection: Sequence[str] | None = None,
         source_extra: str = "",
+        bigquery_extra: str = "",
     ) -> None:
         """``tables``: name → DDL, all created and tracked. ``selection``: the config's
         source.tables when not those names (patterns); ``self.tables`` then lists what
@@ -95,6 +96,7 @@ dataset = "ds_{self.name}"
 endpoint = "{bigquery_endpoint or stack.bigquery_endpoint}"
 write_api = "{write_api}"
 storage_endpoint = "{stack.bigquery_grpc}"
+{bigquery_extra}
 """
         self.write_config(self.config, f"app-{self.name}", ["poll", "dedup", "sink"])
         self.settings: Settings = load_settings(self.config)

@@ -78,16 +78,8 @@ class TableDiscovery:
         for name in self.settings.source.selection.resolve(tracked):
             if name.casefold() not in tracked_folded:
                 continue  # a table named outright but not tracked: handled below
-            if name not in registry.specs:
-                await self._add(name)
-            elif name in registry.untracked:
-                del registry.untracked[name]
-                log.warning(
-                    "table %s: change-tracked again; polling resumes (a saved version older "
-                    "than the new minimum valid version follows the table's snapshot mode)",
-                    name,
-                    extra={"ctstream": {"table": name}},
-                )
+            if name not in registry.specs or name in registry.untracked:
+                await self._add(name)  # described again: it may be a new table by that name
         for name in list(registry.specs):
             if name.casefold() not in tracked_folded and name not in registry.untracked:
                 message = (
@@ -131,8 +123,17 @@ class TableDiscovery:
         registry.found_at[name] = time.time()
         if drift.notes():
             registry.schema_notes[name] = drift.notes()
-        self.topics.add_table(spec)
+        self.topics.add_table(spec)  # for a table tracked again: its topics are known
         self._said.pop(name, None)
+        if registry.untracked.pop(name, None) is not None:
+            log.warning(
+                "table %s: change-tracked again; polling resumes (a saved version older than "
+                "the new minimum valid version follows snapshot_mode %s)",
+                name,
+                settings.source.snapshot_mode_of(name),
+                extra={"ctstream": {"table": name}},
+            )
+            return
         log.warning(
             "table %s: newly change-tracked and selected by source.tables; now carried "
             "(snapshot_mode %s)",

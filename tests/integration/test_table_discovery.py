@@ -53,7 +53,8 @@ async def test_patterns_new_and_untracked_tables(make_harness: Any) -> None:
     h = make_harness(
         tables,
         selection=["orders_*", "!orders_tmp*"],
-        source_extra='discover_interval = "1s"',
+        source_extra='discover_interval = "1s"\n'
+        'table_snapshot_mode = { "orders_b" = "when_needed" }',
     )
     h.tables = ["orders_a", "orders_b"]
     worker = await h.start_worker()
@@ -109,6 +110,19 @@ async def test_patterns_new_and_untracked_tables(make_harness: Any) -> None:
     await h.wait_equal(timeout=60)  # the others keep flowing
     after = await h.query("SELECT COUNT(*) AS n FROM `{ds}.orders_b_latest`")
     assert after == before
+
+    # Tracked again: it resumes — its saved version is older than the new minimum valid
+    # version, so (snapshot_mode when_needed) it is read whole, late rows included.
+    track_database(h.db, ["orders_b"])
+    h.tables.append("orders_b")
+    await wait_for(
+        "orders_b carried again",
+        lambda: h.status(worker)["tables"]["orders_b"]["state"] != "untracked",
+        30,
+        h,
+    )
+    await h.wait_equal(timeout=60)
+    assert "orders_b: change-tracked again" in h.full_logs()
     assert worker.proc.poll() is None
     assert await h.query("SELECT reason FROM `{ds}._error_records`") == []
 

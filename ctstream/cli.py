@@ -183,6 +183,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sqlite_untrack(args: argparse.Namespace) -> int:
+    from ctstream.streams.sqlite_tracking import untrack_database
+
+    for table, was in untrack_database(args.db, args.tables).items():
+        print(f"{table!r}: change tracking {'turned off' if was else 'was not on'}")
+    return 0
+
+
 def _cmd_sqlite_cleanup(args: argparse.Namespace) -> int:
     from ctstream.streams.sqlite_tracking import cleanup_database
 
@@ -301,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long changes are kept before cleanup may drop them (default 2d, as SQL Server)",
     )
     track.set_defaults(func=_cmd_sqlite_track)
+    untrack = sqlite_sub.add_parser(
+        "untrack",
+        help="turn off change tracking for tables",
+        description="Drop the tables' triggers and change tables (ALTER TABLE … DISABLE "
+        "CHANGE_TRACKING). A running pipeline notices within source.discover_interval and "
+        "stops polling them; their data in BigQuery stays.",
+    )
+    untrack.add_argument("db", help="SQLite database file")
+    untrack.add_argument("tables", nargs="+", metavar="TABLE")
+    untrack.set_defaults(func=_cmd_sqlite_untrack)
     cleanup = sqlite_sub.add_parser(
         "cleanup",
         help="drop change rows past retention (SQL Server's auto cleanup)",

@@ -395,6 +395,19 @@ def track_database(
             raise SourceError(f"could not enable change tracking in {str(path)!r}: {exc}") from exc
 
 
+def untrack_database(path: str | Path, tables: Sequence[str]) -> dict[str, bool]:
+    """Turn tracking off for ``tables``; per table, whether it was on."""
+    if not Path(path).is_file():
+        raise SourceError(f"SQLite database {str(path)!r} not found; check the path")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        try:
+            return {t: disable_tracking(conn, t) for t in tables}
+        except sqlite3.Error as exc:
+            raise SourceError(
+                f"could not turn off change tracking in {str(path)!r}: {exc}"
+            ) from exc
+
+
 def cleanup_database(path: str | Path, now: float | None = None) -> dict[str, int]:
     """:func:`cleanup` on a database file; change rows removed per table."""
     if not Path(path).is_file():

@@ -22,6 +22,7 @@ from ctstream.streams.sqlite_tracking import (
     reported_operation,
     track_database,
     tracked_tables,
+    untrack_database,
 )
 
 
@@ -358,3 +359,23 @@ def test_quote_ident() -> None:
     assert quote_ident("x]y;z") == '"x]y;z"'
     with pytest.raises(SourceError):
         quote_ident("a\x00b")
+
+
+def test_untrack_database_turns_tracking_off(tmp_path: Path) -> None:
+    from ctstream.cli import main
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+        c.execute("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+    c.close()
+    track_database(path, ["items", "other"])
+    assert main(["sqlite", "untrack", str(path), "items", "nope"]) == 0
+    c = sqlite3.connect(path)
+    try:
+        assert [t.table_name for t in tracked_tables(c)] == ["other"]
+        c.execute("INSERT INTO items VALUES (1)")  # no trigger left behind to fail
+    finally:
+        c.close()
+    with pytest.raises(SourceError, match="not found"):
+        untrack_database(tmp_path / "missing.db", ["items"])

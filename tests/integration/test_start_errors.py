@@ -112,6 +112,15 @@ def test_unusable_table_fails_at_start(
     assert SECRET not in result.stderr + result.stdout
 
 
+def test_patterns_that_select_nothing_fail_at_start(tmp_path: Path, db: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(config_text(db, tables='["unt*", "x?"]'), encoding="utf-8")
+    result = run_worker(config)
+    assert result.returncode != 0
+    assert "selects none of the 1 change-tracked tables (items)" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
 def test_unreachable_kafka_is_a_clear_error(tmp_path: Path, db: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(config_text(db), encoding="utf-8")

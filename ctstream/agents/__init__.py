@@ -70,6 +70,7 @@ def install(
             topics,
             writer,
             pipeline.poll_stats,
+            errors,
             on_unknown_table=discovery.wake if discovery else lambda name: None,
         )
     if "dedup" in roles:

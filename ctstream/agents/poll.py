@@ -27,6 +27,7 @@ from ctstream.settings import Settings
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.change_capture import PollResult, iso_utc, poll_table, snapshot_table
+from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.schema_drift import adopt_schema
 from ctstream.streams.source_reader import SourceReader
 from ctstream.streams.table_registry import TableRegistry
@@ -271,6 +272,7 @@ def install_pollers(
     topics: PipelineTopics,
     writer: BigQueryWriter,
     stats: PollStats,
+    errors: ErrorReporter,
     on_unknown_table: Callable[[str], None] = lambda name: None,
 ) -> None:
     interval = settings.source.poll_interval
@@ -291,7 +293,10 @@ def install_pollers(
             try:
                 tick = PollTick.from_bytes(event.value)
             except ValueError as exc:
-                log.warning("ignoring a poll tick at offset %s: %s", event.message.offset, exc)
+                # Not ours or damaged: parked with its reason, like a bad change event.
+                await errors.report(
+                    reason=f"poll tick: {exc}", payload=event.value, message=event.message
+                )
                 continue
             name = tick.table
             if name not in poller.specs:

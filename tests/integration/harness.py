@@ -222,10 +222,14 @@ storage_endpoint = "{stack.bigquery_grpc}"
         return await self.writer.query(sql.replace("{ds}", f"local.ds_{self.name}"))
 
     async def produce_raw(
-        self, table: str, items: Sequence[tuple[bytes | None, bytes | None, float]]
+        self,
+        table: str,
+        items: Sequence[tuple[bytes | None, bytes | None, float]],
+        topic: str | None = None,
     ) -> None:
-        """Produce (key, value, timestamp_s) messages straight to a table's raw topic."""
-        topic = TopicNames(self.settings.kafka.topic_prefix).raw(self.spec(table))
+        """Produce (key, value, timestamp_s) messages straight to a table's raw topic (or
+        to ``topic``)."""
+        topic = topic or TopicNames(self.settings.kafka.topic_prefix).raw(self.spec(table))
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka.bootstrap_servers, acks="all"
         )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ctstream.models import ChangeEvent, encode_key, unique_id
+from ctstream.streams.topics import TopicNames
 
 pytestmark = pytest.mark.integration
 
@@ -135,15 +136,25 @@ async def test_poison_messages_go_to_the_error_records_with_a_reason(make_harnes
             (good_key, bad_type, time.time()),
         ],
     )
+    # Every topic the pipeline reads: the deduped topic (the sink) and the poll ticks.
+    names = TopicNames(h.settings.kafka.topic_prefix)
+    huge = b'{"table_name": "items", "pad": "' + b"x" * 200_000 + b'"}'
+    await h.produce_raw("items", [(b"z", huge, time.time())], topic=names.deduped(h.spec("items")))
+    await h.produce_raw("items", [(b"items", b"\x00tick?", time.time())], topic=names.poll_ticks)
     h.execute("INSERT INTO items VALUES (1, 'fine', 2.5)")
     await h.wait_equal(timeout=60)
     await h.wait_caught_up(timeout=60)
-    rows = await h.query("SELECT reason, payload FROM `{ds}._error_records`")
+    rows = await h.query("SELECT reason, payload, topic FROM `{ds}._error_records`")
     reasons = " | ".join(r["reason"] for r in rows)
     assert "not JSON" in reasons
     assert "missing field" in reasons
     assert "column 'price'" in reasons and "expected a number" in reasons
     assert any("not a number" in (r["payload"] or "") for r in rows)
+    by_topic: dict[str, str] = {}
+    for r in rows:
+        by_topic[r["topic"]] = by_topic.get(r["topic"], "") + " | " + r["reason"]
+    assert "sink: " in by_topic[names.deduped(h.spec("items"))]
+    assert "poll tick: " in by_topic[names.poll_ticks]
 
 
 async def test_worker_killed_and_restarted_neither_loses_nor_repeats_rows(

@@ -1,4 +1,4 @@
-"""Two fixes to faust's offset bookkeeping, without which a restart can lose messages.
+"""Fixes to faust's offset bookkeeping and table recovery (a restart could lose messages).
 
 Found by ctstream's kill-and-restart test (a worker SIGKILLed mid-stream, another one
 started): single messages went missing from BigQuery although they were in the deduped
@@ -28,6 +28,13 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
 5. Commits are capped below the first offset of any batch an agent has not finished
    (``commit_ceilings``, fed by agents/batches.py): found by the test that stops a worker
    while BigQuery is down, where faust committed a batch that was still being retried.
+6. Table recovery reads a changelog up to its "highwater", which faust takes from
+   ListOffsets; the embedded broker answers that with the base offset of the last record
+   batch + 1 (streams/kafka_offsets.py), so recovery stopped short of the last batch (dedup
+   ids missed, duplicates let through), and after a rebalance while running a worker
+   crashed: its in-memory table had applied offsets above that highwater, which faust's
+   consistency check reads as data removed from the topic (found by the test that tracks a
+   new table while two workers run). The highwaters are corrected to the true end.
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/integration/test_pipeline.py the kill-and-restart behaviour.
 """
@@ -39,9 +46,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka import TopicPartition
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.utils.functional import consecutive_numbers
+
+from ctstream.streams.kafka_offsets import true_end_offsets
 
 log = logging.getLogger("ctstream.faust")
 
@@ -113,18 +124,34 @@ _original_perform_seek = Consumer.perform_seek
 
 
 async def perform_seek(self: Any) -> None:
-    """Seek to the committed offsets; where none is committed yet, remember the position
-    reading starts from, so a hole right there is not committed past either."""
+    """Seek to the committed offsets; where none is committed yet, seek to the beginning
+    (``auto_offset_reset = earliest``) and take that as the committed offset, so a hole
+    right there is not committed past either.
+
+    Seeking there explicitly matters for a partition assigned while running (a table found
+    by discovery): records fetched before its stream was ready are skipped, yet move the
+    fetch position on, and with nothing committed no seek brought them back — they were
+    never processed, and then committed past (found by the discovery test with two
+    workers).
+    """
     await _original_perform_seek(self)
-    for tp in self.assignment():
-        if self._committed_offset[tp] is None and self.app.topics.acks_enabled_for(tp.topic):
-            try:
-                position = await asyncio.wait_for(self.position(tp), 10.0)
-            except (TimeoutError, Exception) as exc:  # keep faust's behaviour for this tp
-                log.warning("no start position for %s (%r); commits as faust does", tp, exc)
-                continue
-            if position is not None and position >= 0:
-                self._committed_offset[tp] = position
+    fresh = [
+        tp
+        for tp in self.assignment()
+        if self._committed_offset[tp] is None and self.app.topics.acks_enabled_for(tp.topic)
+    ]
+    if not fresh:
+        return
+    try:
+        beginnings = await asyncio.wait_for(self.earliest_offsets(*fresh), 10.0)
+    except (TimeoutError, Exception) as exc:  # keep faust's behaviour for these
+        log.warning("no start offsets for %s (%r); commits as faust does", fresh, exc)
+        return
+    for tp in fresh:
+        start = beginnings.get(tp)
+        if start is not None and start >= 0:
+            await self.seek(tp, start)
+            self._committed_offset[tp] = start
 
 
 async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
@@ -191,6 +218,34 @@ async def resume_streams(self: Any, generation_id: int = 0) -> None:
     self.log.info("Worker ready")
 
 
+_original_build_highwaters = Recovery._build_highwaters
+
+
+async def build_highwaters(
+    self: Any, consumer: Any, tps: Any, destination: Any, title: str
+) -> None:
+    """faust's ``Recovery._build_highwaters``, then each raised to the true end (fix 6)."""
+    await _original_build_highwaters(self, consumer, tps, destination, title)
+    if not tps:
+        return
+    conf = self.app.conf
+    bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in conf.broker)
+    options = dict(credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
+    parts = {tp: TopicPartition(tp.topic, tp.partition) for tp in tps}
+    try:
+        ends = await asyncio.wait_for(
+            true_end_offsets(bootstrap, list(parts.values()), client_options=options),
+            conf.broker_request_timeout,
+        )
+    except Exception as exc:  # keep faust's values: a short recovery, not a stuck one
+        log.warning("reading the true end of the %s changelogs failed: %r", title, exc)
+        return
+    for tp, part in parts.items():
+        end = ends.get(part)
+        if end is not None and end - 1 > destination[tp]:  # faust's highwater is end - 1
+            destination[tp] = end - 1
+
+
 def apply() -> None:
     global _APPLIED
     if _APPLIED:
@@ -202,4 +257,5 @@ def apply() -> None:
     Consumer._filter_committable_offsets = filter_committable_offsets  # type: ignore[method-assign]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     Recovery._resume_streams = resume_streams  # type: ignore[method-assign]
+    Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
     _APPLIED = True

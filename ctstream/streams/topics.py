@@ -190,7 +190,10 @@ class PipelineTopics:
 
         faust's conductor ignores a change signalled while a rebalance is under way.
         """
-        subscribed = set(self.app.topics._topic_name_index)
+        conductor = self.app.topics
+        if self.app.rebalancing or conductor._tp_to_callback_lock.locked():
+            return []  # mid-change: the index is being rebuilt; look again next round
+        subscribed = set(conductor._topic_name_index)
         wanted: list[str] = []
         for source in (self.raw_source, self.deduped_source):
             # Only a source an agent iterates over (its clones are registered).

@@ -152,6 +152,21 @@ async def test_twenty_tables_spread_over_two_workers(make_harness: Any) -> None:
     a, b = polled_by(first), polled_by(second)
     await h.wait_equal(timeout=120)
 
+    # A table tracked while both run: each worker finds it, one polls it, and its
+    # topics join both workers' subscriptions (a rebalance) without losing anything.
+    h.execute(orders("t20"))
+    h.execute("INSERT INTO t20 VALUES (?, ?, ?)", [(i, f"old {i}", i) for i in range(25)])
+    track_database(h.db, ["t20"])
+    names.append("t20")
+    h.tables = list(names)
+    changes(h, "t20", 500, 20)
+    changes(h, "t03", 200, 20)
+    await h.wait_equal(timeout=120)
+    for worker in (first, second):
+        await wait_for(
+            "both workers know t20", lambda w=worker: "t20" in h.status(w)["tables"], 30, h
+        )
+
     # One worker leaves: the other takes over every table.
     h.stop_worker(first)
     polls = {n: t["polls"] for n, t in h.status(second)["tables"].items()}

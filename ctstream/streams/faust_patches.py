@@ -131,8 +131,7 @@ async def perform_seek(self: Any) -> None:
     Seeking there explicitly matters for a partition assigned while running (a table found
     by discovery): records fetched before its stream was ready are skipped, yet move the
     fetch position on, and with nothing committed no seek brought them back — they were
-    never processed, and then committed past (found by the discovery test with two
-    workers).
+    never processed (found by the discovery test with two workers).
     """
     await _original_perform_seek(self)
     fresh = [

@@ -669,3 +669,53 @@ def _short(frame: str) -> str:
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{name} ({path})"
+
+
+@dataclass
+class ChildRun:
+    """What ``run_child`` measured: the child's result file, its CPU and its profile."""
+
+    state: dict[str, Any]
+    meter: CpuMeter
+    profiler: Profiler | None
+
+
+async def run_child_process(
+    argv: Sequence[str],
+    label: str,
+    workdir: Path,
+    out: Path,
+    log: Path,
+    meter_groups: dict[str, list[int]],
+    events: int,
+    profile: bool,
+    timeout: float,  # noqa: ASYNC109 - the child's whole run, checked while polling
+) -> ChildRun:
+    """Run ``python -m argv…`` until it writes ``out`` (JSON), metering its CPU (under
+    ``label``, with ``meter_groups``) and profiling it when asked; stop it after."""
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
+            [sys.executable, "-m", *argv], stdout=fh, stderr=subprocess.STDOUT
+        )
+    progress(f"{label}: pid {proc.pid}")
+    meter = CpuMeter({label: [proc.pid], **meter_groups})
+    meter.start()
+    profiler = Profiler([proc.pid], workdir, events / 1000 + 60) if profile else None
+    try:
+        deadline = time.monotonic() + timeout
+        # Local files polled between sleeps: quick, and the benchmark has nothing else to do.
+        while not out.exists():  # noqa: ASYNC240
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-3000:]  # noqa: ASYNC240
+                raise RuntimeError(f"{label} failed or timed out; its log ends:\n{tail}")
+            await asyncio.sleep(0.2)
+        meter.stop()
+        if profiler:
+            profiler.stop()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return ChildRun(json.loads(out.read_text()), meter, profiler)  # noqa: ASYNC240

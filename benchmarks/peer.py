@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ from benchmarks.common import (
     print_result,
     produce_events,
     progress,
+    run_child_process,
     settings_of,
     stack_groups,
     table_names,
@@ -114,35 +113,14 @@ async def run_child(
     topics = ",".join(names.raw(s) for s in specs.values())
     module = {"quix": "benchmarks.quix_peer", "floor": "benchmarks.aiokafka_floor"}[kind]
     extra = ["--state-dir", str(workdir / "quix-state")] if kind == "quix" else []
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
-            [sys.executable, "-m", module, "--bootstrap", stack.kafka_bootstrap,
-             "--topics", topics, "--endpoint", stack.bigquery_endpoint, "--dataset", dataset,
-             "--rows", str(args.rows), "--out", str(out), "--batch-rows", str(args.batch_rows),
-             "--batch-wait", str(args.batch_wait), *extra],
-            stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    progress(f"{kind} peer pid {proc.pid}")
-    meter = CpuMeter({kind: [proc.pid], **stack_groups(stack)})
-    meter.start()
-    profiler = Profiler([proc.pid], workdir, events / 1000 + 60) if args.profile else None
-    try:
-        deadline = time.monotonic() + 1800
-        while not out.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the {kind} peer failed or timed out; its log ends:\n{tail}")
-            await asyncio.sleep(0.2)
-        meter.stop()
-        if profiler:
-            profiler.stop()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    state = json.loads(out.read_text())
+    run = await run_child_process(
+        [module, "--bootstrap", stack.kafka_bootstrap,
+         "--topics", topics, "--endpoint", stack.bigquery_endpoint, "--dataset", dataset,
+         "--rows", str(args.rows), "--out", str(out), "--batch-rows", str(args.batch_rows),
+         "--batch-wait", str(args.batch_wait), *extra],
+        f"{kind} peer", workdir, out, log, stack_groups(stack), events, args.profile, 1800,
+    )  # fmt: skip
+    state, meter, profiler = run.state, run.meter, run.profiler
     seconds = state["last"] - state["first"]
     in_views = await count_latest(writer, list(specs))
     writer.close()

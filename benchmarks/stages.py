@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from benchmarks.common import (
     machine_line,
     produce_events,
     progress,
+    run_child_process,
     settings_of,
     stack_groups,
     table_names,
@@ -135,34 +135,14 @@ async def _baseline(
     out = workdir / f"baseline-{mode}.json"
     await ensure_topics(stack.kafka_bootstrap, [f"{cfg.prefix}.baseline-out"], args.partitions, 1)
     log = workdir / f"baseline-{mode}.log"
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
-            [sys.executable, "-m", "benchmarks.faust_baseline", "--config", str(config),
-             "--mode", mode, "--events", str(events), "--out", str(out),
-             "--app-id", f"stage-{mode}"],
-            stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    progress(f"{mode}: Faust baseline pid {proc.pid} reading {events} events")
-    meter = CpuMeter({"baseline": [proc.pid], "broker": [stack.broker_pid]})
-    meter.start()
-    profiler = Profiler([proc.pid], workdir, events / 1000 + 60) if args.profile else None
-    try:
-        deadline = time.monotonic() + 900
-        while not out.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{mode} baseline failed or timed out; log ends:\n{tail}")
-            await asyncio.sleep(0.2)
-        meter.stop()
-        if profiler:
-            profiler.stop()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    state = json.loads(out.read_text())
+    run = await run_child_process(
+        ["benchmarks.faust_baseline", "--config", str(config),
+         "--mode", mode, "--events", str(events), "--out", str(out),
+         "--app-id", f"stage-{mode}"],
+        f"{mode} baseline", workdir, out, log, {"broker": [stack.broker_pid]}, events,
+        args.profile, 900,
+    )  # fmt: skip
+    state, meter, profiler = run.state, run.meter, run.profiler
     seconds = state["last"] - state["first"]
     del settings
     return {

@@ -67,13 +67,13 @@ def install_dedup(
             await run_batch(app, events, dedup_batch, "dedup batch")
 
     async def dedup_batch(events: Sequence[Any]) -> None:
-        fresh: list[tuple[Any, str, str]] = []  # (event, table, unique id)
+        fresh: list[tuple[Any, str, ChangeEvent]] = []  # (event, table, change)
         in_batch: set[str] = set()
         for event in events:
             table = topics.table_of_raw_topic.get(event.message.topic, event.message.topic)
             stats.seen[table] = stats.seen.get(table, 0) + 1
             try:
-                uid = _unique_id_of(event, table)
+                change = _change_of(event, table)
             except BadEvent as exc:
                 stats.bad += 1
                 await errors.report(
@@ -84,12 +84,13 @@ def install_dedup(
                 )
                 continue
             set_current_event(event)  # window lookups use this event's timestamp
+            uid = change.message_unique_id
             copies = seen_ids[uid]
             if uid in in_batch or copies.current() or copies.delta(window):
                 stats.dropped[table] = stats.dropped.get(table, 0) + 1
                 continue
             in_batch.add(uid)
-            fresh.append((event, table, uid))
+            fresh.append((event, table, change))
         set_current_event(None)
         if not fresh:
             return
@@ -103,22 +104,22 @@ def install_dedup(
             10.0,
             should_abort=lambda: bool(app.should_stop),
         )
-        for event, table, uid in fresh:
+        for event, table, change in fresh:
             set_current_event(event)
-            seen_ids[uid] = 1
+            seen_ids[change.message_unique_id] = 1
             stats.forwarded[table] = stats.forwarded.get(table, 0) + 1
         set_current_event(None)
 
-    async def _send_all(fresh: list[tuple[Any, str, str]]) -> None:
+    async def _send_all(fresh: list[tuple[Any, str, ChangeEvent]]) -> None:
         send = app.producer.send
         try:
             pending = []
-            for e, table, _ in fresh:
+            for e, table, change in fresh:
                 key, ts = e.message.key, e.message.timestamp
                 pending.append(await send(deduped[table].topics[0], key, e.value, None, ts, None))
                 spec = specs.get(table)
                 if spec is not None and spec.restricted:
-                    copy = restricted_copy(e.value, spec)
+                    copy = restricted_copy(change, spec)
                     topic = topics.restricted[table].topics[0]
                     pending.append(await send(topic, key, copy, None, ts, None))
             await asyncio.gather(*pending)
@@ -130,19 +131,18 @@ class KafkaSendFailed(CtstreamError):
     retriable = True
 
 
-def restricted_copy(value: bytes, spec: TableSpec) -> bytes:
+def restricted_copy(change: ChangeEvent, spec: TableSpec) -> bytes:
     """The event with the restricted copy's columns NULL (a delete carries only its key)."""
-    change = ChangeEvent.from_bytes(value)
     targets = spec.targets
     hidden = {*spec.restricted, *(targets[c] for c in spec.restricted if c in targets)}
     row = {k: (None if k in hidden else v) for k, v in change.row.items()}
     return replace(change, row=row).to_bytes()
 
 
-def _unique_id_of(event: Any, table: str) -> str:
+def _change_of(event: Any, table: str) -> ChangeEvent:
     change = ChangeEvent.from_bytes(event.value)
     if change.table_name != table:
         raise BadEvent(
             f"table_name {change.table_name!r} does not belong on topic {event.message.topic}"
         )
-    return change.message_unique_id
+    return change

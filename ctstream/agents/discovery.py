@@ -126,18 +126,14 @@ class TableDiscovery:
         self.topics.add_table(spec)  # for a table tracked again: its topics are known
         self._said.pop(name, None)
         if registry.untracked.pop(name, None) is not None:
-            log.warning(
-                "table %s: change-tracked again; polling resumes (a saved version older than "
-                "the new minimum valid version follows snapshot_mode %s)",
-                name,
-                settings.source.snapshot_mode_of(name),
-                extra={"ctstream": {"table": name}},
-            )
-            return
+            what = "change-tracked again; polling resumes (a saved version older than the new "
+            what += "minimum valid version follows its snapshot mode)"
+        else:
+            what = "newly change-tracked and selected by source.tables; now carried"
         log.warning(
-            "table %s: newly change-tracked and selected by source.tables; now carried "
-            "(snapshot_mode %s)",
+            "table %s: %s (snapshot_mode %s)",
             name,
+            what,
             settings.source.snapshot_mode_of(name),
             extra={"ctstream": {"table": name}},
         )

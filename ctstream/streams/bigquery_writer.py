@@ -163,16 +163,23 @@ class BigQueryWriter:
         )
         self._validators[spec.bq_table] = RowValidator(fields)
 
-    async def add_columns(self, spec: TableSpec, options: BigQueryTableOptions) -> list[str]:
+    async def add_columns(
+        self,
+        spec: TableSpec,
+        options: BigQueryTableOptions,
+        table: bigquery.Table | None = None,
+    ) -> list[str]:
         """Add the spec's columns the BigQuery table lacks (NULLABLE); returns their names.
 
-        ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` first, then the table's schema metadata if
-        it still lacks them: real BigQuery updates both with the DDL; bqemulator keeps its
-        storage and its catalog apart and needs both, in the same column order.
+        ``table``: the table as just read, if the caller has it. ``ALTER TABLE … ADD COLUMN
+        IF NOT EXISTS`` first, then the table's schema metadata if it still lacks them: real
+        BigQuery updates both with the DDL; bqemulator keeps its storage and its catalog
+        apart and needs both, in the same column order.
         """
         fields = table_schema(spec, options.policy_tags)
         name = spec.bq_table
-        table = await self.table(name)
+        if table is None:
+            table = await self.table(name)
         have = {f.name.lower() for f in table.schema}
         missing = [f for f in fields if f.name.lower() not in have]
         await self._apply_policy_tags(table, fields)

@@ -115,7 +115,7 @@ async def adopt_schema(
     returns the drift (with the spec to poll with) and the columns added."""
     table = await writer.table(spec.bq_table)
     drift = reconcile(spec, list(table.schema))
-    added = await writer.add_columns(drift.spec, options)
+    added = await writer.add_columns(drift.spec, options, table)
     if spec.restricted:  # the restricted copy follows the same columns
         await writer.add_columns(drift.spec.restricted_copy(), options)
     return drift, added

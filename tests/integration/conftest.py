@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctstream.streams.local_stack import StackInfo, stack_running
+from tests.integration.fault_proxy import FaultProxy, fault_proxy
 from tests.integration.harness import Harness
 
 
@@ -30,3 +31,11 @@ async def make_harness(stack: StackInfo, tmp_path: Path) -> AsyncIterator[type[H
     yield make
     for harness in made:
         harness.close()
+
+
+@pytest.fixture
+async def bigquery_proxy(stack: StackInfo) -> AsyncIterator[tuple[FaultProxy, str]]:
+    """The emulator behind a proxy: faults on demand (fault_proxy.py), and a record of the
+    table creates and updates sent to it. Yields the proxy and its endpoint."""
+    async with fault_proxy(stack.bigquery_endpoint) as proxy_and_endpoint:
+        yield proxy_and_endpoint

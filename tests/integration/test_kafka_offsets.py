@@ -80,7 +80,9 @@ async def test_a_topic_being_written_to_still_gets_an_end(stack: StackInfo) -> N
 
     writer = asyncio.create_task(keep_writing())
     try:
+        deadline = time.monotonic() + 20
         while sent < 50:
+            assert time.monotonic() < deadline, f"only {sent} messages written in 20 s"
             await asyncio.sleep(0.05)
         before = sent
         ends = await asyncio.wait_for(true_end_offsets(stack.kafka_bootstrap, [tp]), 20)

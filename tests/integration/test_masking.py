@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,8 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ctstream.streams.kafka_offsets import true_end_offsets
-from ctstream.streams.local_stack import StackInfo
-from tests.integration.fault_proxy import FaultProxy, fault_proxy
+from tests.integration.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
@@ -118,18 +116,11 @@ async def bigquery_text(h: Any) -> str:
     return "\n".join(text)
 
 
-@pytest.fixture
-async def recorded(stack: StackInfo) -> AsyncIterator[tuple[FaultProxy, str]]:
-    """The emulator behind a pass-through proxy that records table creates and updates
-    (the emulator keeps no policy tags, so what ctstream asked for is checked there)."""
-    async with fault_proxy(stack.bigquery_endpoint) as proxy_and_endpoint:
-        yield proxy_and_endpoint
-
-
 async def test_masked_columns_never_appear_in_clear(
-    make_harness: Any, recorded: tuple[FaultProxy, str]
+    make_harness: Any, bigquery_proxy: tuple[FaultProxy, str]
 ) -> None:
-    proxy, endpoint = recorded
+    # The emulator keeps no policy tags: what ctstream asked for is checked at the proxy.
+    proxy, endpoint = bigquery_proxy
     h = make_harness(
         {"people": PEOPLE, "orders": ORDERS},
         source_extra=SOURCE,

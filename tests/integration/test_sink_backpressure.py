@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.topics import TopicNames
-from tests.integration.fault_proxy import FaultProxy, fault_proxy
+from tests.integration.fault_proxy import FaultProxy
 from tests.integration.harness import SECRET
 
 pytestmark = pytest.mark.integration
@@ -24,16 +22,10 @@ pytestmark = pytest.mark.integration
 ITEMS = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL)"
 
 
-@pytest.fixture
-async def flaky(stack: StackInfo) -> AsyncIterator[tuple[FaultProxy, str]]:
-    async with fault_proxy(stack.bigquery_endpoint) as proxy_and_endpoint:
-        yield proxy_and_endpoint
-
-
 async def test_sink_retries_without_acknowledging_then_catches_up(
-    make_harness: Any, flaky: tuple[FaultProxy, str]
+    make_harness: Any, bigquery_proxy: tuple[FaultProxy, str]
 ) -> None:
-    proxy, endpoint = flaky
+    proxy, endpoint = bigquery_proxy
     h = make_harness({"items": ITEMS}, bigquery_endpoint=endpoint)
     worker = await h.start_worker()
     h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"before {i}", 1.0) for i in range(50)])
@@ -69,11 +61,11 @@ async def test_sink_retries_without_acknowledging_then_catches_up(
 
 
 async def test_stopping_a_worker_while_bigquery_is_down_loses_nothing(
-    make_harness: Any, flaky: tuple[FaultProxy, str]
+    make_harness: Any, bigquery_proxy: tuple[FaultProxy, str]
 ) -> None:
     """A clean stop (SIGTERM) in the middle of retrying must not commit the unwritten batch:
     faust acknowledges the events of a batch whose agent is cancelled."""
-    proxy, endpoint = flaky
+    proxy, endpoint = bigquery_proxy
     h = make_harness({"items": ITEMS}, bigquery_endpoint=endpoint)
     worker = await h.start_worker()
     h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"before {i}", 1.0) for i in range(20)])
@@ -101,11 +93,11 @@ async def repeated_keys(h: Any) -> list[dict[str, Any]]:
 
 
 async def test_a_storm_of_faults_pauses_the_sink_and_loses_nothing(
-    make_harness: Any, flaky: tuple[FaultProxy, str]
+    make_harness: Any, bigquery_proxy: tuple[FaultProxy, str]
 ) -> None:
     """429s, 403 quotaExceeded, dropped connections and answers slower than the request
     timeout, one after another while the source keeps changing."""
-    proxy, endpoint = flaky
+    proxy, endpoint = bigquery_proxy
     h = make_harness(
         {"items": ITEMS}, bigquery_endpoint=endpoint, sink_extra='request_timeout = "1s"'
     )
@@ -139,9 +131,9 @@ async def test_a_storm_of_faults_pauses_the_sink_and_loses_nothing(
 
 
 async def test_requests_too_large_are_split_and_an_oversized_row_is_parked(
-    make_harness: Any, flaky: tuple[FaultProxy, str]
+    make_harness: Any, bigquery_proxy: tuple[FaultProxy, str]
 ) -> None:
-    proxy, endpoint = flaky
+    proxy, endpoint = bigquery_proxy
     proxy.max_body = 40_000  # the emulator itself has no limit; real BigQuery: 10 MB
     h = make_harness({"items": ITEMS}, bigquery_endpoint=endpoint)
     worker = await h.start_worker()

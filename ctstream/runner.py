@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from ctstream.errors import ConfigError, CtstreamError
 from ctstream.log_format import logging_config
 from ctstream.settings import Settings
+from ctstream.streams import crash_points
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.dialects import dialect_for
 from ctstream.streams.kafka_security import client_options
@@ -85,6 +86,9 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
         max_request_bytes=settings.sink.max_request_bytes,
     )
     registry = asyncio.run(preflight(settings, writer))
+    if settings.faults.crash_points:
+        crash_points.arm({str(k): p for k, p in settings.faults.crash_points.items()})
+        log.warning("FAULT TEST: this worker may kill itself at %s", settings.faults.crash_points)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)

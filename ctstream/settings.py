@@ -457,6 +457,18 @@ class AppSettings(_Section):
         return roles
 
 
+CrashPoint = Literal["poll.acked", "snapshot.acked", "dedup.forwarded", "sink.written"]
+
+
+class FaultSettings(_Section):
+    """For fault tests only (tests/faults): leave empty in production."""
+
+    # point → probability of a SIGKILL each time a worker passes it (streams/crash_points.py)
+    crash_points: dict[CrashPoint, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict
+    )
+
+
 class Settings(BaseSettings):
     """All of ctstream's configuration."""
 
@@ -474,6 +486,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     bigquery: BigQuerySettings
     web: WebSettings = WebSettings()
+    faults: FaultSettings = FaultSettings()
 
     @model_validator(mode="after")
     def _bigquery_tables_are_source_tables(self) -> Settings:

@@ -30,6 +30,7 @@ from ctstream.agents.batches import run_batch
 from ctstream.errors import CtstreamError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.streams.backoff import retry_forever
+from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.topics import PipelineTopics
 
@@ -104,6 +105,7 @@ def install_dedup(
             10.0,
             should_abort=lambda: bool(app.should_stop),
         )
+        crash_point("dedup.forwarded")
         for event, table, change in fresh:
             set_current_event(event)
             seen_ids[change.message_unique_id] = 1

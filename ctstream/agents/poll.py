@@ -27,6 +27,7 @@ from ctstream.settings import Settings
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.change_capture import PollResult, iso_utc, poll_table, snapshot_table
+from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.schema_drift import adopt_schema
 from ctstream.streams.source_reader import SourceReader
@@ -139,6 +140,8 @@ class TablePoller:
             else:
                 self._stop(spec, exc, mode)
             return
+        if result.events:
+            crash_point("poll.acked")
         if result.to_version != state.version:
             self._save(name, state.advanced(result.to_version))
         self._record(result)
@@ -234,6 +237,7 @@ class TablePoller:
         self.stats.snapshotting[name] = reason
         log.info("table %s: snapshot starting (%s)", name, reason)
         result = await snapshot_table(self.reader, spec, self._sender(spec))
+        crash_point("snapshot.acked")
         # Recorded before the state is saved: a crash in between repeats the snapshot.
         sink = self.settings.sink
         await retry_forever(

@@ -27,6 +27,7 @@ from ctstream.streams.backoff import RetryAborted, retry_forever
 from ctstream.streams.bigquery_schema import change_row
 from ctstream.streams.bigquery_writer import TOO_LARGE, BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
+from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorRecord, ErrorReporter
 from ctstream.streams.latency import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 from ctstream.streams.topics import PipelineTopics
@@ -168,11 +169,13 @@ def install_sink(
                 inserted_at,  # the rows' bigquery_insert_time
             )
 
+        crash_point("sink.written")
         if bad:
+            await errors.report_many(bad)
+            # Counted once reported: whoever reads the status then finds them in BigQuery.
             for record in bad:
                 key = record.source_table or "?"
                 stats.error_rows[key] = stats.error_rows.get(key, 0) + 1
-            await errors.report_many(bad)
         stats.batches += 1
         stats.last_batch_at = time.time()
         stats.last_batch_rows = len(events)

@@ -1,4 +1,5 @@
-"""Shared fixtures for tests on the real local stack (broker, emulator, SQLite ODBC)."""
+"""Shared fixtures for tests on the real local stack (broker, emulator, SQLite ODBC): one
+stack per session, used by tests/integration and tests/faults."""
 
 from __future__ import annotations
 

@@ -1,0 +1,435 @@
+"""A fault run: a realistic workload through several worker processes while faults land.
+
+Faults: SIGKILL of random workers (pollers included) and at the crash points that matter
+for at-least-once delivery (``faults.crash_points``: after Kafka's ack before the version
+save, after BigQuery's accept before the offset commit, ...); a worker joining and leaving
+while the dedup window is full; BigQuery refusing every insert for a while, then storms of
+mixed errors; poison messages on every topic the pipeline reads; the source's change
+retention overrun. Then the invariants (see README.md) are checked and a summary printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ctstream.demo import WorkerProcess, _worker_status, start_worker, wait_until_polling
+from ctstream.models import TableSpec
+from ctstream.streams.local_stack import StackInfo
+from ctstream.streams.sqlite_tracking import cleanup_database
+from ctstream.streams.topics import TopicNames
+from tests.faults.invariants import (
+    dedup_effect,
+    poison_not_reported,
+    read_all,
+    unique_ids,
+    versions_going_backwards,
+)
+from tests.faults.poison import Poison, inject
+from tests.faults.workload import TABLES, Workload, create_bookkeeping
+from tests.integration.fault_proxy import FaultProxy, fault_proxy
+from tests.integration.harness import Harness
+
+READY = "Recovery]: Worker ready"  # faust's line once a worker's tables are recovered
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """How much of each fault one run injects. The defaults are the bounded CI form."""
+
+    seconds: float = 120.0  # the workload runs this long, faults land within it
+    rate: float = 150.0  # source row changes per second
+    workers: int = 2
+    kills: int = 4  # SIGKILLs of a random worker at a random moment (+1 per crash point)
+    # Each round arms every point once, on one worker, which then dies there.
+    crash_points: Sequence[str] = ("poll.acked", "dedup.forwarded", "sink.written")
+    crash_rounds: int = 1
+    rebalances: int = 1  # a worker joins, stays a while, leaves
+    outage: float = 40.0  # seconds BigQuery refuses every insert (half 503, half resets)
+    storm: float = 15.0  # seconds of rapidly changing BigQuery errors and slowness
+    poison_rounds: int = 1
+    overruns: int = 1  # the source's cleanup drops changes not yet polled
+    seed_rows: int = 300  # rows per table before tracking starts (the first snapshot)
+    settle: float = 300.0  # how long the pipeline may take to catch up afterwards
+    seed: int = 1
+
+
+@dataclass
+class Summary:
+    kills: Counter[str] = field(default_factory=Counter)
+    poller_kills: int = 0
+    crash_points_missed: Counter[str] = field(default_factory=Counter)
+    rebalances: int = 0
+    outage_seconds: float = 0.0
+    storms: int = 0
+    refused_requests: int = 0
+    poison: int = 0
+    overruns: int = 0
+    changes: Counter[str] = field(default_factory=Counter)
+    raw_events: int = 0
+    raw_copies: int = 0  # events in the raw log whose unique id came before (re-reads)
+    deduped_copies: int = 0  # copies forwarded by dedup (the latest views drop them)
+    duplicates_dropped: int = 0
+    rows_lost: int = 0
+    elapsed: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        kills = ", ".join(f"{k} {n}" for k, n in sorted(self.kills.items()))
+        missed = sum(self.crash_points_missed.values())
+        return (
+            f"faults: {sum(self.kills.values())} SIGKILLs ({kills}; {self.poller_kills} of "
+            f"a polling worker; crash points armed but not reached: {missed}), "
+            f"{self.rebalances} join/leave rebalances, BigQuery down {self.outage_seconds:.0f}s "
+            f"+ {self.storms} error storms ({self.refused_requests} requests refused), "
+            f"{self.poison} poison messages, {self.overruns} tables past retention | "
+            f"changes {sum(self.changes.values())} "
+            f"({', '.join(f'{k} {n}' for k, n in sorted(self.changes.items()))}), "
+            f"raw events {self.raw_events} ({self.raw_copies} copies), duplicates dropped "
+            f"{self.duplicates_dropped} ({self.deduped_copies} passed, kept out of the views), "
+            f"rows lost {self.rows_lost} | {self.elapsed:.0f}s | "
+            + ("OK" if not self.problems else f"{len(self.problems)} PROBLEMS")
+        )
+
+
+@dataclass
+class _Slot:
+    index: int
+    worker: WorkerProcess | None = None
+    busy: bool = False  # a fault is being applied to it: the watchdog keeps off
+    ready_mark: int = 0  # "Worker ready" lines in its log before its last start
+
+
+class FaultRun:
+    def __init__(
+        self, h: Harness, proxy: FaultProxy, plan: FaultPlan, say: Callable[[str], None]
+    ) -> None:
+        self.h, self.proxy, self.plan, self.say = h, proxy, plan, say
+        self.rng = random.Random(plan.seed)
+        self.summary = Summary()
+        self.slots = [_Slot(i) for i in range(plan.workers)]
+        self.joiner = _Slot(plan.workers)
+        self.poison: list[Poison] = []
+        self.workload = Workload(h.db, plan.rate, plan.seed)
+        self.started = time.monotonic()
+        self.done = asyncio.Event()
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _config(self, armed: str | None) -> Path:
+        if armed is None:
+            return self.h.config
+        path = self.h.workdir / f"armed-{armed}.toml"
+        self.h.write_config(path, self.h.settings.app.id, ["poll", "dedup", "sink"])
+        with path.open("a", encoding="utf-8") as f:
+            f.write(f'\n[faults]\ncrash_points = {{ "{armed}" = 1.0 }}\n')
+        return path
+
+    def _start(self, slot: _Slot, armed: str | None = None) -> None:
+        log = self.h.workdir / f"worker-{slot.index}.log"
+        slot.ready_mark = log.read_text(errors="replace").count(READY) if log.exists() else 0
+        slot.worker = start_worker(self._config(armed), self.h.workdir, slot.index)
+        self.h.workers.append(slot.worker)
+
+    async def _kill(self, slot: _Slot) -> None:
+        assert slot.worker is not None
+        status = await asyncio.to_thread(_worker_status, slot.worker.web_port) or {}
+        if any(t.get("polls") for t in status.get("tables", {}).values()):
+            self.summary.poller_kills += 1
+        self.h.stop_worker(slot.worker, signal.SIGKILL)
+        slot.worker = None
+
+    def _crash_lines(self, slot: _Slot, point: str) -> int:
+        assert slot.worker is not None
+        return slot.worker.log.read_text(errors="replace").count(f"crash point {point}:")
+
+    async def _wait_exit(self, worker: WorkerProcess, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while worker.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+        return worker.proc.poll()
+
+    async def _wait_answering(self, worker: WorkerProcess, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and worker.proc.poll() is None:
+            if await asyncio.to_thread(_worker_status, worker.web_port) is not None:
+                return
+            await asyncio.sleep(0.5)
+
+    async def watchdog(self) -> None:
+        """A worker that exits without being killed is a failure; it is restarted."""
+        while not self.done.is_set():
+            for slot in self.slots:
+                w = slot.worker
+                if slot.busy or w is None or w.proc.poll() is None:
+                    continue
+                tail = "\n".join(w.log.read_text(errors="replace").splitlines()[-20:])
+                self.summary.problems.append(
+                    f"worker {slot.index} exited by itself (status {w.proc.returncode}):\n{tail}"
+                )
+                self.h.workers.remove(w)
+                self._start(slot)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.done.wait(), 1.0)
+
+    async def _at(self, fraction: float) -> None:
+        """Sleep until ``fraction`` of the run has passed."""
+        delay = self.started + fraction * self.plan.seconds - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _all_ready(self, timeout: float) -> None:
+        """Until every worker has recovered from its last start (faust's "Worker ready")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(s.worker is not None and self._readies(s) > s.ready_mark for s in self.slots):
+                return
+            await asyncio.sleep(0.5)
+        self.say(f"workers not all ready after {timeout:.0f}s; going on")
+
+    def _readies(self, slot: _Slot) -> int:
+        assert slot.worker is not None
+        return slot.worker.log.read_text(errors="replace").count(READY)
+
+    async def process_faults(self) -> None:
+        """Random SIGKILLs and crash points, one at a time, each once the workers recovered
+        from the one before: kept in rebalances, the pipeline would meet the other faults
+        idle."""
+        points = [p for _ in range(self.plan.crash_rounds) for p in self.plan.crash_points]
+        actions: list[str | None] = [None] * self.plan.kills + points
+        self.rng.shuffle(actions)
+        for i, point in enumerate(actions):
+            await self._at((i + self.rng.uniform(0.2, 0.8)) / len(actions) * 0.95)
+            await self._all_ready(timeout=90)
+            slot = self.rng.choice(self.slots)
+            slot.busy = True
+            try:
+                await self._kill(slot)  # a kill at a random moment; the restart may be armed
+                self.summary.kills["random"] += 1
+                self._start(slot, armed=point)
+                if point is not None:
+                    await self._crash_at(slot, point)
+            finally:
+                slot.busy = False
+
+    async def _crash_at(self, slot: _Slot, point: str) -> None:
+        """Wait for an armed worker to kill itself at ``point``; restart it unarmed."""
+        assert slot.worker is not None
+        code = await self._wait_exit(slot.worker, timeout=60)
+        if code == -signal.SIGKILL and self._crash_lines(slot, point):
+            self.summary.kills[point] += 1
+            if point == "poll.acked":
+                self.summary.poller_kills += 1
+            self.h.workers.remove(slot.worker)
+        else:  # it never passed the point (e.g. it owned no partition of that kind)
+            self.summary.crash_points_missed[point] += 1
+            if code is None:
+                await self._kill(slot)
+                self.summary.kills["random"] += 1
+            else:
+                self.h.workers.remove(slot.worker)
+                self.summary.problems.append(f"a worker armed at {point} exited with {code}")
+        self.say(f"crash point {point}: {'reached' if code == -signal.SIGKILL else 'missed'}")
+        self._start(slot)
+
+    async def rebalances(self) -> None:
+        for i in range(self.plan.rebalances):
+            await self._at((i + 0.3) / self.plan.rebalances * 0.9)
+            self._start(self.joiner)
+            assert self.joiner.worker is not None
+            await self._wait_answering(self.joiner.worker, timeout=30)
+            await asyncio.sleep(min(20.0, self.plan.seconds / 8))  # it holds partitions now
+            code = await asyncio.to_thread(self.h.stop_worker, self.joiner.worker)
+            if code != 0:
+                self.summary.problems.append(f"the joining worker left with status {code}")
+            self.joiner.worker = None
+            self.summary.rebalances += 1
+
+    # -- BigQuery, poison, retention ------------------------------------------------------
+
+    async def outage(self) -> None:
+        if self.plan.outage <= 0:
+            return
+        await self._at(0.35)
+        self.say(f"BigQuery down for {self.plan.outage:.0f}s")
+        t0 = time.monotonic()
+        self.proxy.mode = "503"
+        await asyncio.sleep(self.plan.outage / 2)
+        self.proxy.mode = "drop"
+        await asyncio.sleep(self.plan.outage / 2)
+        self.proxy.mode = None
+        self.summary.outage_seconds += time.monotonic() - t0
+
+    async def storm(self) -> None:
+        if self.plan.storm <= 0:
+            return
+        await self._at(0.8)
+        self.proxy.delay = 1.0
+        end = time.monotonic() + self.plan.storm
+        while time.monotonic() < end:
+            self.proxy.mode = self.rng.choice(["503", "429", "403", "drop", "slow", None])
+            await asyncio.sleep(self.rng.uniform(0.3, 1.5))
+        self.proxy.mode = None
+        self.summary.storms += 1
+
+    async def poison_rounds(self) -> None:
+        settings = self.h.settings.kafka
+        for i in range(self.plan.poison_rounds):
+            await self._at((i + 0.2) / self.plan.poison_rounds * 0.9)
+            landed = await inject(
+                settings.bootstrap_servers, settings.topic_prefix, self.h.tables, i
+            )
+            self.poison += landed
+            self.summary.poison += len(landed)
+
+    async def _resnapshots(self) -> int:
+        rows = await self.h.query(
+            "SELECT COUNT(*) AS n FROM `{ds}._ctstream_snapshots` "
+            "WHERE reason LIKE 'saved version too old%'"
+        )
+        return int(rows[0]["n"])
+
+    async def overruns(self) -> None:
+        for i in range(self.plan.overruns):
+            await self._at((i + 0.55) / self.plan.overruns * 0.9)
+            before = await self._resnapshots()
+            for _ in range(5):
+                # Changes committed and then dropped by cleanup before any poll read them.
+                await asyncio.to_thread(self.workload.burst, 300)
+                await asyncio.to_thread(cleanup_database, self.h.db, time.time() + 10**8)
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and await self._resnapshots() == before:
+                    await asyncio.sleep(1)
+                after = await self._resnapshots()
+                if after > before:
+                    self.summary.overruns += after - before
+                    self.say(f"retention overrun: {after - before} tables re-snapshotted")
+                    break
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def run(self) -> Summary:
+        t0 = time.monotonic()
+        h, plan = self.h, self.plan
+        create_bookkeeping(h.db)
+        # The first worker alone, armed to die once its first snapshot is acknowledged.
+        first = self.slots[0]
+        self._start(first, armed="snapshot.acked")
+        assert first.worker is not None
+        code = await self._wait_exit(first.worker, timeout=120)
+        if code == -signal.SIGKILL and self._crash_lines(first, "snapshot.acked"):
+            self.summary.kills["snapshot.acked"] += 1
+            self.summary.poller_kills += 1
+        else:
+            self.summary.crash_points_missed["snapshot.acked"] += 1
+        if first.worker.proc.poll() is None:
+            await self._kill(first)
+        else:
+            self.h.workers.remove(first.worker)
+        for slot in self.slots:
+            self._start(slot)
+        await wait_until_polling(
+            [s.worker for s in self.slots if s.worker is not None], h.tables, timeout=120
+        )
+        self.say(f"{plan.workers} workers polling; workload at {plan.rate:.0f} changes/s")
+        self.started = time.monotonic()
+        self.workload.start()
+        watchdog = asyncio.create_task(self.watchdog())
+        faults = [
+            self.process_faults(),
+            self.rebalances(),
+            self.outage(),
+            self.storm(),
+            self.poison_rounds(),
+            self.overruns(),
+        ]
+        try:
+            await asyncio.gather(*faults)
+            await self._at(1.0)
+        finally:
+            self.proxy.mode = None
+            self.workload.stop()
+            self.done.set()
+            await watchdog
+        self.summary.changes = self.workload.changes
+        self.summary.refused_requests = self.proxy.refused
+        self.say(f"faults done; {self.workload.total} changes; waiting for the pipeline")
+        await self._check()
+        self.summary.elapsed = time.monotonic() - t0
+        return self.summary
+
+    async def _check(self) -> None:
+        h, s = self.h, self.summary
+        deadline = time.monotonic() + self.plan.settle
+        problems: list[str] = []
+        while True:
+            problems = []
+            for table in h.tables:
+                problems += await h.differences(table)
+            if not problems or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        s.rows_lost = sum("missing" in p or "column" in p for p in problems)
+        s.problems += problems[:20]
+        for slot in self.slots:  # the pipeline kept running: every worker still answers
+            w = slot.worker
+            if w is None or w.proc.poll() is not None or _worker_status(w.web_port) is None:
+                s.problems.append(f"worker {slot.index} is not running at the end")
+        names = TopicNames(h.settings.kafka.topic_prefix)
+        specs = [TableSpec(t, None, t, ()) for t in h.tables]
+        kafka = h.settings.kafka
+        raw = await read_all(
+            kafka.bootstrap_servers, [names.raw(x) for x in specs], kafka.partitions
+        )
+        deduped = await read_all(
+            kafka.bootstrap_servers, [names.deduped(x) for x in specs], kafka.partitions
+        )
+        errors = await read_all(kafka.bootstrap_servers, [names.errors], kafka.partitions)
+        s.problems += versions_going_backwards(raw)[:20]
+        s.problems += poison_not_reported(self.poison, errors)
+        raw_ids, deduped_ids = unique_ids(raw), unique_ids(deduped)
+        s.raw_events = sum(raw_ids.values())
+        s.raw_copies = s.raw_events - len(raw_ids)
+        s.duplicates_dropped, s.deduped_copies = dedup_effect(raw_ids, deduped_ids)
+
+
+async def run_faults(
+    stack: StackInfo, workdir: Path, plan: FaultPlan, say: Callable[[str], None] = print
+) -> Summary:
+    """One fault run on ``stack`` (tables, topics and dataset of its own)."""
+    async with fault_proxy(stack.bigquery_endpoint) as (proxy, endpoint):
+        seed: list[tuple[str, list[tuple[object, ...]]]] = [
+            (
+                "INSERT INTO accounts VALUES (?, ?, ?, ?)",
+                [(i, f"seed {i}", 1.0, 0) for i in range(plan.seed_rows)],
+            ),
+            (
+                "INSERT INTO order_lines VALUES (?, ?, ?, ?)",
+                [(i // 4, 1 + i % 4, "seed", 1) for i in range(plan.seed_rows)],
+            ),
+            (
+                "INSERT INTO tags VALUES (?, ?, ?, ?)",
+                [(f"ns|{i % 25}", f"t,{i // 25}", None, 0) for i in range(plan.seed_rows)],
+            ),
+        ]
+        h = Harness(
+            stack,
+            workdir,
+            TABLES,
+            partitions=4,
+            bigquery_endpoint=endpoint,
+            snapshot_mode="when_needed",
+            seed=seed,
+            sink_extra='retry_max = "5s"',
+        )
+        try:
+            return await FaultRun(h, proxy, plan, say).run()
+        finally:
+            h.close()

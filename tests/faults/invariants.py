@@ -1,0 +1,116 @@
+"""What must hold after a fault run, read from Kafka (the views are compared elsewhere)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ctstream.streams.kafka_offsets import true_end_offsets
+from tests.faults.poison import Poison
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def read_all(bootstrap: str, topics: Sequence[str], partitions: int) -> list[Message]:
+    """Every message now in ``topics``, in offset order per partition."""
+    parts = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+    ends = await true_end_offsets(bootstrap, parts)
+    wanted = {tp: end for tp, end in ends.items() if end > 0}
+    out: list[Message] = []
+    if not wanted:
+        return out
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(wanted))
+        await consumer.seek_to_beginning(*wanted)
+        remaining = dict(wanted)
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=2000)
+            if not batch:
+                raise AssertionError(f"could not read to the end of {sorted(map(str, remaining))}")
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < wanted[tp]:
+                        out.append(Message(tp.topic, tp.partition, r.offset, r.key, r.value))
+                if tp in remaining and records and records[-1].offset >= wanted[tp] - 1:
+                    del remaining[tp]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def versions_going_backwards(raw: Iterable[Message]) -> list[str]:
+    """Per key, change versions in the raw log must never decrease (offset order)."""
+    last: dict[tuple[str, int, bytes | None], tuple[int, int]] = {}
+    problems: list[str] = []
+    for m in sorted(raw, key=lambda m: (m.topic, m.partition, m.offset)):
+        try:
+            version = int(orjson.loads(m.value or b"")["changetrack_ver"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a poison message: checked by poison_not_reported
+        where = (m.topic, m.partition, m.key)
+        before = last.get(where)
+        if before is not None and version < before[0]:
+            problems.append(
+                f"{m.topic}/{m.partition} key {m.key!r}: version {version} at offset "
+                f"{m.offset} after version {before[0]} at offset {before[1]}"
+            )
+        last[where] = (version, m.offset)
+    return problems
+
+
+def poison_not_reported(poison: Iterable[Poison], errors: Iterable[Message]) -> list[str]:
+    """Every poison message must be in the error topic, with a reason."""
+    positions: set[tuple[str, int, int]] = set()
+    ids: set[str] = set()
+    for m in errors:
+        record = orjson.loads(m.value or b"{}")
+        if not record.get("reason"):
+            continue
+        if record.get("topic") is not None:
+            positions.add((record["topic"], int(record["partition"]), int(record["offset"])))
+        if record.get("message_unique_id"):
+            ids.add(record["message_unique_id"])
+    missing = []
+    for p in poison:
+        found = p.unique_id in ids if p.unique_id else (p.topic, p.partition, p.offset) in positions
+        if not found:
+            missing.append(f"{p.kind} poison at {p.topic}/{p.partition}/{p.offset} not reported")
+    return missing
+
+
+def unique_ids(messages: Iterable[Message]) -> Counter[str]:
+    """How often each unique id occurs; poison (no id) is left out."""
+    ids: Counter[str] = Counter()
+    for m in messages:
+        try:
+            ids[orjson.loads(m.value or b"")["message_unique_id"]] += 1
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+    return ids
+
+
+def dedup_effect(raw: Counter[str], deduped: Counter[str]) -> tuple[int, int]:
+    """(copies dedup dropped, copies it let through), counted per unique id.
+
+    An id read n times from the raw log and forwarded m times had n - m copies dropped
+    (when n > m); forwarded more than once, m - 1 copies passed — a kill between the
+    forward and the id's record does that; the latest views drop those.
+    """
+    dropped = sum(max(0, n - deduped[uid]) for uid, n in raw.items())
+    passed = sum(m - 1 for m in deduped.values() if m > 1)
+    return dropped, passed

@@ -1,0 +1,34 @@
+"""The bounded fault run of CI; `python -m tests.faults.soak` runs the long one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ctstream.streams.local_stack import StackInfo
+from tests.faults.chaos import FaultPlan, run_faults
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(900)
+async def test_nothing_is_lost_or_repeated_under_kills_outages_poison_and_overruns(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    plan = FaultPlan()
+    summary = await run_faults(stack, tmp_path, plan)
+    print(summary.line())
+    assert summary.problems == [], "\n".join(summary.problems)
+    assert summary.rows_lost == 0
+    # The faults did land: each kind at least once, every crash point reached.
+    assert sum(summary.kills.values()) >= plan.kills + len(plan.crash_points)
+    for point in (*plan.crash_points, "snapshot.acked"):
+        assert summary.kills[point] >= 1, f"crash point {point} never reached"
+    assert summary.poller_kills >= 1
+    assert summary.rebalances == plan.rebalances
+    assert summary.refused_requests > 0 and summary.outage_seconds >= plan.outage
+    assert summary.poison >= 20
+    assert summary.overruns >= 1
+    assert summary.raw_copies > 0  # the kills made the pollers send copies ...
+    assert summary.duplicates_dropped > 0  # ... and dedup dropped them

@@ -35,8 +35,13 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    crashed: its in-memory table had applied offsets above that highwater, which faust's
    consistency check reads as data removed from the topic (found by the test that tracks a
    new table while two workers run). The highwaters are corrected to the true end.
+7. A rebalance while a worker recovers its tables can add a standby changelog partition
+   whose start offset was never built (faust keeps None for it); faust then seeks it to
+   None and the worker crashes ("Offset must be a positive integer") — found by the fault
+   suite's soak, a worker killed and restarted while another was recovering. A partition
+   with no known offset is read from its beginning.
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
-patched functions and tests/integration/test_pipeline.py the kill-and-restart behaviour.
+patched functions and tests/faults the kill-and-restart behaviour.
 """
 
 from __future__ import annotations
@@ -245,6 +250,20 @@ async def build_highwaters(
             destination[tp] = end - 1
 
 
+_original_seek_offsets = Recovery._seek_offsets
+
+
+async def seek_offsets(self: Any, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+    """faust's ``Recovery._seek_offsets``, an offset never built read from 0 (fix 7)."""
+    new_offsets = {}
+    for tp in tps:
+        offset = offsets.get(tp)
+        # -1 is faust's "nothing read yet"; None: added by a rebalance after the offsets
+        # were built. Both mean: from the beginning.
+        new_offsets[tp] = offset if isinstance(offset, int) and offset >= 0 else 0
+    await consumer.seek_wait(new_offsets)
+
+
 def apply() -> None:
     global _APPLIED
     if _APPLIED:
@@ -257,4 +276,5 @@ def apply() -> None:
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     Recovery._resume_streams = resume_streams  # type: ignore[method-assign]
     Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
+    Recovery._seek_offsets = seek_offsets  # type: ignore[method-assign]
     _APPLIED = True

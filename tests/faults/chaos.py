@@ -104,7 +104,13 @@ class _Slot:
     index: int
     worker: WorkerProcess | None = None
     busy: bool = False  # a fault is being applied to it: the watchdog keeps off
-    ready_mark: int = 0  # "Worker ready" lines in its log before its last start
+    log_offset: int = 0  # where its log stood at its last start
+
+    def log_since_start(self) -> str:
+        assert self.worker is not None
+        with self.worker.log.open("rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
 
 
 class FaultRun:
@@ -134,7 +140,7 @@ class FaultRun:
 
     def _start(self, slot: _Slot, armed: str | None = None) -> None:
         log = self.h.workdir / f"worker-{slot.index}.log"
-        slot.ready_mark = log.read_text(errors="replace").count(READY) if log.exists() else 0
+        slot.log_offset = log.stat().st_size if log.exists() else 0
         slot.worker = start_worker(self._config(armed), self.h.workdir, slot.index)
         self.h.workers.append(slot.worker)
 
@@ -146,9 +152,8 @@ class FaultRun:
         self.h.stop_worker(slot.worker, signal.SIGKILL)
         slot.worker = None
 
-    def _crash_lines(self, slot: _Slot, point: str) -> int:
-        assert slot.worker is not None
-        return slot.worker.log.read_text(errors="replace").count(f"crash point {point}:")
+    def _crashed_at(self, slot: _Slot, point: str) -> bool:
+        return f"crash point {point}:" in slot.log_since_start()
 
     async def _wait_exit(self, worker: WorkerProcess, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
@@ -189,14 +194,10 @@ class FaultRun:
         """Until every worker has recovered from its last start (faust's "Worker ready")."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(s.worker is not None and self._readies(s) > s.ready_mark for s in self.slots):
+            if all(s.worker is not None and READY in s.log_since_start() for s in self.slots):
                 return
             await asyncio.sleep(0.5)
         self.say(f"workers not all ready after {timeout:.0f}s; going on")
-
-    def _readies(self, slot: _Slot) -> int:
-        assert slot.worker is not None
-        return slot.worker.log.read_text(errors="replace").count(READY)
 
     async def process_faults(self) -> None:
         """Random SIGKILLs and crash points, one at a time, each once the workers recovered
@@ -207,28 +208,32 @@ class FaultRun:
         self.rng.shuffle(actions)
         for i, point in enumerate(actions):
             await self._at((i + self.rng.uniform(0.2, 0.8)) / len(actions) * 0.95)
-            await self._all_ready(timeout=90)
             slot = self.rng.choice(self.slots)
-            slot.busy = True
-            try:
-                await self._kill(slot)  # a kill at a random moment; the restart may be armed
-                self.summary.kills["random"] += 1
-                self._start(slot, armed=point)
-                if point is not None:
-                    await self._crash_at(slot, point)
-            finally:
-                slot.busy = False
+            for _ in range(3):  # a missed crash point is tried again on the other worker
+                await self._all_ready(timeout=90)
+                slot.busy = True
+                try:
+                    await self._kill(slot)  # a kill at a random moment; the restart may be armed
+                    self.summary.kills["random"] += 1
+                    self._start(slot, armed=point)
+                    if point is None or await self._crash_at(slot, point):
+                        break
+                finally:
+                    slot.busy = False
+                slot = self.slots[(self.slots.index(slot) + 1) % len(self.slots)]
 
-    async def _crash_at(self, slot: _Slot, point: str) -> None:
-        """Wait for an armed worker to kill itself at ``point``; restart it unarmed."""
+    async def _crash_at(self, slot: _Slot, point: str) -> bool:
+        """Wait for an armed worker to kill itself at ``point``; restart it unarmed.
+        False when it did not reach the point (e.g. it owned no partition of that kind)."""
         assert slot.worker is not None
         code = await self._wait_exit(slot.worker, timeout=60)
-        if code == -signal.SIGKILL and self._crash_lines(slot, point):
+        reached = code == -signal.SIGKILL and self._crashed_at(slot, point)
+        if reached:
             self.summary.kills[point] += 1
             if point == "poll.acked":
                 self.summary.poller_kills += 1
             self.h.workers.remove(slot.worker)
-        else:  # it never passed the point (e.g. it owned no partition of that kind)
+        else:
             self.summary.crash_points_missed[point] += 1
             if code is None:
                 await self._kill(slot)
@@ -236,8 +241,9 @@ class FaultRun:
             else:
                 self.h.workers.remove(slot.worker)
                 self.summary.problems.append(f"a worker armed at {point} exited with {code}")
-        self.say(f"crash point {point}: {'reached' if code == -signal.SIGKILL else 'missed'}")
+        self.say(f"crash point {point}: {'reached' if reached else 'missed'}")
         self._start(slot)
+        return reached
 
     async def rebalances(self) -> None:
         for i in range(self.plan.rebalances):
@@ -324,7 +330,7 @@ class FaultRun:
         self._start(first, armed="snapshot.acked")
         assert first.worker is not None
         code = await self._wait_exit(first.worker, timeout=120)
-        if code == -signal.SIGKILL and self._crash_lines(first, "snapshot.acked"):
+        if code == -signal.SIGKILL and self._crashed_at(first, "snapshot.acked"):
             self.summary.kills["snapshot.acked"] += 1
             self.summary.poller_kills += 1
         else:

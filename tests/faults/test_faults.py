@@ -20,6 +20,7 @@ async def test_nothing_is_lost_or_repeated_under_kills_outages_poison_and_overru
     summary = await run_faults(stack, tmp_path, plan)
     print(summary.line())
     assert summary.problems == [], "\n".join(summary.problems)
+    assert sum(summary.changes.values()) >= plan.rate * plan.seconds * 0.8
     assert summary.rows_lost == 0
     # The faults did land: each kind at least once, every crash point reached.
     assert sum(summary.kills.values()) >= plan.kills + len(plan.crash_points)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import orjson
 
-from tests.faults.invariants import Message, poison_not_reported, versions_going_backwards
+from tests.faults.invariants import (
+    Message,
+    dedup_effect,
+    poison_not_reported,
+    versions_going_backwards,
+)
 from tests.faults.poison import Poison
 
 
@@ -48,3 +55,9 @@ def test_every_poison_message_needs_an_error_record_with_a_reason() -> None:
         "not-json poison at p.accounts.raw/1/40 not reported"
     ]
     assert len(poison_not_reported(poison, [])) == 2
+
+
+def test_dedup_effect_counts_dropped_and_passed_copies_per_id() -> None:
+    raw = Counter({"a": 3, "b": 1, "c": 2})  # a: re-read twice; c: once
+    deduped = Counter({"a": 1, "b": 2, "c": 1})  # b: forwarded twice (a kill in between)
+    assert dedup_effect(raw, deduped) == (3, 1)

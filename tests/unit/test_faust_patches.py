@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from faust.tables.recovery import Recovery
@@ -62,3 +62,35 @@ def test_apply_patches_faust_once() -> None:
     assert Consumer.perform_seek is faust_patches.perform_seek
     assert Recovery.on_recovery_completed is faust_patches.on_recovery_completed
     assert Recovery._resume_streams is faust_patches.resume_streams
+    assert Recovery._seek_offsets is faust_patches.seek_offsets
+
+
+class SeekRecorder:
+    """aiokafka refuses to seek to anything but an int >= 0; so does this."""
+
+    def __init__(self) -> None:
+        self.sought: dict[str, int] = {}
+
+    async def seek_wait(self, partitions: dict[str, Any]) -> None:
+        for offset in partitions.values():
+            if not isinstance(offset, int) or offset < 0:
+                raise ValueError("Offset must be a positive integer")
+        self.sought.update(partitions)
+
+
+async def test_a_standby_partition_added_by_a_rebalance_during_recovery_is_read_from_0() -> None:
+    # What the soak saw: a standby changelog partition added by a rebalance while the
+    # actives recovered keeps faust's placeholder None; faust sought to it and crashed.
+    offsets: Counter[str] = Counter({"built": 41, "empty": -1})
+    offsets["added-late"] = None  # type: ignore[assignment]
+    tps = {"built", "empty", "added-late"}
+    faust_original = faust_patches._original_seek_offsets
+    recorder = SeekRecorder()
+    try:
+        await faust_original(object(), recorder, tps, offsets, "standby")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("faust's own seek is expected to fail on None")
+    await faust_patches.seek_offsets(object(), recorder, tps, offsets, "standby")
+    assert recorder.sought == {"built": 41, "empty": 0, "added-late": 0}

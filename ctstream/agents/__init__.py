@@ -14,6 +14,7 @@ from ctstream.models import TableSpec
 from ctstream.settings import Settings
 from ctstream.streams import faust_patches
 from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.commit_holes import install_hole_repair
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.table_registry import TableRegistry
 from ctstream.streams.topics import PipelineTopics, declare
@@ -42,6 +43,7 @@ def install(
     app: Any, settings: Settings, registry: TableRegistry, writer: BigQueryWriter
 ) -> Pipeline:
     faust_patches.apply()
+    install_hole_repair(app)
     specs = registry.specs  # shared and live: tables found while running join it
     topics = declare(app, settings, list(specs.values()))
     # Table writes queue their changelog messages in faust's producer buffer; at the

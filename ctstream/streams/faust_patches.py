@@ -40,6 +40,22 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    None and the worker crashes ("Offset must be a positive integer") — found by the fault
    suite's soak, a worker killed and restarted while another was recovering. A partition
    with no known offset is read from its beginning.
+8. A stream *skips* a message fetched while flow control is suspended or from an older
+   generation (a rebalance or a stop is under way) — and acknowledges it, so the commit
+   can pass a message nobody processed. A skipped message is left unacknowledged: a hole
+   that holds the commit until the message is read again (the rebalance's seek re-reads
+   it; streams/commit_holes.py re-reads a hole that outlives that). Found by reading
+   faust while tracing fix 9, not by a failure of its own.
+9. faust fetches with the live set of its active partitions, and aiokafka reads an *empty*
+   set as "every partition". At the end of table recovery the changelog partitions are
+   paused before the stream partitions are resumed; a fetch waiting across that moment
+   returned the stream partitions' records — just sought to the committed offsets — and
+   faust dropped them as not active. Those records were never read again (not lost —
+   never committed either — but stuck until the next rebalance): the worker restarted
+   while BigQuery was down never wrote the batch it had to redo. Found by that test
+   failing in CI, then 2 times in 6 runs here; the offsets showed 200 messages not
+   committed and a sink with nothing to do. aiokafka is now given a set that is never
+   "empty = all"; 6 runs of 6 passed after.
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/faults the kill-and-restart behaviour.
 """
@@ -54,7 +70,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, credentials_to_aiokafka_auth
 from faust.utils.functional import consecutive_numbers
 
 from ctstream.streams.kafka_offsets import true_end_offsets
@@ -83,6 +99,58 @@ def new_offset(self: Any, tp: Any) -> int | None:
 async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
     """Never acknowledge offsets that were not processed."""
     log.debug("not treating offsets %d..%d of %s as a gap", offset_from, offset_to, tp)
+
+
+_original_ack = Consumer.ack
+
+
+def ack(self: Any, message: Any) -> bool:
+    """faust's ``Consumer.ack``, except for a message no stream took up (fix 8).
+
+    A stream marks a message ``tracked`` when it starts processing it; the only message of
+    an acknowledged topic that reaches here untracked is one a stream skipped. (A decode
+    error would too, but ctstream's topics are raw bytes: faust decodes nothing.)
+    """
+    if not message.tracked and self.app.topics.acks_enabled_for(message.topic):
+        message.acked = True  # nothing waits for it; its offset stays a hole
+        return False
+    result: bool = _original_ack(self, message)
+    return result
+
+
+class OnlyThese:
+    """A live view of faust's active partitions that aiokafka cannot read as "all".
+
+    aiokafka's ``Fetcher.fetched_records`` tests ``if partitions and tp not in
+    partitions``: an empty set there means every partition (fix 9).
+    """
+
+    def __init__(self, partitions: Any) -> None:
+        self.partitions = partitions
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.partitions
+
+
+_original_fetch_records = AIOKafkaConsumerThread._fetch_records
+
+
+async def fetch_records(
+    self: Any,
+    consumer: Any,
+    active_partitions: Any,
+    timeout: float | None = None,  # noqa: ASYNC109 - faust's signature
+    max_records: int | None = None,
+) -> Any:
+    """faust's ``_fetch_records``, never returning records of partitions not active."""
+    if active_partitions is not None:
+        active_partitions = OnlyThese(active_partitions)
+    return await _original_fetch_records(
+        self, consumer, active_partitions, timeout=timeout, max_records=max_records
+    )
 
 
 # Functions (topic, partition) → highest committable offset or None; see agents/batches.py.
@@ -270,6 +338,8 @@ def apply() -> None:
         return
     # Deliberate monkeypatches of a pinned faust; see the module docstring.
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
+    Consumer.ack = ack  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._fetch_records = fetch_records  # type: ignore[method-assign]
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
     Consumer._filter_committable_offsets = filter_committable_offsets  # type: ignore[method-assign]

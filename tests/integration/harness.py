@@ -182,8 +182,34 @@ storage_endpoint = "{stack.bigquery_grpc}"
         await self.dump_topics()
         raise AssertionError(
             f"latest views differ after {timeout}s: {problems[:10]}\n"
-            f"(topics dumped to {self.workdir}/dump-*.jsonl)\n--- logs ---\n{self.logs()}"
+            f"(topics dumped to {self.workdir}/dump-*.jsonl)\n"
+            f"--- state ---\n{await self.post_mortem()}\n--- logs ---\n{self.logs()}"
         )
+
+    async def post_mortem(self) -> str:
+        """Committed offset against the end of every raw and deduped partition, and each
+        running worker's sink figures: whether what is missing is stuck in Kafka (not
+        committed) or was committed without reaching BigQuery."""
+        names = TopicNames(self.settings.kafka.topic_prefix)
+        lines: list[str] = []
+        try:
+            for table in self.tables:
+                for topic in (names.raw(self.spec(table)), names.deduped(self.spec(table))):
+                    for partition in range(self.settings.kafka.partitions):
+                        tp = TopicPartition(topic, partition)
+                        lag, ends = await group_lag(
+                            self.settings.kafka.bootstrap_servers, self.settings.app.id, [tp]
+                        )
+                        lines.append(f"{topic}/{partition}: end {ends[tp]}, not committed {lag}")
+        except Exception as exc:  # a post-mortem must not hide the failure it explains
+            lines.append(f"offsets unavailable: {exc!r}")
+        for worker in self.workers:
+            try:
+                sink = self.status(worker).get("sink", {})
+                lines.append(f"{worker.log.name} (pid {worker.proc.pid}) sink: {sink}")
+            except Exception as exc:
+                lines.append(f"{worker.log.name}: no status ({exc!r})")
+        return "\n".join(lines)
 
     async def dump_topics(self) -> None:
         """Every message of the raw and deduped topics, for post-mortems of a failure."""

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections import Counter, defaultdict
+from types import SimpleNamespace
 from typing import Any
 
+from aiokafka.consumer.fetcher import Fetcher
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from ctstream.streams import faust_patches
 
@@ -59,6 +66,8 @@ def test_apply_patches_faust_once() -> None:
     faust_patches.apply()
     assert Consumer._new_offset is faust_patches.new_offset
     assert Consumer._add_gap is faust_patches.add_gap
+    assert Consumer.ack is faust_patches.ack
+    assert AIOKafkaConsumerThread._fetch_records is faust_patches.fetch_records
     assert Consumer.perform_seek is faust_patches.perform_seek
     assert Recovery.on_recovery_completed is faust_patches.on_recovery_completed
     assert Recovery._resume_streams is faust_patches.resume_streams
@@ -94,3 +103,88 @@ async def test_a_standby_partition_added_by_a_rebalance_during_recovery_is_read_
         raise AssertionError("faust's own seek is expected to fail on None")
     await faust_patches.seek_offsets(object(), recorder, tps, offsets, "standby")
     assert recorder.sought == {"built": 41, "empty": 0, "added-late": 0}
+
+
+class AckBook:
+    """The parts of faust's Consumer that its ``ack`` bookkeeping touches."""
+
+    def __init__(self, committed: int) -> None:
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda t: True))
+        self._committed_offset: dict[Any, int | None] = defaultdict(lambda: committed)
+        self._acked: dict[Any, list[int]] = defaultdict(list)
+        self._acked_index: dict[Any, set[int]] = defaultdict(set)
+        self._unacked_messages: set[Any] = set()
+        self._n_acked = 0
+        self._waiting_for_ack = None
+
+
+def fetched(offset: int, tracked: bool) -> ConsumerMessage:
+    message = ConsumerMessage("t", 0, offset, 0.0, 0, [], b"k", b"v", None)
+    message.tracked = tracked  # a stream sets this when it starts processing the message
+    return message
+
+
+def test_a_message_a_stream_skipped_is_not_acknowledged() -> None:
+    # During a rebalance or a stop a stream skips what it fetched (flow control suspended)
+    # and faust acknowledges it, so a commit could pass a message nobody processed.
+    faust_book: Any = AckBook(committed=10)
+    assert faust_patches._original_ack(faust_book, fetched(10, tracked=False)) is True
+    assert faust_book._acked[TP("t", 0)] == [10]  # faust's own: the skip counts as done
+
+    book: Any = AckBook(committed=10)
+    skipped, processed = fetched(10, tracked=False), fetched(11, tracked=True)
+    assert faust_patches.ack(book, skipped) is False
+    assert skipped.acked  # nothing waits for it ...
+    assert faust_patches.ack(book, processed) is True
+    assert book._acked[TP("t", 0)] == [11]  # ... but its offset stays a hole
+    assert faust_patches.new_offset(book, TP("t", 0)) is None  # and holds the commit
+
+
+class FetchedBatch:
+    """Stands in for a partition's fetched records; knows whether aiokafka handed it out."""
+
+    taken = False
+
+    def check_raise(self) -> None:  # aiokafka's last step when it hands a batch out
+        self.taken = True
+
+
+def aiokafka_consumer_holding(tp: TP, batch: FetchedBatch) -> Any:
+    """An aiokafka consumer whose fetcher (aiokafka's own code) holds ``batch`` for ``tp``."""
+    subscriptions = SimpleNamespace(
+        reassignment_in_progress=False,
+        is_assigned=lambda tp: True,
+        fetch_context=contextlib.nullcontext,
+    )
+    fetcher = SimpleNamespace(
+        _records={tp: batch},
+        _subscriptions=subscriptions,
+        _closed=False,
+        _notify=lambda future: None,
+        _wait_consume_future=None,
+    )
+    fetcher.fetched_records = functools.partial(Fetcher.fetched_records, fetcher)
+    return SimpleNamespace(_closed=False, _fetcher=fetcher)
+
+
+async def test_a_fetch_while_no_partition_is_active_hands_out_nothing() -> None:
+    # The end of table recovery: changelogs paused, stream partitions not resumed yet.
+    # faust passes its (live, now empty) active set; aiokafka reads empty as "all", and
+    # faust then dropped the stream records it was handed — they were never read again.
+    tp = TP("deduped", 0)
+    thread: Any = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
+
+    batch = FetchedBatch()
+    consumer = aiokafka_consumer_holding(tp, batch)
+    await faust_patches._original_fetch_records(thread, consumer, set(), timeout=0)
+    assert batch.taken  # faust's own: handed out although no partition is active
+
+    batch = FetchedBatch()
+    consumer = aiokafka_consumer_holding(tp, batch)
+    assert await faust_patches.fetch_records(thread, consumer, set(), timeout=0) == {}
+    assert not batch.taken  # left in aiokafka's buffer for when the partition resumes
+
+    batch = FetchedBatch()
+    consumer = aiokafka_consumer_holding(tp, batch)
+    await faust_patches.fetch_records(thread, consumer, {tp}, timeout=0)
+    assert batch.taken  # an active partition's records are handed out as before

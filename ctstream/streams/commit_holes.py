@@ -65,18 +65,24 @@ def install_hole_repair(app: Any, after: float = HOLE_AFTER_SECONDS) -> HoleWatc
         if app.should_stop or getattr(app, "rebalancing", False):
             watch.since.clear()  # a rebalance ends with a seek of its own
             return
-        consumer = app.consumer
-        for tp, offset in watch.due(consumer, time.monotonic()).items():
-            log.warning(
-                "%s/%d: nothing committed past offset %d for %.0fs although later messages "
-                "are done (a message fetched but never processed); reading again from %d",
-                tp.topic,
-                tp.partition,
-                offset,
-                watch.after,
-                offset,
-            )
-            await consumer.seek(tp, offset)
+        try:
+            await _repair(app.consumer, watch)
+        except Exception as exc:  # a safety net must not bring the worker down
+            log.warning("checking for commit holes failed: %r", exc)
 
     app.timer(CHECK_EVERY_SECONDS, name="ctstream.commit_holes")(repair_holes)
     return watch
+
+
+async def _repair(consumer: Any, watch: HoleWatch) -> None:
+    for tp, offset in watch.due(consumer, time.monotonic()).items():
+        log.warning(
+            "%s/%d: nothing committed past offset %d for %.0fs although later messages "
+            "are done (a message fetched but never processed); reading again from %d",
+            tp.topic,
+            tp.partition,
+            offset,
+            watch.after,
+            offset,
+        )
+        await consumer.seek(tp, offset)

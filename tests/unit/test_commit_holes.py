@@ -8,7 +8,7 @@ from typing import Any
 
 from faust.types import TP
 
-from ctstream.streams.commit_holes import HoleWatch
+from ctstream.streams.commit_holes import HoleWatch, install_hole_repair
 
 RAW, TICKS = TP("raw", 0), TP("ticks", 0)
 
@@ -66,3 +66,48 @@ def test_partitions_not_acknowledged_or_never_committed_or_revoked_are_left_alon
     assert watch.due(book, now=61) == {}
     book.assigned = {TICKS}  # revoked: the next owner reads from the committed offset
     assert watch.due(book, now=100) == {}
+
+
+class TimerApp:
+    """What install_hole_repair asks of a faust app: a timer, and its state."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.should_stop = False
+        self.rebalancing = False
+        self.timers: list[Any] = []
+
+    def timer(self, interval: float, name: str) -> Any:
+        return self.timers.append
+
+
+class Seeking(Book):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sought: list[tuple[TP, int]] = []
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+
+async def test_the_timer_seeks_an_old_hole_back_and_never_crashes_the_worker() -> None:
+    consumer = Seeking()
+    consumer._committed_offset[RAW] = 100
+    consumer._acked[RAW] = [101]
+    app = TimerApp(consumer)
+    watch = install_hole_repair(app, after=0)
+    (tick,) = app.timers
+    await tick()  # the hole is seen ...
+    await tick()  # ... and, old enough, read again
+    assert consumer.sought == [(RAW, 100)]
+
+    app.rebalancing = True  # a rebalance ends with its own seek: the clock starts over
+    await tick()
+    assert watch.since == {}
+
+    def not_started() -> set[TP]:
+        raise RuntimeError("Consumer thread not yet started")
+
+    app.rebalancing = False
+    consumer.assignment = not_started  # type: ignore[method-assign]
+    await tick()  # logged, not raised

@@ -78,6 +78,8 @@ class Summary:
     deduped_copies: int = 0  # copies forwarded by dedup (the latest views drop them)
     duplicates_dropped: int = 0
     rows_lost: int = 0
+    # Partitions read again by streams/commit_holes.py: a message fetched, never processed.
+    holes_reread: int = 0
     elapsed: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -94,7 +96,8 @@ class Summary:
             f"({', '.join(f'{k} {n}' for k, n in sorted(self.changes.items()))}), "
             f"raw events {self.raw_events} ({self.raw_copies} copies), duplicates dropped "
             f"{self.duplicates_dropped} ({self.deduped_copies} passed, kept out of the views), "
-            f"rows lost {self.rows_lost} | {self.elapsed:.0f}s | "
+            f"rows lost {self.rows_lost}, commit holes read again {self.holes_reread} | "
+            f"{self.elapsed:.0f}s | "
             + ("OK" if not self.problems else f"{len(self.problems)} PROBLEMS")
         )
 
@@ -404,6 +407,7 @@ class FaultRun:
         s.raw_events = sum(raw_ids.values())
         s.raw_copies = s.raw_events - len(raw_ids)
         s.duplicates_dropped, s.deduped_copies = dedup_effect(raw_ids, deduped_ids)
+        s.holes_reread = h.full_logs().count("never processed); reading again from")
 
 
 async def run_faults(

@@ -4,12 +4,13 @@ faust commits a partition up to the first offset not acknowledged (streams/faust
 makes sure it never passes one). A message that was fetched but never reached a stream is
 such a hole: later messages are processed and acknowledged, the commit stays at the hole,
 and nothing reads the hole again until the next rebalance seeks to the committed offset.
-faust fetches messages it then drops in a few places (a partition still paused when its
-records arrive at the end of table recovery, a stream skipping messages while a rebalance
-starts); every one of them leaves the data in Kafka, but a worker that never rebalances
-again would sit on it. This watch seeks such a partition back to its committed offset once
-the hole has outlived ``after`` seconds: what follows the hole is read again (duplicates,
-which dedup and BigQuery's insertId drop), and the hole is processed.
+faust drops fetched messages in a few places: at the end of table recovery (closed by
+patch 9 in faust_patches.py), or when a stream skips what it fetched as a rebalance starts
+(patch 8 leaves those to the rebalance's seek). Each leaves the data in Kafka, but a
+worker that never rebalanced again would sit on a hole nobody found yet. This watch
+seeks such a partition back to its committed offset once the hole has outlived ``after``
+seconds: what follows the hole is read again (duplicates, which dedup and BigQuery's
+insertId drop), and the hole is processed.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ctstream.demo import WorkerProcess, _worker_status, start_worker, wait_until_polling
 from ctstream.models import TableSpec
+from ctstream.streams.commit_holes import REREAD_NOTICE
 from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.sqlite_tracking import cleanup_database
 from ctstream.streams.topics import TopicNames
@@ -407,7 +408,7 @@ class FaultRun:
         s.raw_events = sum(raw_ids.values())
         s.raw_copies = s.raw_events - len(raw_ids)
         s.duplicates_dropped, s.deduped_copies = dedup_effect(raw_ids, deduped_ids)
-        s.holes_reread = h.full_logs().count("never processed); reading again from")
+        s.holes_reread = h.full_logs().count(REREAD_NOTICE)
 
 
 async def run_faults(

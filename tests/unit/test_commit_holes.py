@@ -6,9 +6,10 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.types import TP
 
-from ctstream.streams.commit_holes import HoleWatch, install_hole_repair
+from ctstream.streams.commit_holes import REREAD_NOTICE, HoleWatch, install_hole_repair
 
 RAW, TICKS = TP("raw", 0), TP("ticks", 0)
 
@@ -90,7 +91,9 @@ class Seeking(Book):
         self.sought.append((tp, offset))
 
 
-async def test_the_timer_seeks_an_old_hole_back_and_never_crashes_the_worker() -> None:
+async def test_the_timer_seeks_an_old_hole_back_and_never_crashes_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     consumer = Seeking()
     consumer._committed_offset[RAW] = 100
     consumer._acked[RAW] = [101]
@@ -100,6 +103,7 @@ async def test_the_timer_seeks_an_old_hole_back_and_never_crashes_the_worker() -
     await tick()  # the hole is seen ...
     await tick()  # ... and, old enough, read again
     assert consumer.sought == [(RAW, 100)]
+    assert f"{REREAD_NOTICE} 100" in caplog.text  # what the fault suite counts
 
     app.rebalancing = True  # a rebalance ends with its own seek: the clock starts over
     await tick()

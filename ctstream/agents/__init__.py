@@ -76,7 +76,7 @@ def install(
             on_unknown_table=discovery.wake if discovery else lambda name: None,
         )
     if "dedup" in roles:
-        install_dedup(app, topics, settings.dedup.window, errors, pipeline.dedup_stats, specs)
+        install_dedup(app, topics, errors, pipeline.dedup_stats, specs)
     if "sink" in roles:
         install_sink(app, settings.sink, specs, topics, writer, errors, pipeline.sink_stats)
 

@@ -1,18 +1,19 @@
 """Dedup agent: drops a change seen before within the window, by message_unique_id.
 
-The windowed ``seen-ids`` table is co-partitioned with the raw topics (an id contains the
-primary key, and events are keyed by primary key, so every copy of an id arrives on the
-same partition). A copy is a duplicate if its id is in the current window or in the
-window one window-length earlier, so copies straddling a window boundary are caught too.
+The dedup state (``streams/seen_ids.py``) is co-partitioned with the raw topics (an id
+contains the primary key, and events are keyed by primary key, so every copy of an id
+arrives on the same partition). A copy is a duplicate if its id is in its event's window
+or the one before, so copies straddling a window boundary are caught too.
 
 Per batch: look every id up, forward the unique events and wait until Kafka acknowledged
 them, and only then record their ids — so a crash can cause a duplicate but never a
-loss. Events are processed in batches (``take_events``): faust table writes need the current
-event to know their partition, so it is set for each event before its table access
-(through faust's ``_current_event`` context variable — private, hence faust is pinned;
-tests cover it). Only this task's context changes: ``Stream.current_event``, which the
-stream's background reader uses to fill the take buffer, must not be touched, or the
-buffer would record — and later acknowledge — the wrong event.
+loss. The ids are recorded as one table entry per partition and window of the batch; a
+faust table write needs the current event to know its partition, so it is set to an
+event of that partition first (through faust's ``_current_event`` context variable —
+private, hence faust is pinned; tests cover it). Only this task's context changes:
+``Stream.current_event``, which the stream's background reader uses to fill the take
+buffer, must not be touched, or the buffer would record — and later acknowledge — the
+wrong event.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
+from ctstream.streams.seen_ids import digest
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.dedup")
@@ -53,13 +55,14 @@ class DedupStats:
 def install_dedup(
     app: Any,
     topics: PipelineTopics,
-    window: float,
     errors: ErrorReporter,
     stats: DedupStats,
     specs: Mapping[str, TableSpec],
     batch: int = 1000,
 ) -> None:
     seen_ids = topics.seen_ids
+    if seen_ids is None:
+        raise CtstreamError("the dedup role needs the seen-ids table (declare with it)")
     deduped = topics.deduped  # updated in place when a table is added while running
 
     @app.agent(topics.raw_source, name="ctstream.dedup")
@@ -68,10 +71,11 @@ def install_dedup(
             await run_batch(app, events, dedup_batch, "dedup batch")
 
     async def dedup_batch(events: Sequence[Any]) -> None:
-        fresh: list[tuple[Any, str, ChangeEvent]] = []  # (event, table, change)
-        in_batch: set[str] = set()
+        fresh: list[tuple[Any, str, ChangeEvent, bytes]] = []  # (event, table, change, digest)
+        in_batch: set[bytes] = set()
         for event in events:
-            table = topics.table_of_raw_topic.get(event.message.topic, event.message.topic)
+            message = event.message
+            table = topics.table_of_raw_topic.get(message.topic, message.topic)
             stats.seen[table] = stats.seen.get(table, 0) + 1
             try:
                 change = _change_of(event, table)
@@ -81,18 +85,17 @@ def install_dedup(
                     reason=f"dedup: {exc}",
                     payload=event.value,
                     source_table=table,
-                    message=event.message,
+                    message=message,
                 )
                 continue
-            set_current_event(event)  # window lookups use this event's timestamp
-            uid = change.message_unique_id
-            copies = seen_ids[uid]
-            if uid in in_batch or copies.current() or copies.delta(window):
+            id_digest = digest(change.message_unique_id)
+            if id_digest in in_batch or seen_ids.seen(
+                message.partition, message.timestamp, id_digest
+            ):
                 stats.dropped[table] = stats.dropped.get(table, 0) + 1
                 continue
-            in_batch.add(uid)
-            fresh.append((event, table, change))
-        set_current_event(None)
+            in_batch.add(id_digest)
+            fresh.append((event, table, change, id_digest))
         if not fresh:
             return
         # The copies must be durable in Kafka *before* their ids are remembered: were the
@@ -106,17 +109,25 @@ def install_dedup(
             should_abort=lambda: bool(app.should_stop),
         )
         crash_point("dedup.forwarded")
-        for event, table, change in fresh:
-            set_current_event(event)
-            seen_ids[change.message_unique_id] = 1
+        # One table entry (one changelog message) per partition and window of the batch.
+        groups: dict[tuple[int, int], tuple[Any, list[bytes]]] = {}
+        for event, table, _, id_digest in fresh:
+            message = event.message
+            group = groups.setdefault(
+                (message.partition, seen_ids.window_of(message.timestamp)), (event, [])
+            )
+            group[1].append(id_digest)
             stats.forwarded[table] = stats.forwarded.get(table, 0) + 1
+        for (partition, _), (event, digests) in groups.items():
+            set_current_event(event)  # the changelog message goes to this partition
+            seen_ids.remember(partition, event.message.timestamp, digests)
         set_current_event(None)
 
-    async def _send_all(fresh: list[tuple[Any, str, ChangeEvent]]) -> None:
+    async def _send_all(fresh: list[tuple[Any, str, ChangeEvent, bytes]]) -> None:
         send = app.producer.send
         try:
             pending = []
-            for e, table, change in fresh:
+            for e, table, change, _ in fresh:
                 key, ts = e.message.key, e.message.timestamp
                 pending.append(await send(deduped[table].topics[0], key, e.value, None, ts, None))
                 spec = specs.get(table)

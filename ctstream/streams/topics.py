@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,6 +22,7 @@ from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, TopicRetention
 from ctstream.streams.kafka_security import tls_failure
+from ctstream.streams.seen_ids import SeenIds
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class PipelineTopics:
     deduped: dict[str, Any]
     errors: Any
     poll_ticks: Any
-    seen_ids: Any  # windowed table: message_unique_id → copies; None without the dedup role
+    seen_ids: SeenIds | None  # ids forwarded per dedup window; None without the dedup role
     versions: Any  # table: source table name → SourceState; None without the poll role
     table_of_raw_topic: dict[str, str]
     # The sink's topics → table: the deduped topics and the restricted copies' topics.
@@ -242,12 +242,20 @@ def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> Pipelin
     # Tables only where a stage uses them: each has a changelog topic to restore.
     seen_ids = versions = None
     if "dedup" in roles:
-        seen_ids = app.Table(
-            "seen-ids",
-            default=int,
-            partitions=n,
-            help="message_unique_id → copies seen, per dedup window",
-        ).tumbling(timedelta(seconds=window), expires=timedelta(seconds=window * 3))
+        # Named apart from the per-id windowed table of earlier versions, whose
+        # changelog this format cannot read.
+        seen_ids = SeenIds(
+            app.Table(
+                "seen-id-batches",
+                default=None,
+                partitions=n,
+                key_type=bytes,  # bytes keys and values go through the "raw" codec
+                value_type=bytes,
+                help="message_unique_ids forwarded, per partition and dedup window "
+                "(one entry per batch: 16-byte digests)",
+            ),
+            window,
+        )
     if "poll" in roles:
         versions = app.Table(
             "ct-versions",

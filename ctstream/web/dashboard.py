@@ -183,7 +183,7 @@ async function show(key) {
     ? (data.found ? "found" : "not found") + " · answered by " + data.answered_by
     : data.total + " entries · page " + (page + 1);
   out.appendChild(table(data.entries, data.entries.length && "window" in data.entries[0]
-    ? ["key", "window", "value"] : ["key", "value"]));
+    ? ["key", "partition", "window"] : ["key", "value"]));
   if (data.windows && data.windows.length) {
     out.appendChild(table(data.windows, ["start", "end", "ids"]));
   }

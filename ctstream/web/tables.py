@@ -5,6 +5,9 @@ key is answered by the owner: another worker forwards the request to it (the par
 is the one the agents wrote the key in — a table name's poll-ticks partition, a unique
 id's raw-topic partition). A listing (``scope=all``, the default) asks every worker for
 its own entries and merges them; the dedup table also gives its counts per window.
+
+The dedup table keeps 16-byte digests of the ids, not the ids (``streams/seen_ids.py``):
+it is listed one entry per id, keyed by the digest's hex, and looked up by the id itself.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from ctstream.models import encode_key, parse_unique_id
+from ctstream.streams.seen_ids import SeenIds, digest
 
 if TYPE_CHECKING:
     from ctstream.agents import Pipeline
@@ -36,7 +40,7 @@ def _tables(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def _underlying(table: Any) -> Any:
-    return getattr(table, "table", table)  # a windowed table wraps the real one
+    return table.table if isinstance(table, SeenIds) else table
 
 
 def _partition_of(name: str, key: str, partitions: int) -> int:
@@ -56,16 +60,18 @@ def _owner_url(app: Any, topic: str, partition: int) -> str | None:
     return None
 
 
-def _entries(name: str, table: Any) -> list[dict[str, Any]]:
-    data = _underlying(table).data
-    rows = []
-    for key, value in list(data.items()):
-        if name == "seen-ids":  # (unique id, (window start, window end)) → copies
-            uid, (start, end) = key
-            rows.append({"key": uid, "window": [start, end], "value": value})
-        else:
-            rows.append({"key": key, "value": value})
-    return rows
+def _entries(table: Any) -> list[dict[str, Any]]:
+    if isinstance(table, SeenIds):  # one entry per id: its digest, partition and window
+        return [
+            {"key": id_digest.hex(), "partition": p, "window": list(table.window_span(w))}
+            for p, w, id_digest in table.entries()
+        ]
+    return [{"key": key, "value": value} for key, value in list(table.data.items())]
+
+
+def _entry_key(table: Any, key: str) -> str:
+    """What a looked-up key is listed as."""
+    return digest(key).hex() if isinstance(table, SeenIds) else key
 
 
 def _json_key(entry: Mapping[str, Any]) -> bytes:
@@ -91,7 +97,11 @@ def install_table_views(app: Any, pipeline: Pipeline) -> None:
                     "help": real.help,
                     "windowed": real is not table,
                     "changelog_topic": real.changelog_topic.get_topic_name(),
-                    "local_entries": len(real.data),
+                    "local_entries": (
+                        sum(1 for _ in table.entries())
+                        if isinstance(table, SeenIds)
+                        else len(real.data)
+                    ),
                 }
             )
         return web.json({"tables": tables})
@@ -115,7 +125,8 @@ def install_table_views(app: Any, pipeline: Pipeline) -> None:
             if owner is not None and owner.rstrip("/") != str(app.conf.canonical_url).rstrip("/"):
                 data = await _fetch(app, owner, request.url.path_qs, auth)
                 return web.json({**data, "answered_by": owner})
-            found = [e for e in _entries(name, table) if str(e["key"]) == key]
+            wanted = _entry_key(table, key)
+            found = [e for e in _entries(table) if str(e["key"]) == wanted]
             return web.json(
                 {
                     "table": name,
@@ -126,7 +137,7 @@ def install_table_views(app: Any, pipeline: Pipeline) -> None:
                     "answered_by": str(app.conf.canonical_url),
                 }
             )
-        entries = _entries(name, table)
+        entries = _entries(table)
         if query.get("scope", "all") == "all":
             urls = {str(u) for u in app.assignor.changelog_distribution}
             urls.discard(str(app.conf.canonical_url))

@@ -111,6 +111,45 @@ async def test_duplicates_are_written_once_also_across_a_window_boundary(
     }
 
 
+async def test_a_restarted_worker_drops_copies_its_predecessor_forwarded(
+    make_harness: Any,
+) -> None:
+    """The dedup state comes back from its changelog: a copy arriving after a restart is
+    still recognised (several ids per partition, each recorded as part of a batch)."""
+    h = make_harness({"items": ITEMS})
+    first = await h.start_worker()
+
+    def event(key: int) -> tuple[bytes, bytes]:
+        change = ChangeEvent(
+            message_unique_id=unique_id("items", [key], 7),
+            table_name="items",
+            changetrack_interval=1.0,
+            changetrack_start_time="2026-11-22T00:00:00.000000Z",
+            changetrack_type="I",
+            changetrack_ver=7,
+            key=[key],
+            row={"id": key, "name": f"copy {key}", "price": 1.0},
+        )
+        return encode_key([key]), change.to_bytes()
+
+    now = time.time()
+    before = [event(k) for k in range(800_000, 800_040)]
+    await h.produce_raw("items", [(k, v, now) for k, v in before])
+    await h.wait_caught_up(timeout=60)
+    assert h.stop_worker(first) == 0
+    second = await h.start_worker()
+    after = [event(k) for k in range(800_040, 800_050)]
+    await h.produce_raw("items", [(k, v, now + 1) for k, v in before + after])
+    await h.wait_caught_up(timeout=90)
+    rows = await h.query(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT message_unique_id) AS ids FROM `{ds}.items` "
+        "WHERE id BETWEEN 800000 AND 800049"
+    )
+    assert rows == [{"n": 50, "ids": 50}]
+    table = h.status(second)["tables"]["items"]
+    assert table["duplicates_dropped"] == 40
+
+
 async def test_poison_messages_go_to_the_error_records_with_a_reason(make_harness: Any) -> None:
     h = make_harness({"items": ITEMS})
     await h.start_worker()

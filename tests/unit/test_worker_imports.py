@@ -1,0 +1,33 @@
+"""A worker keeps the DataFrame libraries out (google-cloud-bigquery would import them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PROBE = """
+import sys
+from ctstream.cli import _skip_dataframe_libraries
+_skip_dataframe_libraries()
+import ctstream.runner
+from ctstream.streams import storage_write
+from google.cloud import bigquery, bigquery_storage_v1
+loaded = [m for m in ("pyarrow", "numpy", "pandas") if sys.modules.get(m) is not None]
+print(",".join(loaded))
+"""
+
+
+def test_a_worker_process_loads_no_pyarrow_or_numpy() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == ""
+
+
+def test_without_the_skip_the_bigquery_client_does_load_them() -> None:
+    """The probe above means something only if the clients would import them here."""
+    probe = PROBE.replace("_skip_dataframe_libraries()\n", "")
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "pyarrow" in done.stdout

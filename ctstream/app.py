@@ -83,6 +83,13 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "broker_heartbeat_interval": 2.0,
         "broker_rebalance_timeout": 30.0,
         "stream_buffer_maxsize": 8192,
+        # Bounds on what a worker holds fetched but unprocessed. aiokafka hands out every
+        # buffered record of a partition per poll unless capped (measured: 40,000 records
+        # of one partition in one poll, all as objects); the embedded broker also answers
+        # a partition fetch with several times the 1 MB default. Small fetches cost little
+        # here: the broker answers the next one while the worker processes this one.
+        "broker_max_poll_records": 2000,
+        "consumer_max_fetch_size": 256 * 1024,
         # Do not wait for every delivered message at shutdown or rebalance: a sink retrying
         # through a BigQuery outage would block both. Nothing unfinished is committed
         # anyway — finished batches are acknowledged, unfinished ones withheld

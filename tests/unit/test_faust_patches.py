@@ -188,3 +188,19 @@ async def test_a_fetch_while_no_partition_is_active_hands_out_nothing() -> None:
     consumer = aiokafka_consumer_holding(tp, batch)
     await faust_patches.fetch_records(thread, consumer, {tp}, timeout=0)
     assert batch.taken  # an active partition's records are handed out as before
+
+
+async def test_the_worker_consumer_waits_at_most_fetch_max_wait_ms() -> None:
+    import faust
+
+    app = faust.App("ctstream-test-fetch-wait", broker="kafka://127.0.0.1:9")
+    thread = app.consumer._thread
+    faust_patches.apply()
+    original = faust_patches._original_create_worker_consumer(thread, app.transport)
+    patched = thread._create_worker_consumer(app.transport)
+    try:
+        assert original._fetch_max_wait_ms == 1500  # faust's, fixed in its code
+        assert patched._fetch_max_wait_ms == faust_patches.FETCH_MAX_WAIT_MS == 100
+    finally:
+        await original.stop()
+        await patched.stop()

@@ -52,12 +52,17 @@ class SinkStats:
         histogram = self.latency.get(table)
         if histogram is None:
             histogram = self.latency[table] = Histogram(LATENCY_BUCKETS)
+        parsed: dict[str, float | None] = {}  # the rows of one poll share their start time
         for start in start_times:
-            try:
-                started = dt.datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                continue
-            histogram.observe(max(0.0, now - started))
+            if start not in parsed:
+                try:
+                    iso = start.replace("Z", "+00:00")
+                    parsed[start] = dt.datetime.fromisoformat(iso).timestamp()
+                except ValueError:
+                    parsed[start] = None
+            started = parsed[start]
+            if started is not None:
+                histogram.observe(max(0.0, now - started))
 
 
 def install_sink(

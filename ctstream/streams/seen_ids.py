@@ -107,8 +107,13 @@ class SeenIds:
                 for id_digest in split_digests(value):
                     yield parsed[0], parsed[1], id_digest
 
-    def local_entries(self) -> int:
-        return len(self.table.data)
+    def count(self) -> int:
+        """Ids this worker holds."""
+        return sum(
+            len(value) // DIGEST_BYTES
+            for key, value in list(self.table.data.items())
+            if value and _parse_key(key) is not None
+        )
 
     def _windows(self, partition: int) -> dict[int, _Window]:
         windows = self._index.get(partition)

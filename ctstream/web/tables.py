@@ -60,18 +60,18 @@ def _owner_url(app: Any, topic: str, partition: int) -> str | None:
     return None
 
 
-def _entries(table: Any) -> list[dict[str, Any]]:
+def _entries(table: Any, key: str | None = None) -> list[dict[str, Any]]:
+    """The entries this worker holds (only those of ``key`` if given)."""
     if isinstance(table, SeenIds):  # one entry per id: its digest, partition and window
+        wanted = None if key is None else digest(key)
         return [
             {"key": id_digest.hex(), "partition": p, "window": list(table.window_span(w))}
             for p, w, id_digest in table.entries()
+            if wanted is None or id_digest == wanted
         ]
-    return [{"key": key, "value": value} for key, value in list(table.data.items())]
-
-
-def _entry_key(table: Any, key: str) -> str:
-    """What a looked-up key is listed as."""
-    return digest(key).hex() if isinstance(table, SeenIds) else key
+    return [
+        {"key": k, "value": v} for k, v in list(table.data.items()) if key is None or str(k) == key
+    ]
 
 
 def _json_key(entry: Mapping[str, Any]) -> bytes:
@@ -98,9 +98,7 @@ def install_table_views(app: Any, pipeline: Pipeline) -> None:
                     "windowed": real is not table,
                     "changelog_topic": real.changelog_topic.get_topic_name(),
                     "local_entries": (
-                        sum(1 for _ in table.entries())
-                        if isinstance(table, SeenIds)
-                        else len(real.data)
+                        table.count() if isinstance(table, SeenIds) else len(real.data)
                     ),
                 }
             )
@@ -125,8 +123,7 @@ def install_table_views(app: Any, pipeline: Pipeline) -> None:
             if owner is not None and owner.rstrip("/") != str(app.conf.canonical_url).rstrip("/"):
                 data = await _fetch(app, owner, request.url.path_qs, auth)
                 return web.json({**data, "answered_by": owner})
-            wanted = _entry_key(table, key)
-            found = [e for e in _entries(table) if str(e["key"]) == wanted]
+            found = _entries(table, key)
             return web.json(
                 {
                     "table": name,

@@ -54,6 +54,7 @@ def test_a_batch_is_one_table_entry_of_concatenated_digests() -> None:
     assert key.startswith(b"3:5:")
     assert len(value) == 1000 * DIGEST_BYTES
     assert sorted(p for p, _, _ in seen.entries()) == [3] * 1000
+    assert seen.count() == 1000
 
 
 def test_old_windows_are_deleted_when_the_newest_moves_on() -> None:
@@ -85,6 +86,7 @@ def test_entries_of_another_format_are_ignored() -> None:
     table.data[b"not-an-entry"] = b"x" * DIGEST_BYTES
     seen = SeenIds(table, WINDOW)
     assert list(seen.entries()) == []
+    assert seen.count() == 0
     assert not seen.seen(0, 0.0, b"x" * DIGEST_BYTES)
 
 

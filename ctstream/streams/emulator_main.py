@@ -82,6 +82,12 @@ async def serve(args: argparse.Namespace) -> None:
     from bqemulator.config import Settings
     from bqemulator.server import EmulatorServer
 
+    if args.ready_file is not None:
+        # DuckDB spills to ".tmp" under the working directory, which is the package root
+        # (see local_stack): 4 GB of it appeared there in a 30-minute fault soak. The
+        # ready file's directory is the stack's own.
+        os.chdir(args.ready_file.parent)
+
     settings = Settings(
         rest_host=HOST,
         grpc_host=HOST,
@@ -120,6 +126,8 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.ready_file is not None:
+        args.ready_file = args.ready_file.resolve()  # serve() changes the directory
     ready_file: Path | None = args.ready_file
     try:
         asyncio.run(serve(args))

@@ -174,6 +174,9 @@ def test_stack_end_to_end(tmp_path: Path) -> None:
         assert (key, value) == (b"k1", b"hello")
 
         assert bigquery_roundtrip(info) == [{"id": 1, "name": "one"}]
+        # DuckDB spills query state to ".tmp" under the emulator's working directory: the
+        # stack's own directory, not the package root it was started from.
+        assert Path(f"/proc/{info.emulator_pid}/cwd").resolve() == tmp_path.resolve()
     assert startup_s < 30, f"stack took {startup_s:.1f}s to start"
     assert_stopped(info)
     LocalStack().stop(info)  # idempotent once everything is gone

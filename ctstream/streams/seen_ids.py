@@ -101,19 +101,13 @@ class SeenIds:
 
     def entries(self) -> Iterator[tuple[int, int, bytes]]:
         """(partition, window, digest) of every id this worker holds."""
-        for key, value in list(self.table.data.items()):
-            parsed = _parse_key(key)
-            if parsed is not None and value:
-                for id_digest in split_digests(value):
-                    yield parsed[0], parsed[1], id_digest
+        for partition, window, _, value in self._stored():
+            for id_digest in split_digests(value):
+                yield partition, window, id_digest
 
     def count(self) -> int:
         """Ids this worker holds."""
-        return sum(
-            len(value) // DIGEST_BYTES
-            for key, value in list(self.table.data.items())
-            if value and _parse_key(key) is not None
-        )
+        return sum(len(value) // DIGEST_BYTES for _, _, _, value in self._stored())
 
     def _windows(self, partition: int) -> dict[int, _Window]:
         windows = self._index.get(partition)
@@ -123,14 +117,19 @@ class SeenIds:
 
     def _load(self, partition: int) -> dict[int, _Window]:
         windows: dict[int, _Window] = {}
+        for stored_partition, window, key, value in self._stored():
+            if stored_partition == partition:
+                entry = windows.setdefault(window, _Window())
+                entry.keys.append(key)
+                entry.ids.update(split_digests(value))
+        return windows
+
+    def _stored(self) -> Iterator[tuple[int, int, bytes, bytes]]:
+        """(partition, window, key, value) of each table entry of this format."""
         for key, value in list(self.table.data.items()):
             parsed = _parse_key(key)
-            if parsed is None or parsed[0] != partition or not value:
-                continue
-            entry = windows.setdefault(parsed[1], _Window())
-            entry.keys.append(key)
-            entry.ids.update(split_digests(value))
-        return windows
+            if parsed is not None and value:
+                yield parsed[0], parsed[1], key, value
 
 
 def _parse_key(key: Any) -> tuple[int, int] | None:

@@ -5,9 +5,10 @@ window** — key ``b"<partition>:<window>:<token>"``, value the ids' 16-byte BLA
 concatenated — instead of one windowed entry per id. That is one changelog message per
 batch instead of one per event, and about 16 bytes of table per id instead of faust's
 windowed key, value and expiry index (~450 bytes per id measured with faust's windowed
-table). Lookups use an in-memory set per partition and window, built from the table
-entries on first use and again after every recovery (a rebalance can bring a partition's
-entries written by another worker).
+table). Lookups use an in-memory ``DigestSet`` per partition and window (about 33 bytes
+per id, where a Python set of digests takes about 96), built from the table entries on
+first use and again after every recovery (a rebalance can bring a partition's entries
+written by another worker).
 
 Windows are tumbling by the event's timestamp, as faust's were: an id is a duplicate if
 it is in its event's window or the one before, so copies straddling a boundary are caught.
@@ -25,6 +26,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctstream.streams.digest_set import DigestSet
+
 DIGEST_BYTES = 16
 # The event's window and the one before are looked up; one more is kept for events that
 # arrive late (re-read after a crash, or a partition whose newest window moved ahead).
@@ -41,7 +44,7 @@ def split_digests(value: bytes) -> Iterator[bytes]:
 
 @dataclass
 class _Window:
-    ids: set[bytes] = field(default_factory=set)
+    ids: DigestSet = field(default_factory=DigestSet)
     keys: list[bytes] = field(default_factory=list)  # the table entries holding them
 
 

@@ -111,6 +111,11 @@ class TablePoller:
         except Exception as exc:
             # Nothing was saved, so the next tick re-reads the same changes: no loss.
             self.stats.last_error[name] = f"{type(exc).__name__}: {exc}"
+            if self.app.should_stop:
+                # Stopping closes the source connection under a running read: expected,
+                # and the worker that takes the table over polls it again.
+                log.info("table %s: poll interrupted by the worker stopping: %s", name, exc)
+                return
             log.exception("table %s: poll failed, will retry on the next tick", name)
         finally:
             self.stats.snapshotting.pop(name, None)

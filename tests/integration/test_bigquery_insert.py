@@ -107,3 +107,17 @@ async def test_rows_held_back_with_no_invalid_row_named_are_parked_not_resent(
     assert [index for index, _ in rejected] == [1, 2]
     assert all(reason.startswith(STOPPED) for _, reason in rejected)
     assert proxy.stopped_requests == 1  # not sent again: nothing says what to leave out
+
+
+async def test_the_local_emulator_copies_no_table_on_write(writer: BigQueryWriter) -> None:
+    # emulator_main runs without --time-travel: no snapshot (a copy of the whole table) per
+    # write, so FOR SYSTEM_TIME AS OF reads the live table. With snapshots it would show
+    # the table as of the first insert.
+    await writer.insert("items", [row(1, "one")], [unique_id("items", [1], 1)])
+    [now] = await writer.query("SELECT CURRENT_TIMESTAMP() AS t")
+    await writer.insert("items", [row(2, "two")], [unique_id("items", [2], 1)])
+    at = now["t"].isoformat()
+    rows = await writer.query(
+        f"SELECT id FROM `{writer.ref('items')}` FOR SYSTEM_TIME AS OF TIMESTAMP '{at}'"
+    )
+    assert sorted(r["id"] for r in rows) == [1, 2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,8 +38,20 @@ log = logging.getLogger(__name__)
 # Starts the reason of a row rejected for its size (the sink keeps its payload out of
 # the error records table, which could not hold it either).
 TOO_LARGE = "row too large for one BigQuery request"
+# The reason of a valid row BigQuery did not insert because another row of its request
+# was invalid.
+STOPPED = "held back by BigQuery (stopped)"
 _TOO_LARGE_WORDS = ("payload size", "too large", "request size")
 _RETRIABLE_REASONS = {"quotaExceeded", "rateLimitExceeded", "backendError", "internalError"}
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The rows of one ``insert`` call and their encoded insertAll entries (with insertId)."""
+
+    table: str
+    rows: Sequence[dict[str, Any]]
+    encoded: Sequence[bytes]
 
 
 def make_client(settings: BigQuerySettings) -> bigquery.Client:
@@ -284,63 +297,115 @@ class BigQueryWriter:
         Rows go in requests of at most ``max_request_bytes``; a request BigQuery refuses as
         too large is split in halves; a row too large on its own is rejected, not sent.
         """
+        # Each row is encoded once, with orjson: its size decides the requests, and the
+        # same bytes make the request body (the client would encode again with stdlib json).
+        encoded = [
+            orjson.dumps({"insertId": row_id, "json": row})
+            for row_id, row in zip(row_ids, rows, strict=True)
+        ]
+        batch = _Batch(table, rows, encoded)
         rejected: list[tuple[int, str]] = []
         start, size = 0, 0
-        for index, row in enumerate(rows):
-            row_size = len(orjson.dumps(row)) + len(row_ids[index]) + 32
+        for index, entry in enumerate(encoded):
+            row_size = len(entry) + 1
             if row_size > self._max_bytes:
-                rejected += await self._insert_range(table, rows, row_ids, start, index)
+                rejected += await self._insert_range(batch, start, index)
                 rejected.append(
                     (index, f"{TOO_LARGE}: {row_size} bytes, a request holds {self._max_bytes}")
                 )
                 start, size = index + 1, 0
             elif size + row_size > self._max_bytes:
-                rejected += await self._insert_range(table, rows, row_ids, start, index)
+                rejected += await self._insert_range(batch, start, index)
                 start, size = index, row_size
             else:
                 size += row_size
-        rejected += await self._insert_range(table, rows, row_ids, start, len(rows))
+        rejected += await self._insert_range(batch, start, len(rows))
         return rejected
 
-    async def _insert_range(
-        self, table: str, rows: Sequence[dict[str, Any]], ids: Sequence[str], start: int, end: int
-    ) -> list[tuple[int, str]]:
+    async def _insert_range(self, batch: _Batch, start: int, end: int) -> list[tuple[int, str]]:
         if start >= end:
             return []
         try:
-            errors = await self._insert_once(table, rows[start:end], ids[start:end])
+            refused, held_back = await self._insert_once(batch, start, end)
         except RequestTooLarge as exc:
             if end - start == 1:
                 return [(start, f"{TOO_LARGE}: {exc}")]
             middle = (start + end) // 2
             log.info("%s; splitting %d rows in two", exc, end - start)
-            first = await self._insert_range(table, rows, ids, start, middle)
-            return first + await self._insert_range(table, rows, ids, middle, end)
-        return [(start + index, reason) for index, reason in errors]
+            first = await self._insert_range(batch, start, middle)
+            return first + await self._insert_range(batch, middle, end)
+        rejected = [(start + index if index >= 0 else -1, reason) for index, reason in refused]
+        held = [start + index for index in held_back]
+        if held and not rejected:
+            # Held back without an invalid row named: park them rather than loop.
+            rejected += [(index, f"{STOPPED}, with no invalid row named") for index in held]
+        elif held:
+            log.info(
+                "%d valid rows of %s held back by %d invalid ones; sending them again",
+                len(held),
+                batch.table,
+                len(rejected),
+            )
+            rejected += await self._insert_again(batch, held)
+        return sorted(rejected)
+
+    async def _insert_again(self, batch: _Batch, indexes: list[int]) -> list[tuple[int, str]]:
+        """Insert the rows at ``indexes`` of ``batch`` on their own; rejections by batch index."""
+        again = _Batch(
+            batch.table, [batch.rows[i] for i in indexes], [batch.encoded[i] for i in indexes]
+        )
+        rejected = await self._insert_range(again, 0, len(indexes))
+        return [(indexes[index] if index >= 0 else -1, reason) for index, reason in rejected]
 
     async def _insert_once(
-        self, table: str, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]
-    ) -> list[tuple[int, str]]:
+        self, batch: _Batch, start: int, end: int
+    ) -> tuple[list[tuple[int, str]], list[int]]:
+        """One request: the rows refused (index in the request, reason), and those held back.
+
+        Without ``skipInvalidRows`` BigQuery inserts nothing of a request with an invalid
+        row, and answers for each valid row the reason ``stopped``: those rows can be sent
+        again as they are.
+        """
+        table = batch.table
         if self.settings.write_api == "storage_write" and not table.startswith("_"):
-            return await self._append(table, rows)
-        errors = await self._call(
-            f"writing {len(rows)} rows to {table}",
-            self._client.insert_rows_json,
-            self.ref(table),
-            list(rows),
-            row_ids=list(row_ids),
-            retry=None,  # ours: forever, with backoff, and without acknowledging meanwhile
-            timeout=self._timeout,
+            return await self._append(table, batch.rows[start:end]), []
+        body = b'{"rows":[' + b",".join(batch.encoded[start:end]) + b"]}"
+        response = await self._call(
+            f"writing {end - start} rows to {table}", self._post_insert_all, table, body
         )
         self.requests["insert_all"] += 1
-        rejected: list[tuple[int, str]] = []
-        for entry in errors or []:
+        refused: list[tuple[int, str]] = []
+        held: list[int] = []
+        for entry in response.get("insertErrors") or []:
+            index = int(entry.get("index", -1))
+            errors = entry.get("errors") or []
+            if not 0 <= index < end - start:
+                index = -1  # names no row of the request
+            elif errors and all(e.get("reason") == "stopped" for e in errors):
+                held.append(index)
+                continue
             reasons = "; ".join(
-                f"{e.get('location', '')}: {e.get('message', e.get('reason', ''))}"
-                for e in entry.get("errors", [])
+                f"{e.get('location', '')}: {e.get('message', e.get('reason', ''))}" for e in errors
             )
-            rejected.append((int(entry.get("index", -1)), reasons or "rejected by BigQuery"))
-        return rejected
+            refused.append((index, reasons or "rejected by BigQuery"))
+        return refused, held
+
+    def _post_insert_all(self, table: str, body: bytes) -> dict[str, Any]:
+        """tabledata.insertAll with a body already encoded (runs in a worker thread).
+
+        The client's own connection sends it, so authentication, the endpoint and the
+        errors raised (google.api_core exceptions, see ``classify``) are the client's.
+        No retry here: ours is forever, with backoff, and without acknowledging meanwhile.
+        """
+        ref = bigquery.TableReference.from_string(self.ref(table))
+        response: dict[str, Any] = self._client._connection.api_request(  # type: ignore[no-untyped-call]
+            method="POST",
+            path=f"{ref.path}/insertAll",
+            data=body,
+            content_type="application/json",
+            timeout=self._timeout,
+        )
+        return response
 
     async def _append(self, table: str, rows: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
         """The Storage Write API's default stream (ctstream's own tables use insertAll)."""

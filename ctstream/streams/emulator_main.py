@@ -3,13 +3,24 @@
 Usage::
 
     python -m ctstream.streams.emulator_main --rest-port N --grpc-port M \\
-        [--ready-file PATH] [--log-level warning] [--project local]
+        [--ready-file PATH] [--log-level warning] [--project local] [--time-travel]
 
 The emulator insists on DuckDB's ``spatial`` extension at start, which cannot be
 downloaded on machines without internet access; this entry point replaces the loader
 with a no-op (only GEOGRAPHY is lost). DuckDB's ``avro`` extension is skipped too unless
 ``--avro`` is given: its download attempt fails offline after about two seconds, and only
-Avro load/extract jobs need it. Once both servers accept connections it writes
+Avro load/extract jobs need it.
+
+Time travel is off unless ``--time-travel`` is given. The emulator serves ``FOR SYSTEM_TIME
+AS OF`` by copying the whole table into a snapshot after *every* write, so each insertAll
+costs time and disk in proportion to the table's size, not the request's (1,000-row
+inserts: 0.064 ms of CPU per row without snapshots; with them 0.15 ms per row once the
+table held 50,000 rows, and rising). ctstream never queries with ``FOR SYSTEM_TIME AS OF`` (its time-travel
+function reads the change rows), and BigQuery itself charges no such cost to the writer.
+Off, writes still publish the emulator's table-changed event (its query cache and
+materialized views depend on it); ``FOR SYSTEM_TIME AS OF`` then reads the live table.
+
+Once both servers accept connections it writes
 ``{"rest_port": .., "grpc_port": .., "pid": ..}`` atomically (temp file + rename) to the
 ready file, then runs until SIGTERM or SIGINT and stops cleanly. The ready file is removed
 again on a clean stop.
@@ -49,6 +60,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="try to install DuckDB's avro extension (needs network; off by default)",
     )
+    parser.add_argument(
+        "--time-travel",
+        action="store_true",
+        help="snapshot tables after every write for FOR SYSTEM_TIME AS OF (slow: copies the "
+        "whole table per write; off by default)",
+    )
     return parser.parse_args(argv)
 
 
@@ -77,8 +94,22 @@ def _disable_spatial() -> None:
     DuckDBEngine._load_spatial = _no_spatial  # type: ignore[method-assign]
 
 
+def _disable_write_snapshots() -> None:
+    from bqemulator.domain.events import TableDataChanged
+    from bqemulator.versioning.snapshots import SnapshotManager
+
+    def _changed_without_snapshot(
+        self: SnapshotManager, project_id: str, dataset_id: str, table_id: str
+    ) -> None:
+        self._events.publish(TableDataChanged(project_id, dataset_id, table_id))
+
+    SnapshotManager.record_change = _changed_without_snapshot  # type: ignore[method-assign]
+
+
 async def serve(args: argparse.Namespace) -> None:
     _disable_spatial()
+    if not args.time_travel:
+        _disable_write_snapshots()
     from bqemulator.config import Settings
     from bqemulator.server import EmulatorServer
 

@@ -6,12 +6,16 @@ insertAll requests, which it answers according to ``mode`` while one is set:
 * ``"503"`` / ``"429"`` / ``"403"`` (quotaExceeded): an error response in Google's shape;
 * ``"drop"``: the connection is closed without an answer;
 * ``"slow"``: forwarded after ``delay`` seconds;
-* ``max_body``: requests larger than this get 413, whatever the mode.
+* ``max_body``: requests larger than this get 413, whatever the mode;
+* ``invalid_value``: a request with a row holding this value is answered as BigQuery
+  answers one with an invalid row (without ``skipInvalidRows``): nothing inserted,
+  ``invalid`` for that row and ``stopped`` for every other, whatever the mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +34,9 @@ class FaultProxy:
         self.mode: str | None = None
         self.delay = 2.0
         self.max_body: int | None = None
+        self.invalid_value: str | None = None
+        self.name_invalid_rows = True  # False: answer "stopped" rows only (a malformed answer)
+        self.stopped_requests = 0
         self.refused = 0
         self.too_large = 0
         self.forwarded_inserts = 0
@@ -55,6 +62,10 @@ class FaultProxy:
             if self.max_body is not None and len(body) > self.max_body:
                 self.too_large += 1
                 return _error(413, "badRequest", "Request payload size exceeds the limit")
+            if self.invalid_value is not None:
+                stopped = self._stopped(body)
+                if stopped is not None:
+                    return stopped
             mode = self.mode
             if mode in _ERRORS:
                 self.refused += 1
@@ -68,6 +79,28 @@ class FaultProxy:
                 await asyncio.sleep(self.delay)
             self.forwarded_inserts += 1
         return await self._forward(request, body)
+
+    def _stopped(self, body: bytes) -> web.Response | None:
+        rows = json.loads(body)["rows"]
+        invalid = {i for i, r in enumerate(rows) if self.invalid_value in r["json"].values()}
+        if not invalid:
+            return None
+        self.stopped_requests += 1
+        errors = [
+            {
+                "index": i,
+                "errors": [
+                    {"reason": "invalid", "location": "name", "message": "injected: bad value"}
+                    if i in invalid
+                    else {"reason": "stopped", "location": "", "message": ""}
+                ],
+            }
+            for i in range(len(rows))
+            if self.name_invalid_rows or i not in invalid
+        ]
+        return web.json_response(
+            {"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors}
+        )
 
     async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
         headers = {

@@ -15,8 +15,9 @@ Time travel is off unless ``--time-travel`` is given. The emulator serves ``FOR 
 AS OF`` by copying the whole table into a snapshot after *every* write, so each insertAll
 costs time and disk in proportion to the table's size, not the request's (1,000-row
 inserts: 0.064 ms of CPU per row without snapshots; with them 0.15 ms per row once the
-table held 50,000 rows, and rising). ctstream never queries with ``FOR SYSTEM_TIME AS OF`` (its time-travel
-function reads the change rows), and BigQuery itself charges no such cost to the writer.
+table held 50,000 rows, and rising). ctstream never queries with ``FOR SYSTEM_TIME AS
+OF`` (its time-travel function reads the change rows), and BigQuery itself charges no
+such cost to the writer.
 Off, writes still publish the emulator's table-changed event (its query cache and
 materialized views depend on it); ``FOR SYSTEM_TIME AS OF`` then reads the live table.
 

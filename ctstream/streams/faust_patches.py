@@ -61,6 +61,14 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    even when data arrives meanwhile (measured: a message produced to a waiting consumer
    arrived 0.26 to 0.39 s later with 1,500 ms, 0.013 to 0.036 s with 100 ms). Each Kafka hop
    (raw → dedup, deduped → sink) added that wait to the latency; it is ``FETCH_MAX_WAIT_MS``.
+11. A subscription change (a table found by discovery) makes aiokafka forget the current
+   assignment at once, before the rebalance revokes anything. A ``getmany`` then handing
+   out records fetched just before calls ``highwater`` for their partition, aiokafka
+   asserts "Partition is not assigned", and faust's fetcher crashes the whole worker
+   (found by the two-worker discovery test in CI, 1 run in about 10). The rest of that
+   fetch is dropped instead: never handed to a stream, never acknowledged, so the
+   partition's owner after the rebalance reads those records again from the committed
+   offset.
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/faults the kill-and-restart behaviour.
 """
@@ -69,7 +77,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -348,6 +356,24 @@ def create_worker_consumer(self: Any, transport: Any) -> Any:
     return consumer
 
 
+_original_getmany = Consumer.getmany
+_NOT_ASSIGNED = "Partition is not assigned"  # aiokafka's assertion in highwater()
+
+
+async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109
+    """faust's getmany, ending quietly where a partition was unassigned under it (11)."""
+    try:
+        async for tp_and_message in _original_getmany(self, timeout):
+            yield tp_and_message
+    except AssertionError as exc:
+        if str(exc) != _NOT_ASSIGNED:
+            raise
+        log.info(
+            "a fetch ended early: its partition was unassigned meanwhile (a rebalance); "
+            "the rest is read again from the committed offsets"
+        )
+
+
 def apply() -> None:
     global _APPLIED
     if _APPLIED:
@@ -359,6 +385,7 @@ def apply() -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer._filter_committable_offsets = filter_committable_offsets  # type: ignore[method-assign]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     Recovery._resume_streams = resume_streams  # type: ignore[method-assign]

@@ -31,7 +31,7 @@ from ctstream.streams.topics import TopicNames
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--config", type=Path, required=True, help="the stage's ctstream config")
-    parser.add_argument("--mode", choices=["passthrough", "plain-dedup"], required=True)
+    parser.add_argument("--mode", choices=["passthrough", "drain", "plain-dedup"], required=True)
     parser.add_argument("--events", type=int, required=True, help="events to wait for")
     parser.add_argument("--out", type=Path, required=True, help="result file (JSON)")
     parser.add_argument("--app-id", default="bench-faust-baseline")
@@ -68,6 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         async def passthrough(stream: Any) -> None:
             async for _value in stream:
                 seen()
+
+    elif args.mode == "drain":
+
+        @app.agent(raw, name="bench.drain")
+        async def drain(stream: Any) -> None:
+            queue = stream.channel.queue
+            while True:
+                events = [await queue.get()]
+                while len(events) < 5000 and not queue.empty():
+                    events.append(queue.get_nowait())
+                for event in events:
+                    event.ack()
+                    seen()
 
     else:
         import orjson

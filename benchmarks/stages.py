@@ -52,7 +52,7 @@ from benchmarks.common import (
 from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.topics import ensure_topics
 
-STAGES = ("poll", "dedup", "sink", "passthrough", "plain-dedup")
+STAGES = ("poll", "dedup", "sink", "passthrough", "drain", "plain-dedup")
 
 
 def _cfg(args: argparse.Namespace, tables: list[str], name: str, roles: list[str]) -> Any:
@@ -64,7 +64,7 @@ def _cfg(args: argparse.Namespace, tables: list[str], name: str, roles: list[str
         batch_wait=args.batch_wait,
         roles=roles,
         app_id=f"stage-{name}",
-        prefix=f"stage-{'dedup' if name in ('passthrough', 'plain-dedup') else name}",
+        prefix=f"stage-{'dedup' if name in ('passthrough', 'drain', 'plain-dedup') else name}",
         dataset=f"stage_{name.replace('-', '_')}",
     )
 
@@ -181,7 +181,7 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         results["poll"] = await _worker_stage(
             args, workdir, stack, db, "poll", args.rows, "events_produced", poll_input
         )
-    need_raw = any(s in only for s in ("dedup", "passthrough", "plain-dedup"))
+    need_raw = any(s in only for s in ("dedup", "passthrough", "drain", "plain-dedup"))
     if need_raw:
         results["dedup"] = await _worker_stage(
             args, workdir, stack, db, "dedup", raw_events, "dedup_seen", dedup_input
@@ -192,12 +192,12 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         results["sink"] = await _worker_stage(
             args, workdir, stack, db, "sink", args.rows, "rows_written", sink_input
         )
-    for mode in ("passthrough", "plain-dedup"):
+    for mode in ("passthrough", "drain", "plain-dedup"):
         if mode in only:
             results[mode] = await _baseline(args, workdir, stack, db, mode, raw_events)
     ratios = {}
     if "dedup" in results:
-        for base in ("passthrough", "plain-dedup"):
+        for base in ("passthrough", "drain", "plain-dedup"):
             if base in results:
                 ratios[f"dedup_vs_{base}"] = round(
                     results["dedup"]["events_per_s"] / results[base]["events_per_s"], 2

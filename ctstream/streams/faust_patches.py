@@ -86,6 +86,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, credentials_to_aiokafka_auth
 from faust.utils.functional import consecutive_numbers
 
+from ctstream.streams import faust_eager_delivery
 from ctstream.streams.kafka_offsets import true_end_offsets
 
 log = logging.getLogger("ctstream.faust")
@@ -391,4 +392,5 @@ def apply() -> None:
     Recovery._resume_streams = resume_streams  # type: ignore[method-assign]
     Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
     Recovery._seek_offsets = seek_offsets  # type: ignore[method-assign]
+    faust_eager_delivery.apply()  # 12
     _APPLIED = True

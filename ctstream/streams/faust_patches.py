@@ -69,6 +69,10 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    fetch is dropped instead: never handed to a stream, never acknowledged, so the
    partition's owner after the rebalance reads those records again from the committed
    offset.
+12. Not a fix, speed: faust hands every fetched message to its streams through
+   ``wait_first``, four tasks per message; ``streams/faust_eager_delivery.py`` runs the
+   delivery at once and falls back to faust's way only when it blocks (the dedup stage:
+   0.26 → 0.15 ms of CPU per event).
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/faults the kill-and-restart behaviour.
 """

@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 seen()
 
     worker: Any = Worker(app, loop=loop, loglevel="warning", quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # as ctstream's worker (runner.faust_worker): root logger not DEBUG
     with contextlib.suppress(SystemExit):
         worker.execute_from_commandline()
     sys.stdout.flush()

@@ -53,3 +53,29 @@ async def test_every_retry_line_names_the_table_and_the_attempt(
         await retry_forever(flaky, "writing", 0.001, 0.002, log_fields={"table": "items"})
     extras = [r.ctstream for r in caplog.records]  # type: ignore[attr-defined]
     assert extras == [{"table": "items", "attempt": 1}, {"table": "items", "attempt": 2}]
+
+
+@pytest.mark.parametrize("level", ["warning", "error", "info"])
+def test_the_worker_keeps_the_root_logger_at_the_configured_level(level: str) -> None:
+    # faust's spinner set the root logger to DEBUG at warning and above, so every debug
+    # call in the worker built a record (and google-auth hashed each request body).
+    import asyncio
+
+    import faust
+
+    from ctstream.runner import faust_worker
+
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    loop = asyncio.new_event_loop()
+    try:
+        app = faust.App("log-level-test", broker="kafka://127.0.0.1:9", web_enabled=False)
+        worker = faust_worker(app, loop, level, logging_config("plain", level))
+        worker._setup_logging()
+        assert root.level == logging.getLevelName(level.upper())
+        assert not logging.getLogger("google.auth.transport.requests").isEnabledFor(logging.DEBUG)
+        assert all(type(h).__name__ != "SpinnerHandler" for h in root.handlers)
+    finally:
+        loop.close()
+        root.setLevel(saved_level)
+        root.handlers[:] = saved_handlers

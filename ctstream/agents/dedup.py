@@ -28,6 +28,7 @@ from typing import Any
 from faust.streams import _current_event
 
 from ctstream.agents.batches import run_batch
+from ctstream.agents.channel_batches import channel_batches
 from ctstream.errors import CtstreamError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.streams.backoff import retry_forever
@@ -67,7 +68,7 @@ def install_dedup(
 
     @app.agent(topics.raw_source, name="ctstream.dedup")
     async def dedup(stream: Any) -> None:
-        async for events in stream.take_events(batch, within=0.2):
+        async for events in channel_batches(app, stream, batch, within=0.2):
             await run_batch(app, events, dedup_batch, "dedup batch")
 
     async def dedup_batch(events: Sequence[Any]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ctstream.agents.batches import run_in_flight
+from ctstream.agents.channel_batches import channel_batches
 from ctstream.errors import CtstreamError, SinkError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.settings import SinkSettings
@@ -76,7 +77,7 @@ def install_sink(
 ) -> None:
     @app.agent(topics.deduped_source, name="ctstream.sink")
     async def sink(stream: Any) -> None:
-        batches = stream.take_events(settings.batch_rows, within=settings.batch_wait)
+        batches = channel_batches(app, stream, settings.batch_rows, settings.batch_wait)
         await run_in_flight(
             app, batches, write_batch, "sink batch", settings.max_in_flight, *_retry(settings)
         )

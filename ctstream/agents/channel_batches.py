@@ -1,0 +1,80 @@
+"""Batches taken straight from an agent's channel, without faust's per-event stream path.
+
+faust's ``Stream.take_events`` passes every event through the stream's iterator
+(processors, sensors, the task-local current event) and a buffer processor that awaits
+once per event. The dedup and sink agents only want the events, in batches, so they take
+them from the channel's queue in bulk (measured on the dedup stage: see
+benchmarks/README.md). What the stream did that ctstream's guarantees rest on is done
+here too:
+
+- an event fetched while flow control is suspended or from an older consumer generation
+  (a rebalance is under way) is skipped and *not* acknowledged: its offset stays a hole
+  that holds the commit until the rebalance's seek reads it again (faust_patches fix 8
+  makes faust's streams do the same);
+- every other event is tracked as started, so a rebalance or a stop waits for it to be
+  acknowledged (faust's ``Consumer.wait_empty``);
+- a batch is acknowledged when the agent asks for the next one, as ``take_events`` does;
+  the commit ceiling of agents/batches.py keeps a batch still running from committing;
+- events taken but never handed out (the agent was cancelled meanwhile) are marked done
+  without being acknowledged: holes again, read again by the partition's next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+# How often an idle wait looks at the worker's stop flag.
+IDLE_CHECK_SECONDS = 1.0
+
+
+async def channel_batches(
+    app: Any, stream: Any, max_events: int, within: float
+) -> AsyncIterator[list[Any]]:
+    """Up to ``max_events`` events at a time, at most ``within`` s after the first came."""
+    queue = stream.channel.queue
+    consumer = app.consumer
+    flow_control = app.flow_control
+    acking_topics = app.topics.acking_topics
+    events: list[Any] = []
+    try:
+        while not app.should_stop:
+            deadline = 0.0
+            while len(events) < max_events:
+                if queue.empty():  # also false while an error waits to be raised
+                    wait = deadline - time.monotonic() if events else IDLE_CHECK_SECONDS
+                    if wait <= 0:
+                        break
+                    try:
+                        event = await asyncio.wait_for(queue.get(), wait)
+                    except TimeoutError:
+                        if events or app.should_stop:
+                            break
+                        continue
+                else:
+                    event = queue.get_nowait()
+                message = event.message
+                if (
+                    not flow_control.is_active()
+                    or message.generation_id != app.consumer_generation_id
+                ):
+                    continue  # left unacknowledged: read again after the rebalance
+                if message.topic in acking_topics and not message.tracked:
+                    message.tracked = True
+                    consumer.unacked.add(message)
+                if not events:
+                    deadline = time.monotonic() + within
+                events.append(event)
+            if not events:
+                continue
+            batch, events = events, []
+            try:
+                yield batch
+            finally:
+                for event in batch:
+                    event.ack()  # does nothing for an event the agent withheld
+    finally:
+        for event in events:
+            event.message.acked = True  # taken, never handed out: a hole, not an ack

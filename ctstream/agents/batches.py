@@ -1,8 +1,8 @@
 """Running a batch so that faust never commits what was not finished.
 
-faust acknowledges every event of a ``take_events`` batch when the agent leaves the batch —
-also when it leaves by an exception or by being cancelled at shutdown — and it can
-acknowledge a stale "current" event while it skips messages during a stop. So ctstream
+A batch is acknowledged when the agent leaves it (agents/channel_batches.py, as faust's
+``take_events`` did) — also when it leaves by an exception or by being cancelled at
+shutdown. So ctstream
 does not rely on acknowledgements alone: every batch is registered while it runs, and the
 commit of a partition is capped below the first offset of any batch that has not
 finished (``commit_ceiling``, applied in streams/faust_patches.py). An unfinished batch is

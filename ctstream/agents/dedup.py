@@ -10,10 +10,8 @@ them, and only then record their ids — so a crash can cause a duplicate but ne
 loss. The ids are recorded as one table entry per partition and window of the batch; a
 faust table write needs the current event to know its partition, so it is set to an
 event of that partition first (through faust's ``_current_event`` context variable —
-private, hence faust is pinned; tests cover it). Only this task's context changes:
-``Stream.current_event``, which the stream's background reader uses to fill the take
-buffer, must not be touched, or the buffer would record — and later acknowledge — the
-wrong event.
+private, hence faust is pinned; tests cover it). Only this task's context changes.
+Batches come straight from the agent's channel (agents/channel_batches.py).
 """
 
 from __future__ import annotations

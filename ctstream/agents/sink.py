@@ -3,10 +3,10 @@
 A batch (by rows and by time) is split by table, each row is validated against its
 table's schema, good rows are written with ``insertId = message_unique_id``, bad rows go
 to the error topic and ``_error_records``. Retriable failures are retried forever with
-backoff *inside* the agent: faust acknowledges a ``take_events`` batch only when the loop
-asks for the next one, so nothing is committed until BigQuery accepted it, and while
-BigQuery is down the agent stops pulling — the consumer's buffer fills and fetching
-pauses, so memory stays flat.
+backoff *inside* the agent: a batch (agents/channel_batches.py) is acknowledged only when
+the loop asks for the next one, and its commit is capped while it runs (agents/batches.py),
+so nothing is committed until BigQuery accepted it; while BigQuery is down the agent stops
+pulling — the consumer's buffer fills and fetching pauses, so memory stays flat.
 """
 
 from __future__ import annotations

@@ -1,0 +1,169 @@
+"""Batches from an agent's channel (ctstream/agents/channel_batches.py).
+
+The queue, flow control, messages, events and the acknowledgement bookkeeping are faust's
+and mode's own; only the app and the consumer around them are stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+from faust.events import Event
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+from ctstream.agents.channel_batches import channel_batches
+from ctstream.streams import faust_patches
+
+TOPIC = "raw"
+PARTITION = TP(TOPIC, 0)
+
+
+class Consumer:
+    """The parts of faust's Consumer that acknowledging touches (with ctstream's fix 8)."""
+
+    def __init__(self) -> None:
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda t: True))
+        self._committed_offset: dict[Any, int | None] = defaultdict(lambda: 0)
+        self._acked: dict[Any, list[int]] = defaultdict(list)
+        self._acked_index: dict[Any, set[int]] = defaultdict(set)
+        self._unacked_messages: set[Any] = set()
+        self._n_acked = 0
+        self._waiting_for_ack = None
+
+    @property
+    def unacked(self) -> set[Any]:
+        return self._unacked_messages
+
+    def ack(self, message: Any) -> bool:
+        return faust_patches.ack(self, message)
+
+    def acked(self) -> list[int]:
+        return sorted(self._acked[PARTITION])
+
+
+class Pipeline:
+    def __init__(self) -> None:
+        self.consumer = Consumer()
+        self.flow_control = FlowControlEvent(initially_suspended=False)
+        self.app = SimpleNamespace(
+            should_stop=False,
+            consumer=self.consumer,
+            flow_control=self.flow_control,
+            topics=SimpleNamespace(acking_topics={TOPIC}),
+            consumer_generation_id=1,
+        )
+        self.queue: ThrowableQueue[Any] = ThrowableQueue(flow_control=self.flow_control)
+        self.stream = SimpleNamespace(channel=SimpleNamespace(queue=self.queue))
+
+    def put(self, offset: int, generation: int = 1) -> Event:
+        message = ConsumerMessage(TOPIC, 0, offset, 0.0, 0, [], b"k", b"v", None)
+        message.generation_id = generation
+        event = Event(self.app, b"k", b"v", None, message)  # type: ignore[arg-type]
+        self.queue.put_nowait(event)
+        return event
+
+    def batches(self, max_events: int, within: float) -> AsyncIterator[list[Any]]:
+        return channel_batches(self.app, self.stream, max_events, within)
+
+
+async def taken(queue: Any) -> None:
+    """Until the batches' task has taken what is in the queue (its first steps)."""
+    for _ in range(100):
+        if queue.empty():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the queue was not read")
+
+
+def offsets(batch: list[Any]) -> list[int]:
+    return [e.message.offset for e in batch]
+
+
+async def test_batches_are_bounded_by_size_and_acknowledged_when_the_next_is_asked() -> None:
+    p = Pipeline()
+    for offset in range(5):
+        p.put(offset)
+    batches = p.batches(3, within=0.05)
+    first = await asyncio.wait_for(anext(batches), 5)
+    assert offsets(first) == [0, 1, 2]
+    assert all(e.message.tracked for e in first)  # a rebalance waits for them
+    assert p.consumer.acked() == []  # not before the agent is done with the batch
+    second = await asyncio.wait_for(anext(batches), 5)  # the rest, once `within` ran out
+    assert offsets(second) == [3, 4]
+    assert p.consumer.acked() == [0, 1, 2]
+    await batches.aclose()
+    assert p.consumer.acked() == [0, 1, 2, 3, 4]
+
+
+async def test_a_partial_batch_comes_within_the_wait_after_its_first_event() -> None:
+    p = Pipeline()
+    p.put(0)
+    batches = p.batches(1000, within=0.05)
+    assert offsets(await asyncio.wait_for(anext(batches), 5)) == [0]
+    await batches.aclose()
+
+
+async def test_events_of_a_rebalance_are_skipped_and_stay_holes() -> None:
+    p = Pipeline()
+    p.put(0, generation=0)  # fetched before the rebalance's new generation
+    p.put(1)
+    batches = p.batches(10, within=0.05)
+    assert offsets(await asyncio.wait_for(anext(batches), 5)) == [1]
+    p.flow_control.suspend()  # a rebalance under way: what is taken now is skipped
+    waiting = asyncio.ensure_future(anext(batches))
+    p.put(2)
+    await taken(p.queue)
+    p.flow_control.resume()
+    p.put(3)
+    assert offsets(await asyncio.wait_for(waiting, 5)) == [3]
+    await batches.aclose()
+    assert p.consumer.acked() == [1, 3]
+    # 0 was never processed, so nothing is committed past it.
+    assert faust_patches.new_offset(p.consumer, PARTITION) is None
+
+
+async def test_a_withheld_batch_is_not_acknowledged() -> None:
+    p = Pipeline()
+    p.put(0)
+    p.put(1)
+    batches = p.batches(10, within=0.05)
+    batch = await asyncio.wait_for(anext(batches), 5)
+    for event in batch:  # what agents/batches.withhold does with an unfinished batch
+        event.message.acked = True
+    await batches.aclose()
+    assert p.consumer.acked() == []
+
+
+async def test_events_taken_but_not_handed_out_are_released_without_an_ack() -> None:
+    p = Pipeline()
+    event = p.put(0)
+    batches = p.batches(10, within=30)  # waits for more until cancelled
+    waiting = asyncio.ensure_future(anext(batches))
+    await taken(p.queue)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 5)
+    await batches.aclose()
+    assert event.message.acked  # a rebalance does not wait for it ...
+    assert p.consumer.acked() == []  # ... and its offset was not recorded as processed
+
+
+async def test_an_idle_channel_ends_when_the_worker_stops() -> None:
+    p = Pipeline()
+    batches = p.batches(10, within=0.05)
+    waiting = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0)
+    p.app.should_stop = True
+    try:
+        await asyncio.wait_for(waiting, 5)
+    except StopAsyncIteration:
+        pass
+    else:
+        raise AssertionError("a batch came from an empty channel")

@@ -67,6 +67,21 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> TableRegistry
     return registry
 
 
+def uvloop_everywhere() -> asyncio.AbstractEventLoop:
+    """A uvloop loop for this thread, and uvloop for every loop made later.
+
+    The policy, not only this loop: faust runs its Kafka consumer in a thread with a loop
+    of its own (``asyncio.new_event_loop()``), and that loop carries every fetch
+    (measured: 0.37 → 0.29 ms of worker CPU per row in ``benchmarks.peer``).
+    """
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
 def faust_worker(app: Any, loop: Any, level: str, log_config: dict[str, Any]) -> Any:
     """faust's Worker for ``app``, logging with ``log_config`` and without its spinner.
 
@@ -92,8 +107,6 @@ def faust_worker(app: Any, loop: Any, level: str, log_config: dict[str, Any]) ->
 
 def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
     """Run one worker until SIGINT/SIGTERM. Several may run at once on one config."""
-    import uvloop
-
     from ctstream.agents import install
     from ctstream.app import create_app
     from ctstream.web import install_views
@@ -111,8 +124,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
     if settings.faults.crash_points:
         crash_points.arm({str(k): p for k, p in settings.faults.crash_points.items()})
         log.warning("FAULT TEST: this worker may kill itself at %s", settings.faults.crash_points)
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop = uvloop_everywhere()
     app = create_app(settings)
     pipeline = install(app, settings, registry, writer)
     install_views(app, pipeline)

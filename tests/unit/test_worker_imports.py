@@ -31,3 +31,24 @@ def test_without_the_skip_the_bigquery_client_does_load_them() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert "pyarrow" in done.stdout
+
+
+LOOP_PROBE = """
+import asyncio, threading
+from ctstream.runner import uvloop_everywhere
+loops = [type(uvloop_everywhere()).__module__]
+def in_thread():  # as faust's consumer thread makes its loop
+    loops.append(type(asyncio.new_event_loop()).__module__)
+thread = threading.Thread(target=in_thread)
+thread.start()
+thread.join()
+print(",".join(loops))
+"""
+
+
+def test_every_loop_of_a_worker_is_uvloop_also_the_consumer_thread() -> None:
+    # In a process of its own: the loop policy is global.
+    done = subprocess.run(
+        [sys.executable, "-c", LOOP_PROBE], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "uvloop,uvloop"

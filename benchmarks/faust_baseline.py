@@ -1,8 +1,10 @@
 """Baseline Faust agents on the same broker, run as a child process by ``benchmarks.stages``.
 
-``passthrough``: an agent that only reads the raw topics (Faust's floor). ``plain-dedup``:
+``passthrough``: an agent that only reads the raw topics (Faust's floor). ``drain``: the
+same, taking the events straight from the agent's channel queue and acknowledging them
+(what ctstream's agents/channel_batches.py does), without faust's stream. ``plain-dedup``:
 the textbook Faust dedup stage — per event one windowed-table lookup and write (with its
-changelog message) and one produce to the deduped topic, no batching. Both count events
+changelog message) and one produce to the deduped topic, no batching. All count events
 and write ``{"first": t, "last": t, "events": n}`` to ``--out`` when ``--events`` arrived.
 
     .venv/bin/python -m benchmarks.faust_baseline --config FILE --mode passthrough

@@ -5,8 +5,8 @@ faust's fetch loop (``Consumer._drain_messages``) delivers every message with
 rebalance can interrupt a delivery that blocks (a stream's queue full, flow control
 suspended). ``Service.wait_first`` wraps each of those, and the service's ``stopped`` and
 ``crashed`` events, in a task and ``asyncio.wait``s for the first — four tasks created and
-three cancelled per message, although a delivery almost never blocks. A profile of a
-pass-through agent put about a quarter of its CPU in that machinery.
+three cancelled per message, although a delivery almost never blocks. Without them the
+dedup stage went from 0.26 to 0.15 ms of worker CPU per event (``benchmarks.stages``).
 
 ``eager_wait_first`` runs the delivery coroutine at once instead. If it finishes without
 suspending (the usual case), the others are closed unstarted and no task is made. If it

@@ -52,7 +52,9 @@ from benchmarks.common import (
 from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.topics import ensure_topics
 
-STAGES = ("poll", "dedup", "sink", "passthrough", "drain", "plain-dedup")
+# Faust agents without ctstream, on the dedup stage's input (benchmarks/faust_baseline.py).
+BASELINES = ("passthrough", "drain", "plain-dedup")
+STAGES = ("poll", "dedup", "sink", *BASELINES)
 
 
 def _cfg(args: argparse.Namespace, tables: list[str], name: str, roles: list[str]) -> Any:
@@ -64,7 +66,7 @@ def _cfg(args: argparse.Namespace, tables: list[str], name: str, roles: list[str
         batch_wait=args.batch_wait,
         roles=roles,
         app_id=f"stage-{name}",
-        prefix=f"stage-{'dedup' if name in ('passthrough', 'drain', 'plain-dedup') else name}",
+        prefix=f"stage-{'dedup' if name in BASELINES else name}",
         dataset=f"stage_{name.replace('-', '_')}",
     )
 
@@ -181,7 +183,7 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         results["poll"] = await _worker_stage(
             args, workdir, stack, db, "poll", args.rows, "events_produced", poll_input
         )
-    need_raw = any(s in only for s in ("dedup", "passthrough", "drain", "plain-dedup"))
+    need_raw = any(s in only for s in ("dedup", *BASELINES))
     if need_raw:
         results["dedup"] = await _worker_stage(
             args, workdir, stack, db, "dedup", raw_events, "dedup_seen", dedup_input
@@ -192,12 +194,12 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         results["sink"] = await _worker_stage(
             args, workdir, stack, db, "sink", args.rows, "rows_written", sink_input
         )
-    for mode in ("passthrough", "drain", "plain-dedup"):
+    for mode in BASELINES:
         if mode in only:
             results[mode] = await _baseline(args, workdir, stack, db, mode, raw_events)
     ratios = {}
     if "dedup" in results:
-        for base in ("passthrough", "drain", "plain-dedup"):
+        for base in BASELINES:
             if base in results:
                 ratios[f"dedup_vs_{base}"] = round(
                     results["dedup"]["events_per_s"] / results[base]["events_per_s"], 2

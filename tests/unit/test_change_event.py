@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import decimal
 import uuid
@@ -44,6 +45,14 @@ def test_round_trip() -> None:
     back = ChangeEvent.from_bytes(data)
     assert back == event
     assert back.to_bytes() == data
+
+
+def test_a_parsed_event_is_as_frozen_as_a_constructed_one() -> None:
+    # from_bytes builds events without the dataclass's __init__ (a speed path).
+    back = ChangeEvent.from_bytes(make_event().to_bytes())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.row = {}  # type: ignore[misc]
+    assert repr(back) == repr(make_event())
 
 
 @pytest.mark.parametrize("op", ["I", "U", "D"])

@@ -1,0 +1,129 @@
+"""Putting a fetched message of a raw-bytes topic on its stream's queue without coroutines.
+
+A speed change, not a fix (faust_patches 13). For every message faust's conductor takes a
+lock to look up the partition's delivery callback, and the callback awaits flow control,
+the producer buffer and the channel's ``decode`` — a schema and two codecs which, for
+ctstream's topics (raw bytes, no key or value type), return the key and value unchanged —
+before it puts an event on the channel's queue: six coroutines per message around work
+that almost never waits.
+
+:class:`RawDelivery` keeps faust's callback and adds ``deliver_now``, which does the same
+work synchronously when nothing would wait: flow control active, the producer buffer
+within its limit, one channel, raw bytes both ways, room in the queue. It builds the event
+as faust's raw codecs would (the key, value and headers as fetched) and puts it with the
+same back-pressure callbacks, so a filling queue still pauses the partition's fetching.
+Whatever does not qualify — a suspended flow, a full queue, a topic with a key or value
+type, several channels — goes to faust's callback unchanged. The conductor's lock is taken
+only while someone holds it (a subscription change), as the lookup is synchronous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableSet
+from typing import Any
+
+from faust.transport.conductor import Conductor, ConductorCompiler
+
+RAW = "raw"
+
+_original_build = ConductorCompiler.build
+_original_compile_message_handler = Conductor._compile_message_handler
+
+
+def is_raw(channel: Any) -> bool:
+    """True if faust's decoding of this channel's messages changes nothing."""
+    schema = channel.schema
+    return (
+        channel.key_type is None
+        and channel.value_type is None
+        and schema.key_serializer == RAW
+        and schema.value_serializer == RAW
+    )
+
+
+class RawDelivery:
+    """A partition's delivery callback: faust's, plus a synchronous path (``deliver_now``)."""
+
+    def __init__(
+        self,
+        conductor: Any,
+        tp: Any,
+        channels: MutableSet[Any],
+        callback: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        app = conductor.app
+        self.callback = callback
+        self._channels = channels
+        self._flow_control = app.flow_control
+        self._producer_buffer = app.producer.buffer
+        self._event_type = app.conf.Event
+        self._app = app
+        consumer, on_topic_buffer_full = app.consumer, app.sensors.on_topic_buffer_full
+
+        # As faust's compiled callback: over the queue's high mark, stop fetching the
+        # partition until the queue drains.
+        def on_pressure_high() -> None:
+            on_topic_buffer_full(tp)
+            consumer.on_buffer_full(tp)
+
+        def on_pressure_drop() -> None:
+            consumer.on_buffer_drop(tp)
+
+        # The same objects every time: the queue keeps the pending drop callback in a set.
+        self._on_pressure_high = on_pressure_high
+        self._on_pressure_drop = on_pressure_drop
+
+    def __call__(self, message: Any) -> Awaitable[None]:
+        return self.callback(message)
+
+    def deliver_now(self, message: Any) -> bool:
+        """Deliver without waiting, if nothing would wait; False: use faust's callback."""
+        channels = self._channels
+        if len(channels) != 1 or not self._flow_control.is_active():
+            return False
+        buffer = self._producer_buffer
+        if buffer.size > buffer.max_messages:
+            return False  # faust's callback flushes the producer buffer first
+        (channel,) = channels
+        queue = channel.queue
+        if queue.full() or not is_raw(channel):
+            return False
+        message.incref(1)
+        event = self._event_type(self._app, message.key, message.value, message.headers, message)
+        queue.put_nowait_enhanced(
+            event, on_pressure_high=self._on_pressure_high, on_pressure_drop=self._on_pressure_drop
+        )
+        return True
+
+
+def build(
+    self: Any, conductor: Any, tp: Any, channels: MutableSet[Any]
+) -> Callable[[Any], Awaitable[None]]:
+    """faust's per-partition delivery callback, wrapped in a :class:`RawDelivery`."""
+    return RawDelivery(conductor, tp, channels, _original_build(self, conductor, tp, channels))
+
+
+def compile_message_handler(self: Any) -> Callable[[Any], Awaitable[None]]:
+    """faust's conductor handler: the partition's callback, its ``deliver_now`` first."""
+    if self.app.client_only:
+        handler: Callable[[Any], Awaitable[None]] = _original_compile_message_handler(self)
+        return handler
+    get_callback_for_tp = self._tp_to_callback.__getitem__
+    lock = self._tp_to_callback_lock
+
+    async def on_message(message: Any) -> None:
+        if lock.locked():  # the callbacks are being rebuilt: wait for them
+            async with lock:
+                callback = get_callback_for_tp(message.tp)
+        else:
+            callback = get_callback_for_tp(message.tp)
+        if type(callback) is RawDelivery and callback.deliver_now(message):
+            return
+        await callback(message)
+
+    return on_message
+
+
+def apply() -> None:
+    ConductorCompiler.build = build  # type: ignore[method-assign]
+    Conductor._compile_message_handler = compile_message_handler  # type: ignore[method-assign]

@@ -1,0 +1,151 @@
+"""Delivering raw-bytes messages without coroutines (ctstream/streams/faust_raw_delivery.py).
+
+A real faust app, conductor, topics, queues and flow control; nothing is started, so
+messages are handed to the conductor as its consumer would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from faust.transport.conductor import ConductorCompiler
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+from ctstream.app import create_app
+from ctstream.settings import load_settings
+from ctstream.streams import faust_patches, faust_raw_delivery
+from ctstream.streams.faust_raw_delivery import RawDelivery
+
+
+def make_app(**conf: Any) -> Any:
+    faust_patches.apply()  # before the conductor is built, as a worker does
+    app = faust.App(
+        "ctstream-test-raw-delivery", broker="kafka://127.0.0.1:9", web_enabled=False, **conf
+    )
+    app.flow_control.resume()
+    return app
+
+
+@pytest.fixture
+def app() -> Iterator[Any]:
+    yield make_app()
+
+
+def attach(app: Any, topic: Any, partition: int = 0) -> RawDelivery:
+    """The partition's callback, as the conductor builds it on assignment."""
+    tp = TP(topic.get_topic_name(), partition)
+    conductor = app.topics
+    callback = conductor._compiler.build(conductor, tp, {topic})
+    conductor._tp_to_callback[tp] = callback
+    assert isinstance(callback, RawDelivery)
+    return callback
+
+
+def message(topic: str, offset: int = 0, value: bytes | None = b'{"a": 1}') -> Any:
+    return ConsumerMessage(
+        topic, 0, offset, 1.5, 0, [("h", b"1")], b"key", value, None, tp=TP(topic, 0)
+    )
+
+
+def raw_topic(app: Any, name: str = "raw") -> Any:
+    return app.topic(name, key_serializer="raw", value_serializer="raw")
+
+
+def run_at_once(coro: Any) -> None:
+    """Step a coroutine once; it must finish there (it never suspended)."""
+    with pytest.raises(StopIteration):
+        coro.send(None)
+
+
+def test_applied_with_the_other_faust_patches() -> None:
+    faust_patches.apply()
+    assert ConductorCompiler.build is faust_raw_delivery.build
+
+
+async def test_a_raw_message_is_queued_without_suspending(app: Any) -> None:
+    topic = raw_topic(app)
+    attach(app, topic)
+    fetched = message("raw")
+    run_at_once(app.topics.on_message(fetched))
+    event = topic.queue.get_nowait()
+    assert (event.key, event.value, event.message) == (b"key", b'{"a": 1}', fetched)
+    assert event.headers == {"h": b"1"}
+    assert fetched.refcount == 1  # acknowledged once, by the one stream
+
+
+async def test_the_event_is_the_one_fausts_own_path_builds(app: Any) -> None:
+    topic = raw_topic(app)
+    delivery = attach(app, topic)
+    for value in (b"payload", None):
+        ours, fausts = message("raw", 1, value), message("raw", 2, value)
+        assert delivery.deliver_now(ours)
+        await delivery.callback(fausts)  # faust's compiled callback, decode and all
+        a, b = topic.queue.get_nowait(), topic.queue.get_nowait()
+        assert (a.key, a.value, a.headers) == (b.key, b.value, b.headers)
+        assert (ours.refcount, type(a)) == (fausts.refcount, type(b))
+
+
+async def test_while_flow_control_is_suspended_faust_path_waits(app: Any) -> None:
+    topic = raw_topic(app)
+    delivery = attach(app, topic)
+    app.flow_control.suspend()
+    fetched = message("raw")
+    assert not delivery.deliver_now(fetched)
+    delivering = app.topics.on_message(fetched)
+    waits_on = delivering.send(None)  # suspends: faust's callback awaits the flow
+    assert isinstance(waits_on, asyncio.Future) and topic.queue.empty()
+    app.flow_control.resume()
+    assert waits_on.done()
+    run_at_once(delivering)
+    assert topic.queue.get_nowait().message is fetched
+
+
+async def test_a_topic_with_a_value_type_is_decoded_by_faust(app: Any) -> None:
+    topic = app.topic("typed", key_serializer="raw", value_serializer="json")
+    delivery = attach(app, topic)
+    fetched = message("typed")
+    assert not delivery.deliver_now(fetched)
+    await app.topics.on_message(fetched)
+    assert topic.queue.get_nowait().value == {"a": 1}
+
+
+async def test_a_full_queue_goes_to_fausts_path() -> None:
+    app = make_app(stream_buffer_maxsize=2)
+    topic = raw_topic(app)
+    delivery = attach(app, topic)
+    assert delivery.deliver_now(message("raw", 0))
+    assert delivery.deliver_now(message("raw", 1))
+    assert not delivery.deliver_now(message("raw", 2))  # faust's path waits for room
+
+
+async def test_pressure_on_the_queue_pauses_the_partition() -> None:
+    app = make_app(stream_buffer_maxsize=8)
+    topic = raw_topic(app, "pressed")
+    paused: list[Any] = []
+    app.consumer.on_buffer_full = paused.append  # faust would stop fetching the partition
+    delivery = attach(app, topic)
+    high = topic.queue.pressure_high_size
+    for offset in range(high):
+        assert delivery.deliver_now(message("pressed", offset))
+    assert paused == []
+    assert delivery.deliver_now(message("pressed", high))
+    assert paused == [TP("pressed", 0)]
+
+
+def test_a_workers_app_builds_its_conductor_after_the_patches(tmp_path: Path) -> None:
+    # The conductor compiles its handler when built: the patches (agents.install) must
+    # come first, so create_app may not build it.
+    settings = load_settings(
+        None,
+        app={"data_dir": str(tmp_path)},
+        source={"dsn": "Driver=SQLite3;Database=./demo.db", "tables": ["items"]},
+        bigquery={"project": "local", "dataset": "cdc"},
+    )
+    app = create_app(settings)
+    assert "topics" not in app.__dict__  # faust's cached conductor, not yet made

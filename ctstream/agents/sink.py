@@ -116,8 +116,9 @@ def install_sink(
             rows: list[dict[str, Any]] = []
             ids: list[str] = []
             sources: list[tuple[ChangeEvent, Any]] = []
+            bq_names = bigquery_names(spec)
             for change, event in items:
-                row = to_bigquery_row(spec, change, now_iso)
+                row = change_row(change, now_iso, bq_names)
                 problems = validator.problems(row)
                 if any(p.unknown_column for p in problems) and bq_table not in refreshed:
                     # Perhaps a column the poller has just added: read the schema again
@@ -239,6 +240,6 @@ def _record(
     )
 
 
-def to_bigquery_row(spec: TableSpec, change: ChangeEvent, insert_time: str) -> dict[str, Any]:
-    """Source columns under their BigQuery names, plus the change metadata."""
-    return change_row(change, insert_time, {c.name: c.bq_name for c in spec.columns})
+def bigquery_names(spec: TableSpec) -> dict[str, str]:
+    """Source column → BigQuery column, for ``change_row`` (made once per batch and table)."""
+    return {c.name: c.bq_name for c in spec.columns}

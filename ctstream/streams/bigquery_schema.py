@@ -269,23 +269,40 @@ def _check_value(kind: str, value: Any) -> str | None:
     return None
 
 
+_NULL_ONLY: frozenset[type] = frozenset({type(None)})
+# Exact types (bool is not int here) _check_value accepts for a kind without looking at
+# the value; every other type, and every other kind, is checked value by value.
+_ALWAYS_VALID: dict[str, frozenset[type]] = {
+    "STRING": frozenset({str, type(None)}),
+    "FLOAT64": frozenset({float, int, type(None)}),
+    "GEOGRAPHY": frozenset({str, type(None)}),
+    "BOOL": frozenset({bool, type(None)}),
+}
+
+
 class RowValidator:
     """Checks rows against one BigQuery table's schema (names and types)."""
 
     def __init__(self, fields: list[SchemaField]) -> None:
         self._types = {f.name: f.field_type for f in fields}
         self._required = [f.name for f in fields if f.mode == "REQUIRED"]
+        # Per column, the exact value types that need no closer look (most values of
+        # most rows), so only the rest go through _check_value.
+        self._accepted = {
+            name: _ALWAYS_VALID.get(kind, _NULL_ONLY) for name, kind in self._types.items()
+        }
 
     def problems(self, row: Mapping[str, Any]) -> list[RowProblem]:
         found: list[RowProblem] = []
+        accepted = self._accepted
         for name, value in row.items():
-            kind = self._types.get(name)
-            if kind is None:
+            valid_types = accepted.get(name)
+            if valid_types is None:
                 found.append(RowProblem(name, NO_SUCH_COLUMN))
-                continue
-            reason = _check_value(kind, value)
-            if reason is not None:
-                found.append(RowProblem(name, reason))
+            elif type(value) not in valid_types:
+                reason = _check_value(self._types[name], value)
+                if reason is not None:
+                    found.append(RowProblem(name, reason))
         for name in self._required:
             if row.get(name) is None:
                 found.append(RowProblem(name, "required, but missing or null"))

@@ -12,9 +12,12 @@ work synchronously when nothing would wait: flow control active, the producer bu
 within its limit, one channel, raw bytes both ways, room in the queue. It builds the event
 as faust's raw codecs would (the key, value and headers as fetched) and puts it with the
 same back-pressure callbacks, so a filling queue still pauses the partition's fetching.
-Whatever does not qualify — a suspended flow, a full queue, a topic with a key or value
-type, several channels — goes to faust's callback unchanged. The conductor's lock is taken
-only while someone holds it (a subscription change), as the lookup is synchronous.
+When only room in the queue is lacking — the usual state while a backlog is read —
+``deliver`` waits for it with the channel's own ``put``, where faust makes a task per
+message to await that put. Whatever else does not qualify — a suspended flow, a full
+producer buffer, a topic with a key or value type, several channels — goes to faust's
+callback unchanged. The conductor's lock is taken only while someone holds it (a
+subscription change), as the lookup is synchronous.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class RawDelivery:
         self._producer_buffer = app.producer.buffer
         self._event_type = app.conf.Event
         self._app = app
+        self._tp = tp
         consumer, on_topic_buffer_full = app.consumer, app.sensors.on_topic_buffer_full
 
         # As faust's compiled callback: over the queue's high mark, stop fetching the
@@ -70,30 +74,56 @@ class RawDelivery:
             consumer.on_buffer_drop(tp)
 
         # The same objects every time: the queue keeps the pending drop callback in a set.
+        self._on_topic_buffer_full = on_topic_buffer_full
         self._on_pressure_high = on_pressure_high
         self._on_pressure_drop = on_pressure_drop
 
     def __call__(self, message: Any) -> Awaitable[None]:
         return self.callback(message)
 
-    def deliver_now(self, message: Any) -> bool:
-        """Deliver without waiting, if nothing would wait; False: use faust's callback."""
+    def _raw_channel(self) -> Any | None:
+        """The one raw channel, if nothing but (perhaps) room in its queue needs a wait."""
         channels = self._channels
         if len(channels) != 1 or not self._flow_control.is_active():
-            return False
+            return None
         buffer = self._producer_buffer
         if buffer.size > buffer.max_messages:
-            return False  # faust's callback flushes the producer buffer first
+            return None  # faust's callback flushes the producer buffer first
         (channel,) = channels
-        queue = channel.queue
-        if queue.full() or not is_raw(channel):
-            return False
+        return channel if is_raw(channel) else None
+
+    def _event(self, message: Any) -> Any:
         message.incref(1)
-        event = self._event_type(self._app, message.key, message.value, message.headers, message)
-        queue.put_nowait_enhanced(
-            event, on_pressure_high=self._on_pressure_high, on_pressure_drop=self._on_pressure_drop
-        )
+        return self._event_type(self._app, message.key, message.value, message.headers, message)
+
+    def deliver_now(self, message: Any) -> bool:
+        """Deliver without waiting, if nothing would wait; False: call ``deliver``."""
+        channel = self._raw_channel()
+        if channel is None or channel.queue.full():
+            return False
+        self._put_now(channel, message)
         return True
+
+    async def deliver(self, message: Any) -> None:
+        """Deliver, waiting for room in the queue if need be, or through faust's callback."""
+        channel = self._raw_channel()
+        if channel is None:
+            await self.callback(message)
+        elif not channel.queue.full():
+            self._put_now(channel, message)
+        else:
+            # faust awaits this put in a task of its own per message; here the delivery
+            # itself waits, and a rebalance that cancels the delivery cancels the put
+            # (the message is then not acknowledged: a hole, read again).
+            self._on_topic_buffer_full(self._tp)
+            await channel.put(self._event(message))
+
+    def _put_now(self, channel: Any, message: Any) -> None:
+        channel.queue.put_nowait_enhanced(
+            self._event(message),
+            on_pressure_high=self._on_pressure_high,
+            on_pressure_drop=self._on_pressure_drop,
+        )
 
 
 def build(
@@ -117,9 +147,10 @@ def compile_message_handler(self: Any) -> Callable[[Any], Awaitable[None]]:
                 callback = get_callback_for_tp(message.tp)
         else:
             callback = get_callback_for_tp(message.tp)
-        if type(callback) is RawDelivery and callback.deliver_now(message):
-            return
-        await callback(message)
+        if type(callback) is not RawDelivery:
+            await callback(message)
+        elif not callback.deliver_now(message):
+            await callback.deliver(message)
 
     return on_message
 

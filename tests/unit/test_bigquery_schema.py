@@ -11,6 +11,7 @@ from ctstream.models import METADATA_COLUMNS, ColumnSpec, TableSpec
 from ctstream.streams.bigquery_schema import (
     METADATA_FIELDS,
     RowValidator,
+    _check_value,
     bigquery_type,
     table_schema,
 )
@@ -332,3 +333,50 @@ def test_numeric_and_geography_values(kind: str, value: object, ok: bool) -> Non
 def test_bignumeric_limits(value: str, ok: bool) -> None:
     problems = RowValidator([SchemaField("c", "BIGNUMERIC")]).problems({"c": value})
     assert (problems == []) is ok, problems
+
+
+SAMPLES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -(2**63),
+    2**64,
+    1.5,
+    float("nan"),
+    "",
+    "x",
+    "NaN",
+    "true",
+    "1",
+    "12.5",
+    "AAE=",
+    "2024-02-29",
+    "23:59:59",
+    [1],
+    {"a": 1},
+]
+KINDS = [
+    "STRING",
+    "INT64",
+    "FLOAT64",
+    "NUMERIC",
+    "BIGNUMERIC",
+    "GEOGRAPHY",
+    "BOOL",
+    "BYTES",
+    "DATE",
+    "DATETIME",
+    "TIMESTAMP",
+    "TIME",
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_validators_shortcut_for_common_types_agrees_with_the_full_check(kind: str) -> None:
+    validator = RowValidator([SchemaField("c", kind)])
+    for value in SAMPLES:
+        full = _check_value(kind, value)
+        found = validator.problems({"c": value})
+        assert [p.reason for p in found] == ([] if full is None else [full]), (kind, value)

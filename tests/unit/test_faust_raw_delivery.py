@@ -54,7 +54,8 @@ def message(topic: str, offset: int = 0, value: bytes | None = b'{"a": 1}') -> A
 
 
 def raw_topic(app: Any, name: str = "raw") -> Any:
-    return app.topic(name, key_serializer="raw", value_serializer="raw")
+    """The topic as an agent's stream subscribes to it (the conductor's channel)."""
+    return aiter(app.topic(name, key_serializer="raw", value_serializer="raw"))
 
 
 def run_at_once(coro: Any) -> None:
@@ -107,7 +108,7 @@ async def test_while_flow_control_is_suspended_faust_path_waits(app: Any) -> Non
 
 
 async def test_a_topic_with_a_value_type_is_decoded_by_faust(app: Any) -> None:
-    topic = app.topic("typed", key_serializer="raw", value_serializer="json")
+    topic = aiter(app.topic("typed", key_serializer="raw", value_serializer="json"))
     delivery = attach(app, topic)
     fetched = message("typed")
     assert not delivery.deliver_now(fetched)
@@ -115,13 +116,26 @@ async def test_a_topic_with_a_value_type_is_decoded_by_faust(app: Any) -> None:
     assert topic.queue.get_nowait().value == {"a": 1}
 
 
-async def test_a_full_queue_goes_to_fausts_path() -> None:
+async def test_a_full_queue_is_waited_for_in_the_delivery_itself() -> None:
     app = make_app(stream_buffer_maxsize=2)
     topic = raw_topic(app)
+    full: list[Any] = []
+    app.sensors.on_topic_buffer_full = full.append
     delivery = attach(app, topic)
     assert delivery.deliver_now(message("raw", 0))
     assert delivery.deliver_now(message("raw", 1))
-    assert not delivery.deliver_now(message("raw", 2))  # faust's path waits for room
+    third = message("raw", 2)
+    assert not delivery.deliver_now(third)
+    tasks, reported = len(asyncio.all_tasks()), len(full)
+    delivering = app.topics.on_message(third)
+    waits_on = delivering.send(None)  # suspends until there is room
+    assert isinstance(waits_on, asyncio.Future) and len(asyncio.all_tasks()) == tasks
+    assert full[reported:] == [TP("raw", 0)]  # reported as faust reports it
+    assert topic.queue.get_nowait().message.offset == 0
+    assert waits_on.done()  # room: the waiting put was woken
+    run_at_once(delivering)
+    offsets = [topic.queue.get_nowait().message.offset for _ in range(2)]
+    assert offsets == [1, 2] and third.refcount == 1
 
 
 async def test_pressure_on_the_queue_pauses_the_partition() -> None:

@@ -82,7 +82,7 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         final_version = current_version(db)
         polled_at, (written_at, first_write) = await asyncio.gather(
             workers.wait_polled(tables, final_version, args.timeout),
-            workers.wait_sum("rows_written", args.rows, args.timeout),
+            workers.wait_rows_written(args.rows, args.timeout),
         )
         seen_at, in_bq = await wait_latest(writer, tables, args.rows, args.timeout, every=0.5)
         elapsed = time.monotonic() - t_commit

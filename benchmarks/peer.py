@@ -64,7 +64,7 @@ async def run_ctstream(
         meter.start()
         if args.profile:
             profiler = Profiler(workers.pids, workdir, events / 1000 + 60)
-        done, first = await workers.wait_sum("rows_written", args.rows, 1800, every=0.05)
+        done, first = await workers.wait_rows_written(args.rows, 1800)
         seen_first = first
         meter.stop()
         if profiler:

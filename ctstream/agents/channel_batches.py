@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
+
+from faust.types.tuples import ack_lock
 
 # How often an idle wait looks at the worker's stop flag.
 IDLE_CHECK_SECONDS = 1.0
@@ -73,8 +75,24 @@ async def channel_batches(
             try:
                 yield batch
             finally:
-                for event in batch:
-                    event.ack()  # does nothing for an event the agent withheld
+                ack_all(consumer, batch)  # does nothing for an event the agent withheld
     finally:
         for event in events:
             event.message.acked = True  # taken, never handed out: a hole, not an ack
+
+
+def ack_all(consumer: Any, events: Sequence[Any]) -> None:
+    """``event.ack()`` for every event, in one critical section.
+
+    faust's ``Event.ack`` → ``Message.ack`` → ``decref`` → ``on_final_ack`` take faust's
+    acknowledgement lock three times per event; this is the same steps inline, the lock
+    taken once per batch. The last step is the message's own ``on_final_ack``, which for
+    a consumed message is ``consumer.ack`` (faust's bookkeeping, with faust_patches fix 8).
+    """
+    with ack_lock:
+        for event in events:
+            message = event.message
+            if not message.acked:
+                refcount = message.refcount = max(message.refcount - 1, 0)
+                if not refcount:
+                    message.on_final_ack(consumer)

@@ -18,7 +18,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from ctstream.agents.channel_batches import channel_batches
+from ctstream.agents.channel_batches import ack_all, channel_batches
 from ctstream.streams import faust_patches
 
 TOPIC = "raw"
@@ -176,3 +176,29 @@ async def test_an_idle_channel_ends_when_the_worker_stops() -> None:
         pass
     else:
         raise AssertionError("a batch came from an empty channel")
+
+
+def test_acknowledging_a_batch_at_once_matches_fausts_event_ack() -> None:
+    def bookkeeping(acknowledge: Any) -> tuple[Any, ...]:
+        p = Pipeline()
+        events = [p.put(offset) for offset in range(5)]
+        for event in events[:4]:  # taken by a stream; offset 4 was skipped (fix 8)
+            event.message.tracked = True
+            p.consumer.unacked.add(event.message)
+        events[1].message.incref(2)  # delivered to two streams: one ack is not enough
+        events[2].message.acked = True  # withheld by the agent
+        acknowledge(p.consumer, events)
+        return (
+            p.consumer.acked(),
+            sorted(m.offset for m in p.consumer.unacked),
+            p.consumer._n_acked,
+            [(e.message.acked, e.message.refcount) for e in events],
+        )
+
+    def one_by_one(consumer: Any, events: list[Any]) -> None:
+        for event in events:
+            event.ack()
+
+    fausts = bookkeeping(one_by_one)
+    assert fausts[0] == [0, 3]  # so the cases above mean what they say
+    assert bookkeeping(ack_all) == fausts

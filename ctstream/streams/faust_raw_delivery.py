@@ -1,13 +1,14 @@
 """Putting a fetched message of a raw-bytes topic on its stream's queue without coroutines.
 
 A speed change, not a fix (faust_patches 13). For every message faust's conductor takes a
-lock to look up the partition's delivery callback, and the callback awaits flow control,
-the producer buffer and the channel's ``decode`` — a schema and two codecs which, for
+lock to look up the partition's delivery handler (faust's Cython ``ConductorHandler``,
+installed with faust, or its Python closure), and the handler awaits flow control, the
+producer buffer and the channel's ``decode`` — a schema and two codecs which, for
 ctstream's topics (raw bytes, no key or value type), return the key and value unchanged —
-before it puts an event on the channel's queue: six coroutines per message around work
-that almost never waits.
+before it puts an event on the channel's queue: a chain of coroutines per message around
+work that almost never waits.
 
-:class:`RawDelivery` keeps faust's callback and adds ``deliver_now``, which does the same
+:class:`RawDelivery` keeps faust's handler and adds ``deliver_now``, which does the same
 work synchronously when nothing would wait: flow control active, the producer buffer
 within its limit, one channel, raw bytes both ways, room in the queue. It builds the event
 as faust's raw codecs would (the key, value and headers as fetched) and puts it with the
@@ -16,7 +17,7 @@ When only room in the queue is lacking — the usual state while a backlog is re
 ``deliver`` waits for it with the channel's own ``put``, where faust makes a task per
 message to await that put. Whatever else does not qualify — a suspended flow, a full
 producer buffer, a topic with a key or value type, several channels — goes to faust's
-callback unchanged. The conductor's lock is taken only while someone holds it (a
+handler unchanged. The conductor's lock is taken only while someone holds it (a
 subscription change), as the lookup is synchronous.
 """
 
@@ -25,11 +26,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any
 
-from faust.transport.conductor import Conductor, ConductorCompiler
+from faust.transport.conductor import Conductor
 
 RAW = "raw"
 
-_original_build = ConductorCompiler.build
+_original_build_handler = Conductor._build_handler
 _original_compile_message_handler = Conductor._compile_message_handler
 
 
@@ -126,11 +127,10 @@ class RawDelivery:
         )
 
 
-def build(
-    self: Any, conductor: Any, tp: Any, channels: MutableSet[Any]
-) -> Callable[[Any], Awaitable[None]]:
-    """faust's per-partition delivery callback, wrapped in a :class:`RawDelivery`."""
-    return RawDelivery(conductor, tp, channels, _original_build(self, conductor, tp, channels))
+def build_handler(self: Any, tp: Any, channels: MutableSet[Any]) -> RawDelivery:
+    """faust's per-partition delivery callback (its Cython ``ConductorHandler`` where
+    installed, else the compiled closure), wrapped in a :class:`RawDelivery`."""
+    return RawDelivery(self, tp, channels, _original_build_handler(self, tp, channels))
 
 
 def compile_message_handler(self: Any) -> Callable[[Any], Awaitable[None]]:
@@ -156,5 +156,5 @@ def compile_message_handler(self: Any) -> Callable[[Any], Awaitable[None]]:
 
 
 def apply() -> None:
-    ConductorCompiler.build = build  # type: ignore[method-assign]
+    Conductor._build_handler = build_handler  # type: ignore[method-assign]
     Conductor._compile_message_handler = compile_message_handler  # type: ignore[method-assign]

@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 import pytest
-from faust.transport.conductor import ConductorCompiler
+from faust.transport.conductor import Conductor
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
@@ -41,7 +41,7 @@ def attach(app: Any, topic: Any, partition: int = 0) -> RawDelivery:
     """The partition's callback, as the conductor builds it on assignment."""
     tp = TP(topic.get_topic_name(), partition)
     conductor = app.topics
-    callback = conductor._compiler.build(conductor, tp, {topic})
+    callback = conductor._build_handler(tp, {topic})
     conductor._tp_to_callback[tp] = callback
     assert isinstance(callback, RawDelivery)
     return callback
@@ -66,7 +66,7 @@ def run_at_once(coro: Any) -> None:
 
 def test_applied_with_the_other_faust_patches() -> None:
     faust_patches.apply()
-    assert ConductorCompiler.build is faust_raw_delivery.build
+    assert Conductor._build_handler is faust_raw_delivery.build_handler
 
 
 async def test_a_raw_message_is_queued_without_suspending(app: Any) -> None:

@@ -16,6 +16,7 @@ from ctstream.streams import faust_patches
 from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.commit_holes import install_hole_repair
 from ctstream.streams.error_sink import ErrorReporter
+from ctstream.streams.partitioner import kafka_partitioner
 from ctstream.streams.table_registry import TableRegistry
 from ctstream.streams.topics import PipelineTopics, declare
 
@@ -50,6 +51,10 @@ def install(
     # default of 100 every stream pauses to flush it (logging a warning each time), which
     # throttles the dedup stage. Acks are still awaited before offsets are committed.
     app.producer.buffer.max_messages = 10_000
+    # Kafka's default partitioner, faster (streams/partitioner.py); read when the producer
+    # starts, which is after this. (faust's consumer keeps aiokafka's for key_partition:
+    # the same function, so the same partitions.)
+    app.producer.partitioner = kafka_partitioner
     errors = ErrorReporter(
         writer,
         topics.errors,

@@ -16,7 +16,6 @@ Batches come straight from the agent's channel (agents/channel_batches.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
+from ctstream.streams.kafka_acks import acknowledged
 from ctstream.streams.seen_ids import digest
 from ctstream.streams.topics import PipelineTopics
 
@@ -134,7 +134,7 @@ def install_dedup(
                     copy = restricted_copy(change, spec)
                     topic = topics.restricted[table].topics[0]
                     pending.append(await send(topic, key, copy, None, ts, None))
-            await asyncio.gather(*pending)
+            await acknowledged(pending)
         except Exception as exc:  # any producer failure: resend all (duplicates, not loss)
             raise KafkaSendFailed(f"{type(exc).__name__}: {exc}") from exc
 

@@ -7,7 +7,6 @@ the returned version only after this returns: every event has been acknowledged 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 
 from ctstream.models import ChangeEvent, TableSpec, encode_key, unique_id
 from ctstream.models.masking import Masker
+from ctstream.streams.kafka_acks import acknowledged
 from ctstream.streams.source_reader import SourceChange, SourceReader
 
 # send(key, value, timestamp_s) → an awaitable that completes when Kafka acknowledged it.
@@ -70,7 +70,7 @@ async def _produce(
                 row={targets.get(k, k): v for k, v in row.items()} if targets else row,
             )
             pending.append(await send(encode_key(key), event.to_bytes(), started))
-        await asyncio.gather(*pending)
+        await acknowledged(pending)
         events += len(batch)
     return events
 

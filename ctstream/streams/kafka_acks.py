@@ -1,0 +1,31 @@
+"""Waiting for Kafka to acknowledge a batch of sent messages, without a callback each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+
+async def acknowledged(futures: Sequence[Any]) -> None:
+    """Until every producer future is done; raises the first failure, in send order.
+
+    ``asyncio.gather`` adds a done-callback to every future and runs each on the event loop
+    when the future completes. The producer completes a whole record batch at once, so
+    awaiting the futures one after the other suspends about once per batch, and the rest
+    are already done. After a failure the other futures' errors are fetched (as gather
+    would), so none is logged as "never retrieved"; the caller resends everything.
+    """
+    try:
+        for future in futures:
+            await future
+    except BaseException:
+        for future in futures:
+            if isinstance(future, asyncio.Future):
+                future.add_done_callback(_retrieve)  # scheduled at once if already done
+        raise
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

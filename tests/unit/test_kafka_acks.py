@@ -1,0 +1,47 @@
+"""Waiting for the producer's futures (ctstream/streams/kafka_acks.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from ctstream.streams.kafka_acks import acknowledged
+
+
+class SendFailed(Exception):
+    pass
+
+
+async def test_waits_until_every_future_is_done() -> None:
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(3)]
+    waiting = asyncio.ensure_future(acknowledged(futures))
+    futures[0].set_result(None)
+    await asyncio.sleep(0)
+    assert not waiting.done()  # two still to come
+    futures[2].set_result(None)
+    futures[1].set_result(None)
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_failure_is_raised_and_no_other_error_is_left_unretrieved() -> None:
+    loop = asyncio.get_running_loop()
+    unretrieved: list[object] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    futures = [loop.create_future() for _ in range(3)]
+    futures[0].set_result(None)
+    futures[1].set_exception(SendFailed("broker gone"))
+    waiting = asyncio.ensure_future(acknowledged(futures))
+    with pytest.raises(SendFailed):
+        await asyncio.wait_for(waiting, 5)
+    futures[2].set_exception(SendFailed("broker gone"))  # fails later, like the rest
+    await asyncio.sleep(0)  # the retrieving callback is scheduled, not called in place
+    del futures, waiting
+    gc.collect()
+    assert unretrieved == []
+
+
+async def test_nothing_to_wait_for() -> None:
+    await asyncio.wait_for(acknowledged([]), 5)

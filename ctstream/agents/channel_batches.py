@@ -26,7 +26,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from faust.types.tuples import ack_lock
+from faust.types.tuples import ConsumerMessage, ack_lock
+from mode.utils.futures import notify
 
 # How often an idle wait looks at the worker's stop flag.
 IDLE_CHECK_SECONDS = 1.0
@@ -84,15 +85,39 @@ async def channel_batches(
 def ack_all(consumer: Any, events: Sequence[Any]) -> None:
     """``event.ack()`` for every event, in one critical section.
 
-    faust's ``Event.ack`` → ``Message.ack`` → ``decref`` → ``on_final_ack`` take faust's
-    acknowledgement lock three times per event; this is the same steps inline, the lock
-    taken once per batch. The last step is the message's own ``on_final_ack``, which for
-    a consumed message is ``consumer.ack`` (faust's bookkeeping, with faust_patches fix 8).
+    faust's ``Event.ack`` → ``Message.ack`` → ``decref`` → ``on_final_ack`` →
+    ``Consumer.ack`` (with faust_patches fix 8) takes faust's acknowledgement lock four
+    times and makes five calls per event; here the same steps run inline, under the lock
+    once per batch. The consumer's bookkeeping is faust's own (its private attributes:
+    faust is pinned, and the tests compare the result with ``Event.ack``'s). Messages of
+    another type than a fetched ``ConsumerMessage`` still go through their own method.
     """
+    acking_topics = consumer.app.topics.acking_topics
+    committed_offsets = consumer._committed_offset
+    acked_indexes = consumer._acked_index
+    acked_offsets = consumer._acked
+    unacked = consumer._unacked_messages
     with ack_lock:
         for event in events:
             message = event.message
-            if not message.acked:
-                refcount = message.refcount = max(message.refcount - 1, 0)
-                if not refcount:
-                    message.on_final_ack(consumer)
+            if message.acked:
+                continue  # withheld by the agent, or acknowledged already
+            refcount = message.refcount = max(message.refcount - 1, 0)
+            if refcount:
+                continue  # another stream has yet to acknowledge it
+            if type(message) is not ConsumerMessage:
+                message.on_final_ack(consumer)
+                continue
+            message.acked = True
+            if message.topic not in acking_topics or not message.tracked:
+                continue  # fix 8: a message no stream took up stays a hole
+            tp, offset = message.tp, message.offset
+            committed = committed_offsets[tp]
+            if committed is None or offset >= committed:
+                acked_index = acked_indexes[tp]
+                if offset not in acked_index:
+                    unacked.discard(message)
+                    acked_index.add(offset)
+                    acked_offsets[tp].append(offset)
+                    consumer._n_acked += 1
+        notify(consumer._waiting_for_ack)  # faust wakes a waiting rebalance on each ack

@@ -29,7 +29,10 @@ class Consumer:
     """The parts of faust's Consumer that acknowledging touches (with ctstream's fix 8)."""
 
     def __init__(self) -> None:
-        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda t: True))
+        acking = {TOPIC}
+        self.app = SimpleNamespace(
+            topics=SimpleNamespace(acks_enabled_for=acking.__contains__, acking_topics=acking)
+        )
         self._committed_offset: dict[Any, int | None] = defaultdict(lambda: 0)
         self._acked: dict[Any, list[int]] = defaultdict(list)
         self._acked_index: dict[Any, set[int]] = defaultdict(set)
@@ -181,12 +184,15 @@ async def test_an_idle_channel_ends_when_the_worker_stops() -> None:
 def test_acknowledging_a_batch_at_once_matches_fausts_event_ack() -> None:
     def bookkeeping(acknowledge: Any) -> tuple[Any, ...]:
         p = Pipeline()
-        events = [p.put(offset) for offset in range(5)]
-        for event in events[:4]:  # taken by a stream; offset 4 was skipped (fix 8)
+        p.consumer._committed_offset[PARTITION] = 1  # offset 0 was committed before
+        events = [p.put(offset) for offset in range(6)]
+        for event in events[:5]:  # taken by a stream; offset 5 was skipped (fix 8)
             event.message.tracked = True
             p.consumer.unacked.add(event.message)
-        events[1].message.incref(2)  # delivered to two streams: one ack is not enough
-        events[2].message.acked = True  # withheld by the agent
+        events[2].message.incref(2)  # delivered to two streams: one ack is not enough
+        events[3].message.acked = True  # withheld by the agent
+        other = ConsumerMessage("other", 0, 0, 0.0, 0, [], b"k", b"v", None)  # no acks
+        events.append(Event(p.app, b"k", b"v", None, other))  # type: ignore[arg-type]
         acknowledge(p.consumer, events)
         return (
             p.consumer.acked(),
@@ -200,5 +206,14 @@ def test_acknowledging_a_batch_at_once_matches_fausts_event_ack() -> None:
             event.ack()
 
     fausts = bookkeeping(one_by_one)
-    assert fausts[0] == [0, 3]  # so the cases above mean what they say
+    assert fausts[:3] == ([1, 4], [0, 2, 3], 2)  # so the cases above mean what they say
     assert bookkeeping(ack_all) == fausts
+
+
+async def test_acknowledging_wakes_a_rebalance_waiting_for_it() -> None:
+    p = Pipeline()
+    event = p.put(0)
+    event.message.tracked = True
+    waiting = p.consumer._waiting_for_ack = asyncio.get_running_loop().create_future()
+    ack_all(p.consumer, [event])
+    assert waiting.done()

@@ -73,9 +73,9 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    ``wait_first``, four tasks per message; ``streams/faust_eager_delivery.py`` runs the
    delivery at once and falls back to faust's way only when it blocks (the dedup stage:
    0.26 → 0.15 ms of CPU per event).
-13. Not a fix, speed: for a topic of raw bytes with one stream, the conductor puts each
-   fetched message on the stream's queue without its lock, awaits and codecs when nothing
-   would wait (``streams/faust_raw_delivery.py``).
+13. Not a fix, speed: for a topic of raw bytes with one stream, a fetched message goes
+   to the stream's queue without the conductor's lock, awaits and codecs, and straight
+   from the fetch loop, when nothing would wait (``streams/faust_raw_delivery.py``).
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/faults the kill-and-restart behaviour.
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, cast
 
 import orjson
@@ -137,16 +137,8 @@ def _problem(obj: Any) -> str:
     return "key must be a list and row an object"
 
 
-FIELDS: tuple[str, ...] = (
-    "message_unique_id",
-    "table_name",
-    "changetrack_interval",
-    "changetrack_start_time",
-    "changetrack_type",
-    "changetrack_ver",
-    "key",
-    "row",
-)
+# The payload's fields, in the order ChangeEvent declares them.
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ChangeEvent))
 
 # The slots' own setters, which a frozen class's __setattr__ does not stand in front of.
 (

@@ -14,12 +14,19 @@ class SendFailed(Exception):
     pass
 
 
+async def after_scheduled_callbacks() -> None:
+    """Until the loop has run every callback scheduled so far (call_soon is FIFO)."""
+    barrier = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(barrier.set_result, None)
+    await asyncio.wait_for(barrier, 5)
+
+
 async def test_waits_until_every_future_is_done() -> None:
     loop = asyncio.get_running_loop()
     futures = [loop.create_future() for _ in range(3)]
     waiting = asyncio.ensure_future(acknowledged(futures))
     futures[0].set_result(None)
-    await asyncio.sleep(0)
+    await after_scheduled_callbacks()  # the task ran up to the first future not done
     assert not waiting.done()  # two still to come
     futures[2].set_result(None)
     futures[1].set_result(None)
@@ -37,7 +44,7 @@ async def test_a_failure_is_raised_and_no_other_error_is_left_unretrieved() -> N
     with pytest.raises(SendFailed):
         await asyncio.wait_for(waiting, 5)
     futures[2].set_exception(SendFailed("broker gone"))  # fails later, like the rest
-    await asyncio.sleep(0)  # the retrieving callback is scheduled, not called in place
+    await after_scheduled_callbacks()  # the retrieving callback is scheduled, not called
     del futures, waiting
     gc.collect()
     assert unretrieved == []

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 from aiokafka import AIOKafkaProducer
 
 from ctstream.errors import CtstreamError
 from ctstream.settings import Settings
 from ctstream.streams.change_capture import poll_table
+from ctstream.streams.kafka_batches import Record, send_batched
 from ctstream.streams.kafka_security import client_options
 from ctstream.streams.source_reader import SourceReader, selected_tables
 from ctstream.streams.topics import TopicNames
@@ -45,12 +46,9 @@ async def run_collector(settings: Settings, stop: asyncio.Event) -> int:
                 topic = names.raw(spec)
 
                 async def send(
-                    key: bytes, value: bytes, ts: float, topic: str = topic
-                ) -> Awaitable[object]:
-                    fut: Awaitable[object] = await producer.send(
-                        topic, value=value, key=key, timestamp_ms=int(ts * 1000)
-                    )
-                    return fut
+                    records: list[Record], topic: str = topic
+                ) -> Sequence[Awaitable[object]]:
+                    return await send_batched(producer, topic, records)
 
                 try:
                     result = await poll_table(

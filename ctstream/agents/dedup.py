@@ -32,6 +32,7 @@ from ctstream.streams.backoff import retry_forever
 from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.kafka_acks import acknowledged
+from ctstream.streams.kafka_batches import Record, aiokafka_producer, send_batched
 from ctstream.streams.seen_ids import digest
 from ctstream.streams.topics import PipelineTopics
 
@@ -123,17 +124,24 @@ def install_dedup(
         set_current_event(None)
 
     async def _send_all(fresh: list[tuple[Any, str, ChangeEvent, bytes]]) -> None:
-        send = app.producer.send
+        by_topic: dict[str, list[Record]] = {}
+        for e, table, change, _ in fresh:
+            message = e.message
+            key, ts = message.key, message.timestamp
+            topic = deduped[table].topics[0]
+            records = by_topic.get(topic)
+            if records is None:
+                records = by_topic[topic] = []
+            records.append((key, e.value, ts))
+            spec = specs.get(table)
+            if spec is not None and spec.restricted:
+                copy = restricted_copy(change, spec)
+                by_topic.setdefault(topics.restricted[table].topics[0], []).append((key, copy, ts))
         try:
+            producer = aiokafka_producer(app)
             pending = []
-            for e, table, change, _ in fresh:
-                key, ts = e.message.key, e.message.timestamp
-                pending.append(await send(deduped[table].topics[0], key, e.value, None, ts, None))
-                spec = specs.get(table)
-                if spec is not None and spec.restricted:
-                    copy = restricted_copy(change, spec)
-                    topic = topics.restricted[table].topics[0]
-                    pending.append(await send(topic, key, copy, None, ts, None))
+            for topic, records in by_topic.items():
+                pending.extend(await send_batched(producer, topic, records))
             await acknowledged(pending)
         except Exception as exc:  # any producer failure: resend all (duplicates, not loss)
             raise KafkaSendFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,16 @@ from ctstream.models import PollTick, SourceState, TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.change_capture import PollResult, iso_utc, poll_table, snapshot_table
+from ctstream.streams.change_capture import (
+    PollResult,
+    Send,
+    iso_utc,
+    poll_table,
+    snapshot_table,
+)
 from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
+from ctstream.streams.kafka_batches import Record, aiokafka_producer, send_batched
 from ctstream.streams.schema_drift import adopt_schema
 from ctstream.streams.source_reader import SourceReader
 from ctstream.streams.table_registry import TableRegistry
@@ -199,17 +206,13 @@ class TablePoller:
             log.warning("table %s: %s", spec.name, note, extra={"ctstream": {"table": spec.name}})
         return True
 
-    def _sender(self, spec: TableSpec) -> Any:
+    def _sender(self, spec: TableSpec) -> Send:
         raw_topic = self.topics.names.raw(spec)
-        producer = self.app.producer
 
-        async def send(key: bytes, value: bytes, timestamp: float) -> Awaitable[object]:
-            # Straight to the producer (same partitioner as topic.send, less overhead); the
-            # returned future completes when Kafka acknowledged the event.
-            fut: Awaitable[object] = await producer.send(
-                raw_topic, key, value, None, timestamp, None
-            )
-            return fut
+        async def send(records: list[Record]) -> Sequence[Awaitable[object]]:
+            # Straight to aiokafka in one record batch per partition, by the producer's
+            # own partitioner (as topic.send would); the futures complete on Kafka's ack.
+            return await send_batched(aiokafka_producer(self.app), raw_topic, records)
 
         return send
 

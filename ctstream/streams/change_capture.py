@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ctstream.models import ChangeEvent, TableSpec, encode_key, unique_id
 from ctstream.models.masking import Masker
-from ctstream.streams.kafka_acks import acknowledged
+from ctstream.streams.kafka_acks import acknowledged, discard
+from ctstream.streams.kafka_batches import Record
 from ctstream.streams.source_reader import SourceChange, SourceReader
 
-# send(key, value, timestamp_s) → an awaitable that completes when Kafka acknowledged it.
-Send = Callable[[bytes, bytes, float], Awaitable[Awaitable[object]]]
+# send(records) → awaitables that complete when Kafka acknowledged the records (in order
+# per key); kafka_batches.send_batched bound to a producer and the table's raw topic.
+Send = Callable[[list[Record]], Awaitable[Sequence[Awaitable[object]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,10 @@ async def _produce(
     interval: float,
     masker: Masker | None,
 ) -> int:
-    """Send every change; wait for Kafka's acks batch by batch (memory stays bounded).
+    """Send every change; return when Kafka acknowledged all of them.
+
+    One source batch is in flight while the next is read and encoded; the one before must
+    be acknowledged first, so memory stays bounded to two batches.
 
     Masked columns are masked here, before anything leaves the process; a hashed key is
     hashed before the unique id and the Kafka key are made from it.
@@ -53,25 +58,33 @@ async def _produce(
     events = 0
     # Columns written to another BigQuery column than usual travel under that name.
     targets = spec.targets
-    async for batch in batches:
-        pending: list[Awaitable[object]] = []
-        for change in batch:
-            key, row = change.key, change.row
-            if masker is not None:
-                key, row = masker.key(key), masker.row(row)
-            event = ChangeEvent(
-                message_unique_id=unique_id(spec.name, key, change.version),
-                table_name=spec.name,
-                changetrack_interval=interval,
-                changetrack_start_time=start_iso,
-                changetrack_type=change.operation,
-                changetrack_ver=change.version,
-                key=list(key),
-                row={targets.get(k, k): v for k, v in row.items()} if targets else row,
-            )
-            pending.append(await send(encode_key(key), event.to_bytes(), started))
-        await acknowledged(pending)
-        events += len(batch)
+    in_flight: Sequence[Awaitable[object]] = ()
+    try:
+        async for batch in batches:
+            records: list[Record] = []
+            for change in batch:
+                key, row = change.key, change.row
+                if masker is not None:
+                    key, row = masker.key(key), masker.row(row)
+                event = ChangeEvent(
+                    message_unique_id=unique_id(spec.name, key, change.version),
+                    table_name=spec.name,
+                    changetrack_interval=interval,
+                    changetrack_start_time=start_iso,
+                    changetrack_type=change.operation,
+                    changetrack_ver=change.version,
+                    key=list(key),
+                    row={targets.get(k, k): v for k, v in row.items()} if targets else row,
+                )
+                records.append((encode_key(key), event.to_bytes(), started))
+            sent = await send(records)
+            await acknowledged(in_flight)
+            in_flight = sent
+            events += len(batch)
+        await acknowledged(in_flight)
+    except BaseException:
+        discard(in_flight)
+        raise
     return events
 
 

@@ -20,10 +20,15 @@ async def acknowledged(futures: Sequence[Any]) -> None:
         for future in futures:
             await future
     except BaseException:
-        for future in futures:
-            if isinstance(future, asyncio.Future):
-                future.add_done_callback(_retrieve)  # scheduled at once if already done
+        discard(futures)
         raise
+
+
+def discard(futures: Sequence[Any]) -> None:
+    """Futures nobody will await: their errors are fetched, so none is logged as lost."""
+    for future in futures:
+        if isinstance(future, asyncio.Future):
+            future.add_done_callback(_retrieve)  # scheduled at once if already done
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

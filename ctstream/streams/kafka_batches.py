@@ -1,0 +1,66 @@
+"""Producing many messages as one Kafka record batch per partition.
+
+``producer.send`` costs two coroutines, a metadata check, a partitioner call through
+faust's wrapper and a future per message; the poller and the dedup stage send thousands at
+once and wait for all of them anyway. Here each topic's messages are partitioned with the
+producer's own partitioner (so a key lands where ``send`` would put it), appended to one
+aiokafka ``BatchBuilder`` per partition, and handed over with ``send_batch``: one future
+per record batch. Within a partition the messages keep their order, and a batch holds at
+most the producer's ``max_batch_size`` (a full one is sent and a new one begun).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+# (key, value, timestamp in seconds; None: now)
+Record = tuple[bytes | None, bytes | None, float | None]
+
+
+def aiokafka_producer(app: Any) -> AIOKafkaProducer:
+    """The aiokafka producer inside faust's (raises faust's NotReady before it started)."""
+    producer: AIOKafkaProducer = app.producer._ensure_producer()
+    return producer
+
+
+async def send_batched(
+    producer: AIOKafkaProducer, topic: str, records: Iterable[Record]
+) -> list[asyncio.Future[Any]]:
+    """Queue ``records`` for ``topic``; the futures complete when Kafka acknowledged them.
+
+    Await the result with ``kafka_acks.acknowledged``. Raises as ``send`` does when the
+    producer is closed or has failed; then nothing may be taken as written.
+    """
+    await producer.client._wait_on_metadata(topic)
+    metadata = producer._metadata
+    # The same arguments aiokafka's own ``_partition`` passes to the partitioner.
+    all_partitions = list(metadata.partitions_for_topic(topic))
+    available = list(metadata.available_partitions_for_topic(topic))
+    partitioner = producer._partitioner
+    builders: dict[int, Any] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for key, value, timestamp in records:
+        partition = partitioner(key, all_partitions, available)
+        builder = builders.get(partition)
+        if builder is None:
+            builder = builders[partition] = producer.create_batch()
+        ms = int(timestamp * 1000) if timestamp else timestamp  # as faust's send does
+        if builder.append(timestamp=ms, key=key, value=value) is None:  # full
+            futures.append(await _submit(producer, builder, topic, partition))
+            builder = builders[partition] = producer.create_batch()
+            builder.append(timestamp=ms, key=key, value=value)  # a new batch takes any one
+    for partition, builder in builders.items():
+        futures.append(await _submit(producer, builder, topic, partition))
+    return futures
+
+
+async def _submit(
+    producer: AIOKafkaProducer, builder: Any, topic: str, partition: int
+) -> asyncio.Future[Any]:
+    builder.close()  # nothing sent with ``send`` joins it: its order is the caller's
+    future: asyncio.Future[Any] = await producer.send_batch(builder, topic, partition=partition)
+    return future

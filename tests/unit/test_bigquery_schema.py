@@ -342,6 +342,8 @@ SAMPLES: list[Any] = [
     0,
     1,
     -(2**63),
+    -(2**63) - 1,
+    2**63 - 1,
     2**64,
     1.5,
     float("nan"),
@@ -354,6 +356,9 @@ SAMPLES: list[Any] = [
     "AAE=",
     "2024-02-29",
     "23:59:59",
+    "2026-11-27T12:00:00.123456Z",
+    "2026-11-27 12:00:00",
+    "2026-13-27T12:00:00Z",
     [1],
     {"a": 1},
 ]
@@ -376,7 +381,16 @@ KINDS = [
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_validators_shortcut_for_common_types_agrees_with_the_full_check(kind: str) -> None:
     validator = RowValidator([SchemaField("c", kind)])
-    for value in SAMPLES:
+    for value in [*SAMPLES, *SAMPLES]:  # the second time, remembered verdicts
         full = _check_value(kind, value)
         found = validator.problems({"c": value})
         assert [p.reason for p in found] == ([] if full is None else [full]), (kind, value)
+
+
+def test_remembered_verdicts_stay_bounded() -> None:
+    validator = RowValidator([SchemaField("t", "TIMESTAMP")])
+    for second in range(10_000):
+        stamp = f"2026-11-27T{second // 3600:02}:{second // 60 % 60:02}:{second % 60:02}Z"
+        assert validator.problems({"t": stamp}) == []
+    assert validator.problems({"t": "yesterday"})[0].column == "t"
+    assert len(validator._text_verdicts) <= 4096

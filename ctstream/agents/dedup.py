@@ -31,7 +31,7 @@ from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
-from ctstream.streams.kafka_acks import acknowledged
+from ctstream.streams.kafka_acks import acknowledged, discard
 from ctstream.streams.kafka_batches import Record, aiokafka_producer, send_batched
 from ctstream.streams.seen_ids import digest
 from ctstream.streams.topics import PipelineTopics
@@ -137,13 +137,14 @@ def install_dedup(
             if spec is not None and spec.restricted:
                 copy = restricted_copy(change, spec)
                 by_topic.setdefault(topics.restricted[table].topics[0], []).append((key, copy, ts))
+        pending: list[Any] = []
         try:
             producer = aiokafka_producer(app)
-            pending = []
             for topic, records in by_topic.items():
                 pending.extend(await send_batched(producer, topic, records))
             await acknowledged(pending)
-        except Exception as exc:  # any producer failure: resend all (duplicates, not loss)
+        except Exception as exc:
+            discard(pending)  # any producer failure: resend all (duplicates, not loss)
             raise KafkaSendFailed(f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from ctstream.streams.kafka_acks import discard
+
 # (key, value, timestamp in seconds; None: now)
 Record = tuple[bytes | None, bytes | None, float | None]
 
@@ -43,18 +45,22 @@ async def send_batched(
     partitioner = producer._partitioner
     builders: dict[int, Any] = {}
     futures: list[asyncio.Future[Any]] = []
-    for key, value, timestamp in records:
-        partition = partitioner(key, all_partitions, available)
-        builder = builders.get(partition)
-        if builder is None:
-            builder = builders[partition] = producer.create_batch()
-        ms = int(timestamp * 1000) if timestamp else timestamp  # as faust's send does
-        if builder.append(timestamp=ms, key=key, value=value) is None:  # full
+    try:
+        for key, value, timestamp in records:
+            partition = partitioner(key, all_partitions, available)
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            ms = int(timestamp * 1000) if timestamp else timestamp  # as faust's send does
+            if builder.append(timestamp=ms, key=key, value=value) is None:  # full
+                futures.append(await _submit(producer, builder, topic, partition))
+                builder = builders[partition] = producer.create_batch()
+                builder.append(timestamp=ms, key=key, value=value)  # a new batch takes any one
+        for partition, builder in builders.items():
             futures.append(await _submit(producer, builder, topic, partition))
-            builder = builders[partition] = producer.create_batch()
-            builder.append(timestamp=ms, key=key, value=value)  # a new batch takes any one
-    for partition, builder in builders.items():
-        futures.append(await _submit(producer, builder, topic, partition))
+    except BaseException:
+        discard(futures)  # the caller sends everything again
+        raise
     return futures
 
 

@@ -7,6 +7,11 @@ producer's own partitioner (so a key lands where ``send`` would put it), appende
 aiokafka ``BatchBuilder`` per partition, and handed over with ``send_batch``: one future
 per record batch. Within a partition the messages keep their order, and a batch holds at
 most the producer's ``max_batch_size`` (a full one is sent and a new one begun).
+
+It reads aiokafka's private ``_metadata``, ``_partitioner`` and
+``client._wait_on_metadata`` (aiokafka is held below 0.15 in pyproject.toml), and faust's
+``Producer._ensure_producer`` (faust is pinned); tests/integration/test_kafka_batches.py
+checks partitions, order and timestamps on the real broker.
 """
 
 from __future__ import annotations

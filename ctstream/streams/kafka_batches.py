@@ -56,7 +56,7 @@ async def send_batched(
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = producer.create_batch()
-            ms = int(timestamp * 1000) if timestamp else timestamp  # as faust's send does
+            ms = None if timestamp is None else int(timestamp * 1000)  # None: the time of sending
             if builder.append(timestamp=ms, key=key, value=value) is None:  # full
                 futures.append(await _submit(producer, builder, topic, partition))
                 builder = builders[partition] = producer.create_batch()

@@ -12,6 +12,7 @@ from ctstream.models import ChangeEvent, ColumnSpec, TableSpec, encode_key
 from ctstream.streams.change_capture import _produce
 from ctstream.streams.kafka_batches import Record
 from ctstream.streams.source_reader import SourceChange
+from tests.loop_steps import after_scheduled_callbacks
 
 SPEC = TableSpec(
     name="items",
@@ -23,15 +24,6 @@ SPEC = TableSpec(
 
 class SendFailed(Exception):
     pass
-
-
-async def after_scheduled_callbacks(rounds: int = 5) -> None:
-    """Until the loop has run what was scheduled so far, ``rounds`` times (call_soon is FIFO)."""
-    loop = asyncio.get_running_loop()
-    for _ in range(rounds):
-        barrier = loop.create_future()
-        loop.call_soon(barrier.set_result, None)
-        await asyncio.wait_for(barrier, 5)
 
 
 async def source(batches: int, size: int = 3) -> AsyncIterator[list[SourceChange]]:

@@ -8,17 +8,11 @@ import gc
 import pytest
 
 from ctstream.streams.kafka_acks import acknowledged
+from tests.loop_steps import after_scheduled_callbacks
 
 
 class SendFailed(Exception):
     pass
-
-
-async def after_scheduled_callbacks() -> None:
-    """Until the loop has run every callback scheduled so far (call_soon is FIFO)."""
-    barrier = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().call_soon(barrier.set_result, None)
-    await asyncio.wait_for(barrier, 5)
 
 
 async def test_waits_until_every_future_is_done() -> None:

@@ -12,6 +12,11 @@ faust table write needs the current event to know its partition, so it is set to
 event of that partition first (through faust's ``_current_event`` context variable —
 private, hence faust is pinned; tests cover it). Only this task's context changes.
 Batches come straight from the agent's channel (agents/channel_batches.py).
+
+An event as the poller writes it has only its id read (``peek_unique_id``); the sink
+parses and checks every event in full. So an event whose id and table are right but
+whose rest is not is refused by the sink, from the deduped topic, with its reason. Any
+other payload is parsed here and refused with the reason if it is not a change event.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from ctstream.agents.batches import run_batch
 from ctstream.agents.channel_batches import channel_batches
 from ctstream.errors import CtstreamError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
+from ctstream.models.change_event import peek_unique_id
 from ctstream.streams.backoff import retry_forever
 from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.kafka_acks import acknowledged, discard
 from ctstream.streams.kafka_batches import Record, aiokafka_producer, send_batched
-from ctstream.streams.seen_ids import digest
+from ctstream.streams.seen_ids import digest_utf8
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.dedup")
@@ -71,31 +77,43 @@ def install_dedup(
             await run_batch(app, events, dedup_batch, "dedup batch")
 
     async def dedup_batch(events: Sequence[Any]) -> None:
-        fresh: list[tuple[Any, str, ChangeEvent, bytes]] = []  # (event, table, change, digest)
+        # (event, table, id digest, the restricted copy's payload if the table has one)
+        fresh: list[tuple[Any, str, bytes, bytes | None]] = []
         in_batch: set[bytes] = set()
         for event in events:
             message = event.message
             table = topics.table_of_raw_topic.get(message.topic, message.topic)
             stats.seen[table] = stats.seen.get(table, 0) + 1
-            try:
-                change = _change_of(event, table)
-            except BadEvent as exc:
-                stats.bad += 1
-                await errors.report(
-                    reason=f"dedup: {exc}",
-                    payload=event.value,
-                    source_table=table,
-                    message=message,
-                )
-                continue
-            id_digest = digest(change.message_unique_id)
+            # An event as the poller writes it needs only its id read; anything else, and
+            # an event of a table with a restricted copy (made from the parsed event), is
+            # parsed and checked in full.
+            spec = specs.get(table)
+            restricted = spec if spec is not None and spec.restricted else None
+            uid = None if restricted else peek_unique_id(event.value, table)
+            copy = None
+            if uid is None:
+                try:
+                    change = _change_of(event, table)
+                    uid = change.message_unique_id.encode("utf-8")
+                    if restricted:
+                        copy = restricted_copy(change, restricted)
+                except BadEvent as exc:
+                    stats.bad += 1
+                    await errors.report(
+                        reason=f"dedup: {exc}",
+                        payload=event.value,
+                        source_table=table,
+                        message=message,
+                    )
+                    continue
+            id_digest = digest_utf8(uid)
             if id_digest in in_batch or seen_ids.seen(
                 message.partition, message.timestamp, id_digest
             ):
                 stats.dropped[table] = stats.dropped.get(table, 0) + 1
                 continue
             in_batch.add(id_digest)
-            fresh.append((event, table, change, id_digest))
+            fresh.append((event, table, id_digest, copy))
         if not fresh:
             return
         # The copies must be durable in Kafka *before* their ids are remembered: were the
@@ -111,7 +129,7 @@ def install_dedup(
         crash_point("dedup.forwarded")
         # One table entry (one changelog message) per partition and window of the batch.
         groups: dict[tuple[int, int], tuple[Any, list[bytes]]] = {}
-        for event, table, _, id_digest in fresh:
+        for event, table, id_digest, _ in fresh:
             message = event.message
             group = groups.setdefault(
                 (message.partition, seen_ids.window_of(message.timestamp)), (event, [])
@@ -123,9 +141,9 @@ def install_dedup(
             seen_ids.remember(partition, event.message.timestamp, digests)
         set_current_event(None)
 
-    async def _send_all(fresh: list[tuple[Any, str, ChangeEvent, bytes]]) -> None:
+    async def _send_all(fresh: list[tuple[Any, str, bytes, bytes | None]]) -> None:
         by_topic: dict[str, list[Record]] = {}
-        for e, table, change, _ in fresh:
+        for e, table, _, copy in fresh:
             message = e.message
             key, ts = message.key, message.timestamp
             topic = deduped[table].topics[0]
@@ -133,9 +151,7 @@ def install_dedup(
             if records is None:
                 records = by_topic[topic] = []
             records.append((key, e.value, ts))
-            spec = specs.get(table)
-            if spec is not None and spec.restricted:
-                copy = restricted_copy(change, spec)
+            if copy is not None:
                 by_topic.setdefault(topics.restricted[table].topics[0], []).append((key, copy, ts))
         pending: list[Any] = []
         try:

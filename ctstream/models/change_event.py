@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any, Literal, cast
 
 import orjson
@@ -153,7 +154,36 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ChangeEvent))
 ) = (getattr(ChangeEvent, name).__set__ for name in FIELDS)
 
 
-def peek_unique_id(data: bytes | None) -> str:
-    """The unique id of a payload, checking no more than the dedup stage needs."""
-    event = ChangeEvent.from_bytes(data)
-    return event.message_unique_id
+# ChangeEvent.to_bytes writes the id first and the table name second (orjson keeps a
+# dict's order), so an event's id can be read from its first bytes.
+_ID_OPENING = b'{"message_unique_id":"'
+_QUOTE, _BACKSLASH, _ESCAPED_QUOTE = b'"', b"\\", b'\\"'
+
+
+@lru_cache(maxsize=1024)
+def _after_id(table: str) -> bytes:
+    """What follows the id in an event of ``table``: its closing quote, the table name."""
+    return b'","table_name":' + orjson.dumps(table) + b","
+
+
+def peek_unique_id(data: bytes | None, table: str) -> bytes | None:
+    """The UTF-8 unique id of an event of ``table``, read from the payload's start only.
+
+    For the dedup stage, which needs nothing else; the sink parses and checks the whole
+    event. The id's only escapes may be quotes (an id is JSON text: ``unique_id``). None
+    when the payload does not begin as ``to_bytes`` writes one — another field order,
+    another table, other escapes — so the caller parses it in full (``from_bytes``), which
+    gives the same id or the reason it is not an event.
+    """
+    if data is None or not data.startswith(_ID_OPENING):
+        return None
+    start = len(_ID_OPENING)
+    end = data.find(_after_id(table), start)
+    if end <= start:
+        return None
+    uid = data[start:end]
+    # Every quote escaped and every backslash escaping one: a JSON string of this id.
+    quotes = uid.count(_ESCAPED_QUOTE)
+    if uid.count(_QUOTE) != quotes or uid.count(_BACKSLASH) != quotes:
+        return None
+    return uid.replace(_ESCAPED_QUOTE, _QUOTE) if quotes else uid

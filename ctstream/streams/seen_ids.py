@@ -35,7 +35,12 @@ KEPT_WINDOWS = 3
 
 
 def digest(unique_id: str) -> bytes:
-    return hashlib.blake2b(unique_id.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
+    return digest_utf8(unique_id.encode("utf-8"))
+
+
+def digest_utf8(unique_id: bytes) -> bytes:
+    """The digest of an id already encoded (as UTF-8, the form ``digest`` encodes to)."""
+    return hashlib.blake2b(unique_id, digest_size=DIGEST_BYTES).digest()
 
 
 def split_digests(value: bytes) -> Iterator[bytes]:

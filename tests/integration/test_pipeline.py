@@ -6,6 +6,7 @@ import math
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from ctstream.models import ChangeEvent, encode_key, unique_id
@@ -164,12 +165,20 @@ async def test_poison_messages_go_to_the_error_records_with_a_reason(make_harnes
         [5],
         {"id": 5, "name": "ok", "price": "not a number"},
     ).to_bytes()
+    # The dedup stage reads only the id and table of an event that begins as the poller
+    # writes one: one whose rest is bad is refused by the sink, one of another table here.
+    bad_rest = orjson.loads(bad_type)
+    bad_rest.update(message_unique_id=unique_id("items", [6], 78), changetrack_ver="78")
+    other_table = orjson.loads(bad_type)
+    other_table.update(message_unique_id=unique_id("kv", [7], 79), table_name="kv")
     await h.produce_raw(
         "items",
         [
             (b"x", b"\xff\x00 not json", time.time()),
             (b"y", b'{"table_name": "items"}', time.time()),
             (good_key, bad_type, time.time()),
+            (encode_key([6]), orjson.dumps(bad_rest), time.time()),
+            (encode_key([7]), orjson.dumps(other_table), time.time()),
         ],
     )
     # Every topic the pipeline reads: the deduped topic (the sink) and the poll ticks.
@@ -190,6 +199,8 @@ async def test_poison_messages_go_to_the_error_records_with_a_reason(make_harnes
     for r in rows:
         by_topic[r["topic"]] = by_topic.get(r["topic"], "") + " | " + r["reason"]
     assert "sink: " in by_topic[names.deduped(h.spec("items"))]
+    assert "sink: changetrack_ver must be an integer" in by_topic[names.deduped(h.spec("items"))]
+    assert "dedup: table_name 'kv' does not belong" in by_topic[names.raw(h.spec("items"))]
     assert "poll tick: " in by_topic[names.poll_ticks]
 
 

@@ -72,9 +72,49 @@ def test_integer_interval_is_accepted_as_float() -> None:
     assert isinstance(back.changetrack_interval, float)
 
 
-def test_peek_unique_id() -> None:
-    event = make_event()
-    assert peek_unique_id(event.to_bytes()) == event.message_unique_id
+@pytest.mark.parametrize(
+    ("uid", "table"),
+    [
+        (unique_id("items", [1, "a,b"], 17), "items"),
+        (unique_id("日本", ["ü😀", 2], 2**62), "日本"),
+        ("plain", 'odd"name'),
+        ('"', "items"),
+    ],
+)
+def test_peek_unique_id_reads_the_id_of_an_event_as_written(uid: str, table: str) -> None:
+    data = make_event(message_unique_id=uid, table_name=table).to_bytes()
+    assert peek_unique_id(data, table) == uid.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        b"",
+        b"not json",
+        make_event(message_unique_id="a\\b").to_bytes(),  # another escape than a quote's
+        make_event(message_unique_id='a\\"b').to_bytes(),
+        make_event(message_unique_id="a\nb").to_bytes(),
+        make_event(message_unique_id="a\u0001").to_bytes(),
+        make_event(message_unique_id="").to_bytes(),
+        make_event(table_name="other").to_bytes(),
+        make_event(table_name="items2").to_bytes(),  # the table name is matched whole
+        orjson.dumps({"table_name": "items", **payload()}),  # another field order
+        orjson.dumps(payload(), option=orjson.OPT_INDENT_2),
+        b'{"message_unique_id":"abc',
+        # the marker found later, in the row: the "id" would hold an unescaped quote
+        b'{"message_unique_id":"a","x":{"b","table_name":"items",',
+    ],
+)
+def test_peek_unique_id_leaves_anything_else_to_the_full_parse(data: bytes | None) -> None:
+    assert peek_unique_id(data, "items") is None
+
+
+def test_peek_and_full_parse_agree_on_the_id() -> None:
+    for uid in ["k1", "ü:😀", 'q"uote', '""', "back\\slash", 'm\\"x', "tab\t"]:
+        data = make_event(message_unique_id=uid).to_bytes()
+        parsed = ChangeEvent.from_bytes(data).message_unique_id.encode("utf-8")
+        assert peek_unique_id(data, "items") in (None, parsed)
 
 
 def test_none_value_is_bad() -> None:

@@ -120,7 +120,11 @@ def install_sink(
             for change, event in items:
                 row = change_row(change, now_iso, bq_names)
                 problems = validator.problems(row)
-                if any(p.unknown_column for p in problems) and bq_table not in refreshed:
+                if (
+                    problems
+                    and bq_table not in refreshed
+                    and any(p.unknown_column for p in problems)
+                ):
                     # Perhaps a column the poller has just added: read the schema again
                     # (once per batch and table, at most every few seconds).
                     refreshed.add(bq_table)

@@ -62,6 +62,12 @@ class RawDelivery:
         self._channels = channels
         self._flow_control = app.flow_control
         self._producer_buffer = app.producer.buffer
+        # faust's ProducerBuffer.size reads a setting on every call (about 1 µs a
+        # message); the queue it measures for an unthreaded producer is made once.
+        self._producer_pending = (
+            None if app.conf.producer_threaded else self._producer_buffer.pending
+        )
+        self._raw_verdict: tuple[Any, bool] = (None, False)  # (channel, is_raw(channel))
         self._event_type = app.conf.Event
         self._app = app
         self._tp = tp
@@ -89,11 +95,17 @@ class RawDelivery:
         channels = self._channels
         if len(channels) != 1 or not self._flow_control.is_active():
             return None
-        buffer = self._producer_buffer
-        if buffer.size > buffer.max_messages:
+        buffer, pending = self._producer_buffer, self._producer_pending
+        size = buffer.size if pending is None else pending.qsize()
+        if size > buffer.max_messages:
             return None  # faust's callback flushes the producer buffer first
         (channel,) = channels
-        return channel if is_raw(channel) else None
+        # A channel's types and serializers are fixed when it is made.
+        known, raw = self._raw_verdict
+        if channel is not known:
+            raw = is_raw(channel)
+            self._raw_verdict = (channel, raw)
+        return channel if raw else None
 
     def _event(self, message: Any) -> Any:
         message.incref(1)

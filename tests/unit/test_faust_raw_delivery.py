@@ -117,6 +117,32 @@ async def test_a_topic_with_a_value_type_is_decoded_by_faust(app: Any) -> None:
     assert topic.queue.get_nowait().value == {"a": 1}
 
 
+async def test_a_producer_buffer_over_its_limit_goes_to_fausts_callback(app: Any) -> None:
+    topic = raw_topic(app)
+    delivery = attach(app, topic)
+    buffer = app.producer.buffer
+    assert delivery.deliver_now(message("raw", 1))
+    for _ in range(buffer.max_messages + 1):
+        buffer.pending.put_nowait(None)  # messages waiting to be produced
+    assert buffer.size > buffer.max_messages
+    assert not delivery.deliver_now(message("raw", 2))  # faust flushes the buffer first
+    while not buffer.pending.empty():
+        buffer.pending.get_nowait()
+    assert delivery.deliver_now(message("raw", 3))
+
+
+async def test_a_partition_whose_channel_changes_is_judged_by_the_new_one(app: Any) -> None:
+    raw, typed = raw_topic(app), aiter(app.topic("raw", value_serializer="json"))
+    delivery = attach(app, raw)
+    assert delivery.deliver_now(message("raw", 1))
+    delivery._channels.clear()
+    delivery._channels.add(typed)  # what the conductor does when subscriptions change
+    assert not delivery.deliver_now(message("raw", 2))
+    delivery._channels.clear()
+    delivery._channels.add(raw)
+    assert delivery.deliver_now(message("raw", 3))
+
+
 async def test_a_full_queue_is_waited_for_in_the_delivery_itself() -> None:
     app = make_app(stream_buffer_maxsize=2)
     topic = raw_topic(app)

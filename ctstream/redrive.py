@@ -22,8 +22,9 @@ from aiokafka.errors import KafkaError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.backoff import retry_forever
+from ctstream.streams.bigquery_layout import quote_bq
 from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE, change_row
-from ctstream.streams.bigquery_writer import BigQueryWriter, quote_bq
+from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
 from ctstream.streams.kafka_security import client_options
 

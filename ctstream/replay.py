@@ -34,19 +34,15 @@ from ctstream.errors import ConfigError, SinkError, SinkUnavailable
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.settings import Settings
 from ctstream.streams.backoff import RetryAborted, retry_forever
+from ctstream.streams.bigquery_client import classify, make_client
+from ctstream.streams.bigquery_layout import latest_view_sql, time_travel_function_sql
 from ctstream.streams.bigquery_schema import (
     ERROR_RECORDS_TABLE,
     SNAPSHOTS_TABLE,
     RowValidator,
     change_row,
 )
-from ctstream.streams.bigquery_writer import (
-    BigQueryWriter,
-    classify,
-    latest_view_sql,
-    make_client,
-    time_travel_function_sql,
-)
+from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
 from ctstream.streams.error_sink import ErrorRecord
 from ctstream.streams.kafka_offsets import true_end_offsets

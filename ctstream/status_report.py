@@ -20,8 +20,9 @@ from ctstream.doctor import saved_states
 from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
+from ctstream.streams.bigquery_layout import quote_bq
 from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
-from ctstream.streams.bigquery_writer import BigQueryWriter, quote_bq
+from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.kafka_offsets import group_lag
 from ctstream.streams.kafka_security import client_options
 from ctstream.streams.source_reader import SourceReader, selected_tables

@@ -15,14 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import requests
-from google.api_core import exceptions as gexc
-from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery
 
-from ctstream.errors import ConfigError, RequestTooLarge, SinkError, SinkUnavailable
+from ctstream.errors import RequestTooLarge, SinkError
 from ctstream.models import TableSpec
 from ctstream.settings import BigQuerySettings, BigQueryTableOptions
+from ctstream.streams.bigquery_client import classify, make_client
+from ctstream.streams.bigquery_layout import (
+    apply_layout,
+    latest_view_sql,
+    quote_bq,
+    time_travel_function_sql,
+)
 from ctstream.streams.bigquery_schema import (
     ERROR_RECORDS_FIELDS,
     ERROR_RECORDS_TABLE,
@@ -41,8 +45,6 @@ TOO_LARGE = "row too large for one BigQuery request"
 # The reason of a valid row BigQuery did not insert because another row of its request
 # was invalid.
 STOPPED = "held back by BigQuery (stopped)"
-_TOO_LARGE_WORDS = ("payload size", "too large", "request size")
-_RETRIABLE_REASONS = {"quotaExceeded", "rateLimitExceeded", "backendError", "internalError"}
 
 
 @dataclass(frozen=True)
@@ -52,57 +54,6 @@ class _Batch:
     table: str
     rows: Sequence[dict[str, Any]]
     encoded: Sequence[bytes]
-
-
-def make_client(settings: BigQuerySettings) -> bigquery.Client:
-    options: dict[str, Any] = {}
-    credentials: Credentials | None = None
-    if settings.endpoint:
-        options["api_endpoint"] = settings.endpoint
-    if settings.credentials_file is not None:
-        from google.oauth2 import service_account
-
-        credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
-            str(settings.credentials_file)
-        )
-    elif settings.endpoint:
-        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-    return bigquery.Client(
-        project=settings.project,
-        credentials=credentials,
-        location=settings.location,
-        client_options=options or None,
-    )
-
-
-def classify(exc: BaseException, what: str) -> SinkError:
-    """A client exception → SinkUnavailable (try again) or SinkError (will not help)."""
-    if isinstance(exc, SinkError):
-        return exc
-    message = f"{what}: {type(exc).__name__}: {str(exc)[:300]}"
-    transient = (
-        gexc.ServerError,
-        gexc.TooManyRequests,
-        gexc.RetryError,
-        TimeoutError,
-        ConnectionError,
-        requests.exceptions.ConnectionError,
-        requests.exceptions.Timeout,
-    )
-    if isinstance(exc, transient):
-        return SinkUnavailable(message)
-    if isinstance(exc, gexc.GoogleAPICallError) and (
-        exc.code == 413
-        or (exc.code == 400 and any(s in str(exc).lower() for s in _TOO_LARGE_WORDS))
-    ):
-        return RequestTooLarge(message)
-    if isinstance(exc, gexc.Forbidden):
-        reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
-        if reasons & _RETRIABLE_REASONS:
-            return SinkUnavailable(message)
-    if isinstance(exc, gexc.GoogleAPICallError) and exc.code in (408, 409, 500, 502, 503, 504):
-        return SinkUnavailable(message)
-    return SinkError(message)
 
 
 class BigQueryWriter:
@@ -447,94 +398,3 @@ class BigQueryWriter:
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
-
-
-def quote_bq(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-_CLUSTERABLE = {"STRING", "INT64", "DATE", "DATETIME", "TIMESTAMP", "BOOL", "NUMERIC"}
-_PARTITIONABLE = {"DATE", "DATETIME", "TIMESTAMP"}
-
-
-def apply_layout(
-    table: bigquery.Table,
-    spec: TableSpec,
-    fields: list[bigquery.SchemaField],
-    options: BigQueryTableOptions,
-) -> None:
-    """Partitioning and clustering from the options; refuse columns that cannot serve."""
-    types = {f.name: f.field_type for f in fields}
-    by_source = {c.name: c.bq_name for c in spec.columns}
-    where = f"bigquery.tables.{spec.name!r}"
-
-    def column(name: str, key: str, allowed: set[str]) -> str:
-        bq = by_source.get(name, name)
-        if bq not in types:
-            raise ConfigError(f"{where}.{key}: {spec.name!r} has no column {name!r}")
-        if types[bq] not in allowed:
-            raise ConfigError(
-                f"{where}.{key}: column {name!r} is {types[bq]}; expected one of "
-                f"{', '.join(sorted(allowed))}"
-            )
-        return bq
-
-    if options.partition_column is not None:
-        table.time_partitioning = bigquery.TimePartitioning(
-            type_=options.partition_granularity,
-            field=column(options.partition_column, "partition_column", _PARTITIONABLE),
-            expiration_ms=(
-                None
-                if options.partition_expiration is None
-                else int(options.partition_expiration * 1000)
-            ),
-        )
-    if options.cluster_by is not None:
-        table.clustering_fields = [
-            column(name, "cluster_by", _CLUSTERABLE) for name in options.cluster_by
-        ]
-    else:
-        keys = [c.bq_name for c in spec.key_columns if types[c.bq_name] in _CLUSTERABLE]
-        if keys:
-            table.clustering_fields = keys[:4]
-
-
-def time_travel_function_sql(
-    function_ref: str, table_ref: str, spec: TableSpec, snapshots_ref: str
-) -> str:
-    """``<table>_at(ts)``: the table as ctstream had seen it at ``ts``.
-
-    The latest row per key among changes read at or before ``ts`` (by the poll's start
-    time), deleted keys left out, and keys older than the newest snapshot completed by
-    ``ts`` left out, as in the latest-state view.
-    """
-    keys = ", ".join(quote_bq(c.bq_name) for c in spec.key_columns)
-    return (
-        f"CREATE OR REPLACE TABLE FUNCTION {quote_bq(function_ref)}(ts TIMESTAMP) AS "
-        "SELECT * EXCEPT (_ctstream_rank) FROM ("
-        f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
-        "ORDER BY changetrack_ver DESC, bigquery_insert_time DESC) AS _ctstream_rank "
-        f"FROM {quote_bq(table_ref)} WHERE changetrack_start_time <= ts) "
-        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
-        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
-        f"WHERE table_name = '{spec.base_bq_table}' AND completed_at <= ts)"
-    )
-
-
-def latest_view_sql(table_ref: str, spec: TableSpec, snapshots_ref: str) -> str:
-    """Latest row per key by change version; deleted keys left out.
-
-    Keys whose newest row is older than the table's newest completed snapshot are left out
-    too: the snapshot read every row that existed, so such a key was deleted while its
-    changes were lost (retention overrun, TRUNCATE).
-    """
-    keys = ", ".join(quote_bq(c.bq_name) for c in spec.key_columns)
-    return (
-        "SELECT * EXCEPT (_ctstream_rank) FROM ("
-        f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
-        "ORDER BY changetrack_ver DESC, bigquery_insert_time DESC) AS _ctstream_rank "
-        f"FROM {quote_bq(table_ref)}) "
-        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
-        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
-        f"WHERE table_name = '{spec.base_bq_table}')"  # bq_table is [A-Za-z0-9_] only
-    )

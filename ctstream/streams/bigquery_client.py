@@ -1,0 +1,72 @@
+"""The google-cloud-bigquery client ctstream uses, and what the client's errors mean.
+
+``classify`` turns a client exception into ctstream's errors: ``SinkUnavailable`` (worth
+trying again: 5xx, 429, quota, timeouts, dropped connections), ``RequestTooLarge`` (split
+the request) or ``SinkError`` (trying again will not help).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.cloud import bigquery
+
+from ctstream.errors import RequestTooLarge, SinkError, SinkUnavailable
+from ctstream.settings import BigQuerySettings
+
+_TOO_LARGE_WORDS = ("payload size", "too large", "request size")
+_RETRIABLE_REASONS = {"quotaExceeded", "rateLimitExceeded", "backendError", "internalError"}
+
+
+def make_client(settings: BigQuerySettings) -> bigquery.Client:
+    options: dict[str, Any] = {}
+    credentials: Credentials | None = None
+    if settings.endpoint:
+        options["api_endpoint"] = settings.endpoint
+    if settings.credentials_file is not None:
+        from google.oauth2 import service_account
+
+        credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+            str(settings.credentials_file)
+        )
+    elif settings.endpoint:
+        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    return bigquery.Client(
+        project=settings.project,
+        credentials=credentials,
+        location=settings.location,
+        client_options=options or None,
+    )
+
+
+def classify(exc: BaseException, what: str) -> SinkError:
+    """A client exception → SinkUnavailable (try again) or SinkError (will not help)."""
+    if isinstance(exc, SinkError):
+        return exc
+    message = f"{what}: {type(exc).__name__}: {str(exc)[:300]}"
+    transient = (
+        gexc.ServerError,
+        gexc.TooManyRequests,
+        gexc.RetryError,
+        TimeoutError,
+        ConnectionError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+    )
+    if isinstance(exc, transient):
+        return SinkUnavailable(message)
+    if isinstance(exc, gexc.GoogleAPICallError) and (
+        exc.code == 413
+        or (exc.code == 400 and any(s in str(exc).lower() for s in _TOO_LARGE_WORDS))
+    ):
+        return RequestTooLarge(message)
+    if isinstance(exc, gexc.Forbidden):
+        reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
+        if reasons & _RETRIABLE_REASONS:
+            return SinkUnavailable(message)
+    if isinstance(exc, gexc.GoogleAPICallError) and exc.code in (408, 409, 500, 502, 503, 504):
+        return SinkUnavailable(message)
+    return SinkError(message)

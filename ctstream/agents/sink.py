@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,10 +23,11 @@ from typing import Any
 from ctstream.agents.batches import run_in_flight
 from ctstream.agents.channel_batches import channel_batches
 from ctstream.errors import CtstreamError, SinkError
-from ctstream.models import BadEvent, ChangeEvent, TableSpec
+from ctstream.models import BadEvent, TableSpec
+from ctstream.models.change_event import parse_payload
 from ctstream.settings import SinkSettings
 from ctstream.streams.backoff import RetryAborted, retry_forever
-from ctstream.streams.bigquery_schema import change_row
+from ctstream.streams.bigquery_schema import payload_row
 from ctstream.streams.bigquery_writer import TOO_LARGE, BigQueryWriter
 from ctstream.streams.change_capture import iso_utc
 from ctstream.streams.crash_points import crash_point
@@ -53,17 +55,13 @@ class SinkStats:
         histogram = self.latency.get(table)
         if histogram is None:
             histogram = self.latency[table] = Histogram(LATENCY_BUCKETS)
-        parsed: dict[str, float | None] = {}  # the rows of one poll share their start time
-        for start in start_times:
-            if start not in parsed:
-                try:
-                    iso = start.replace("Z", "+00:00")
-                    parsed[start] = dt.datetime.fromisoformat(iso).timestamp()
-                except ValueError:
-                    parsed[start] = None
-            started = parsed[start]
-            if started is not None:
-                histogram.observe(max(0.0, now - started))
+        # The rows of one poll share their start time: each time is read and counted once.
+        for start, rows in Counter(start_times).items():
+            try:
+                started = dt.datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+            histogram.observe(max(0.0, now - started), rows)
 
 
 def install_sink(
@@ -91,20 +89,20 @@ def install_sink(
         if log.isEnabledFor(DEBUG_BATCHES):
             log.log(DEBUG_BATCHES, "batch offsets %s", _offset_spans(events))
         # (table, restricted copy?) → its events
-        by_table: dict[tuple[str, bool], list[tuple[ChangeEvent, Any]]] = {}
+        by_table: dict[tuple[str, bool], list[tuple[dict[str, Any], Any]]] = {}
         bad: list[ErrorRecord] = []
         for event in events:
             message = event.message
             table = topics.table_of_deduped_topic.get(message.topic)
             try:
-                change = ChangeEvent.from_bytes(event.value)
-                if table is None or change.table_name != table:
-                    raise BadEvent(f"table {change.table_name!r} is not configured here")
+                payload = parse_payload(event.value)
+                if table is None or payload["table_name"] != table:
+                    raise BadEvent(f"table {payload['table_name']!r} is not configured here")
             except BadEvent as exc:
                 bad.append(_record(f"sink: {exc}", event, table))
                 continue
             restricted = message.topic in topics.restricted_topics
-            by_table.setdefault((table, restricted), []).append((change, event))
+            by_table.setdefault((table, restricted), []).append((payload, event))
 
         refreshed: set[str] = set()
         for (table, restricted), items in by_table.items():
@@ -115,10 +113,11 @@ def install_sink(
             now_iso = iso_utc(inserted_at)
             rows: list[dict[str, Any]] = []
             ids: list[str] = []
-            sources: list[tuple[ChangeEvent, Any]] = []
+            sources: list[tuple[str, Any]] = []  # (unique id, event) per row
             bq_names = bigquery_names(spec)
-            for change, event in items:
-                row = change_row(change, now_iso, bq_names)
+            for payload, event in items:
+                row = payload_row(payload, now_iso, bq_names)
+                unique_id: str = payload["message_unique_id"]
                 problems = validator.problems(row)
                 if (
                     problems
@@ -133,11 +132,11 @@ def install_sink(
                     problems = validator.problems(row)
                 if problems:
                     reason = "; ".join(str(p) for p in problems)
-                    bad.append(_record(f"invalid row: {reason}", event, table, change))
+                    bad.append(_record(f"invalid row: {reason}", event, table, unique_id))
                     continue
                 rows.append(row)
-                ids.append(change.message_unique_id)
-                sources.append((change, event))
+                ids.append(unique_id)
+                sources.append((unique_id, event))
 
             async def write(
                 rows: list[dict[str, Any]] = rows, ids: list[str] = ids, bq_table: str = bq_table
@@ -160,8 +159,8 @@ def install_sink(
                 rejected = [(i, str(exc)) for i in range(len(rows))]
             for index, reason in rejected:
                 if 0 <= index < len(sources):
-                    change, event = sources[index]
-                    record = _record(f"rejected by BigQuery: {reason}", event, table, change)
+                    unique_id, event = sources[index]
+                    record = _record(f"rejected by BigQuery: {reason}", event, table, unique_id)
                     if reason.startswith(TOO_LARGE):
                         record = replace(
                             record,
@@ -230,14 +229,14 @@ def _retry(settings: SinkSettings) -> tuple[float, float]:
 
 
 def _record(
-    reason: str, event: Any, table: str | None, change: ChangeEvent | None = None
+    reason: str, event: Any, table: str | None, unique_id: str | None = None
 ) -> ErrorRecord:
     message = event.message
     return ErrorRecord(
         reason=reason,
         payload=event.value,
         source_table=table,
-        message_unique_id=change.message_unique_id if change else None,
+        message_unique_id=unique_id,
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
@@ -245,5 +244,5 @@ def _record(
 
 
 def bigquery_names(spec: TableSpec) -> dict[str, str]:
-    """Source column → BigQuery column, for ``change_row`` (made once per batch and table)."""
+    """Source column → BigQuery column, for ``payload_row`` (made once per batch and table)."""
     return {c.name: c.bq_name for c in spec.columns}

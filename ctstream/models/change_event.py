@@ -67,51 +67,73 @@ class ChangeEvent:
         _set_row(self, row)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "message_unique_id": self.message_unique_id,
-                "table_name": self.table_name,
-                "changetrack_interval": self.changetrack_interval,
-                "changetrack_start_time": self.changetrack_start_time,
-                "changetrack_type": self.changetrack_type,
-                "changetrack_ver": self.changetrack_ver,
-                "key": self.key,
-                "row": self.row,
-            }
-        )
+        return orjson.dumps(self.as_payload())
+
+    def as_payload(self) -> dict[str, Any]:
+        """The fields as ``parse_payload`` returns them (``to_bytes`` writes this dict)."""
+        return {
+            "message_unique_id": self.message_unique_id,
+            "table_name": self.table_name,
+            "changetrack_interval": self.changetrack_interval,
+            "changetrack_start_time": self.changetrack_start_time,
+            "changetrack_type": self.changetrack_type,
+            "changetrack_ver": self.changetrack_ver,
+            "key": self.key,
+            "row": self.row,
+        }
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ChangeEvent:
         """Parse and check a payload; raise BadEvent with the reason if it is not one."""
-        if data is None:
-            raise BadEvent("empty message (no value)")
-        try:
-            obj: Any = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise BadEvent(f"not JSON: {exc}") from None
-        # Every event of every stage is parsed here, so the common case is one test of
-        # exact types (orjson makes no subclasses; bool is not int by type); the reason
-        # for a bad event is worked out only then.
-        get = obj.get if type(obj) is dict else None
-        if get is not None:
-            uid, table, op = get("message_unique_id"), get("table_name"), get("changetrack_type")
-            ver, interval = get("changetrack_ver"), get("changetrack_interval")
-            start, key, row = get("changetrack_start_time"), get("key"), get("row")
-            if (
-                type(uid) is str
-                and uid
-                and type(table) is str
-                and table
-                and type(op) is str
-                and op in OPERATIONS
-                and type(ver) is int
-                and (type(interval) is float or type(interval) is int)
-                and type(start) is str
-                and type(key) is list
-                and type(row) is dict
-            ):
-                return cls(uid, table, float(interval), start, cast(Operation, op), ver, key, row)
-        raise BadEvent(_problem(obj))
+        p = parse_payload(data)
+        return cls(
+            p["message_unique_id"],
+            p["table_name"],
+            float(p["changetrack_interval"]),
+            p["changetrack_start_time"],
+            p["changetrack_type"],
+            p["changetrack_ver"],
+            p["key"],
+            p["row"],
+        )
+
+
+def parse_payload(data: bytes | None) -> dict[str, Any]:
+    """A change event's fields as a dict, checked as ``from_bytes`` checks them.
+
+    For the sink, which turns them into a BigQuery row and needs no ChangeEvent between.
+    ``changetrack_interval`` may be an int (``from_bytes`` makes it a float). Raises
+    BadEvent with the reason if the payload is not a change event.
+    """
+    if data is None:
+        raise BadEvent("empty message (no value)")
+    try:
+        obj: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadEvent(f"not JSON: {exc}") from None
+    # Every event of every stage is parsed here, so the common case is one test of exact
+    # types (orjson makes no subclasses; bool is not int by type); the reason for a bad
+    # event is worked out only then.
+    get = obj.get if type(obj) is dict else None
+    if get is not None:
+        uid, table, op = get("message_unique_id"), get("table_name"), get("changetrack_type")
+        ver, interval = get("changetrack_ver"), get("changetrack_interval")
+        start, key, row = get("changetrack_start_time"), get("key"), get("row")
+        if (
+            type(uid) is str
+            and uid
+            and type(table) is str
+            and table
+            and type(op) is str
+            and op in OPERATIONS
+            and type(ver) is int
+            and (type(interval) is float or type(interval) is int)
+            and type(start) is str
+            and type(key) is list
+            and type(row) is dict
+        ):
+            return cast(dict[str, Any], obj)
+    raise BadEvent(_problem(obj))
 
 
 def _problem(obj: Any) -> str:

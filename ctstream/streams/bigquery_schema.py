@@ -158,19 +158,25 @@ def table_schema(
 def change_row(
     change: ChangeEvent, insert_time: str, names: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """A change event as a BigQuery row: source columns under their BigQuery names (from
-    ``names``, else made safe as ctstream names them), plus the change metadata."""
+    """A change event as a BigQuery row (see ``payload_row``)."""
+    return payload_row(change.as_payload(), insert_time, names)
+
+
+def payload_row(
+    payload: Mapping[str, Any], insert_time: str, names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A change event's checked fields (``parse_payload``) as a BigQuery row: source
+    columns under their BigQuery names (from ``names``, else made safe as ctstream names
+    them), plus the change metadata."""
     known = names or {}
-    row: dict[str, Any] = {known.get(k) or bq_identifier(k): v for k, v in change.row.items()}
-    row.update(
-        message_unique_id=change.message_unique_id,
-        table_name=change.table_name,
-        changetrack_interval=change.changetrack_interval,
-        changetrack_start_time=change.changetrack_start_time,
-        changetrack_type=change.changetrack_type,
-        changetrack_ver=change.changetrack_ver,
-        bigquery_insert_time=insert_time,
-    )
+    row: dict[str, Any] = {known.get(k) or bq_identifier(k): v for k, v in payload["row"].items()}
+    row["message_unique_id"] = payload["message_unique_id"]
+    row["table_name"] = payload["table_name"]
+    row["changetrack_interval"] = float(payload["changetrack_interval"])
+    row["changetrack_start_time"] = payload["changetrack_start_time"]
+    row["changetrack_type"] = payload["changetrack_type"]
+    row["changetrack_ver"] = payload["changetrack_ver"]
+    row["bigquery_insert_time"] = insert_time
     return row
 
 

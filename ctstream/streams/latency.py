@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
+from itertools import repeat
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600, math.inf)
 BATCH_BUCKETS: tuple[float, ...] = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, math.inf)
@@ -18,14 +19,19 @@ class Histogram:
         self.count = 0
         self._recent: deque[float] = deque(maxlen=recent)
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, times: int = 1) -> None:
+        """Record ``value``, ``times`` times (the rows of a batch share a few values)."""
         for index, bound in enumerate(self.buckets):
             if value <= bound:
-                self.counts[index] += 1
+                self.counts[index] += times
                 break
-        self.sum += value
-        self.count += 1
-        self._recent.append(value)
+        self.sum += value * times
+        self.count += times
+        recent = self._recent
+        if times == 1:
+            recent.append(value)
+        else:
+            recent.extend(repeat(value, min(times, recent.maxlen or times)))
 
     def cumulative(self) -> list[tuple[float, int]]:
         total, result = 0, []

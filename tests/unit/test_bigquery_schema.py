@@ -7,12 +7,15 @@ from typing import Any
 import pytest
 from google.cloud.bigquery import SchemaField
 
-from ctstream.models import METADATA_COLUMNS, ColumnSpec, TableSpec
+from ctstream.models import METADATA_COLUMNS, ChangeEvent, ColumnSpec, TableSpec, unique_id
+from ctstream.models.change_event import parse_payload
 from ctstream.streams.bigquery_schema import (
     METADATA_FIELDS,
     RowValidator,
     _check_value,
     bigquery_type,
+    change_row,
+    payload_row,
     table_schema,
 )
 
@@ -394,3 +397,23 @@ def test_remembered_verdicts_stay_bounded() -> None:
         assert validator.problems({"t": stamp}) == []
     assert validator.problems({"t": "yesterday"})[0].column == "t"
     assert len(validator._text_verdicts) <= 4096
+
+
+def test_a_payload_and_its_event_make_the_same_row() -> None:
+    change = ChangeEvent(
+        unique_id("odd table", [3], 9),
+        "odd table",
+        2,  # an int interval, as a foreign producer might write it
+        "2026-11-27T00:00:00.000000Z",
+        "U",
+        9,
+        [3],
+        {"id": 3, "bad name!": "x", "gone": None},
+    )
+    names = {"id": "id", "bad name!": "bad_name_"}
+    payload = parse_payload(change.to_bytes())
+    row = payload_row(payload, "2026-11-27T00:00:01.000000Z", names)
+    assert row == change_row(change, "2026-11-27T00:00:01.000000Z", names)
+    assert row["bad_name_"] == "x" and row["gone"] is None
+    assert type(row["changetrack_interval"]) is float
+    assert set(row) == {"id", "bad_name_", "gone", *METADATA_COLUMNS}

@@ -12,7 +12,13 @@ from typing import Any
 import orjson
 import pytest
 
-from ctstream.models.change_event import BadEvent, ChangeEvent, peek_unique_id
+from ctstream.models.change_event import (
+    FIELDS,
+    BadEvent,
+    ChangeEvent,
+    parse_payload,
+    peek_unique_id,
+)
 from ctstream.models.unique_id import unique_id
 from ctstream.models.values import normalise
 
@@ -64,6 +70,14 @@ def test_round_trip_every_operation(op: str) -> None:
 def test_round_trip_unicode_and_big_version() -> None:
     event = make_event(table_name="日本", changetrack_ver=2**62, row={"ü": "😀\n\\"})
     assert ChangeEvent.from_bytes(event.to_bytes()) == event
+
+
+def test_the_checked_payload_is_the_events_fields() -> None:
+    event = make_event()
+    assert parse_payload(event.to_bytes()) == event.as_payload()
+    assert list(event.as_payload()) == list(FIELDS)  # to_bytes' order: the id first
+    with pytest.raises(BadEvent, match="missing field 'row'"):
+        parse_payload(orjson.dumps({k: v for k, v in payload().items() if k != "row"}))
 
 
 def test_integer_interval_is_accepted_as_float() -> None:

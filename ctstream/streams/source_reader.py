@@ -58,18 +58,27 @@ class TableHealth:
     oldest_unpolled_change_age_s: float | None
 
 
+# Values whose JSON-native form is themselves (``normalise`` returns them unchanged).
+_AS_IS = frozenset({type(None), bool, int, str})
+
+
 def _rows_to_changes(
     rows: Sequence[Any], spec: TableSpec, key_count: int, values: tuple[str, ...]
 ) -> list[SourceChange]:
     key_names = tuple(c.name for c in spec.key_columns)
+    names = key_names + values
+    key_end = 2 + key_count
+    as_is = _AS_IS
     batch: list[SourceChange] = []
     for r in rows:
         op = r[0]
-        key = tuple(normalise(v) for v in r[2 : 2 + key_count])
-        row: dict[str, JsonValue] = dict(zip(key_names, key, strict=True))
-        if op != "D":
-            row.update(zip(values, (normalise(v) for v in r[2 + key_count :]), strict=True))
-        batch.append(SourceChange(op, int(r[1]), key, row))
+        deleted = op == "D"  # a delete carries its key only
+        # Most values need no conversion: the type test is inline, normalise for the rest.
+        cells = [
+            v if type(v) in as_is else normalise(v) for v in (r[2:key_end] if deleted else r[2:])
+        ]
+        row: dict[str, JsonValue] = dict(zip(key_names if deleted else names, cells, strict=True))
+        batch.append(SourceChange(op, int(r[1]), tuple(cells[:key_count]), row))
     return batch
 
 

@@ -1,0 +1,64 @@
+"""Fetched change rows → SourceChange: every value normalised, deletes with their key only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+
+from ctstream.models import ColumnSpec, TableSpec
+from ctstream.models.values import normalise
+from ctstream.streams.source_reader import SourceChange, _rows_to_changes
+
+SPEC = TableSpec(
+    "orders",
+    None,
+    "orders",
+    (
+        ColumnSpec("region", "TEXT", nullable=False, key_ordinal=1),
+        ColumnSpec("id", "INTEGER", nullable=False, key_ordinal=2),
+        ColumnSpec("total", "DECIMAL(10,2)"),
+        ColumnSpec("ratio", "REAL"),
+        ColumnSpec("paid", "BOOLEAN"),
+        ColumnSpec("blob", "BLOB"),
+        ColumnSpec("at", "DATETIME"),
+    ),
+)
+VALUES = ("total", "ratio", "paid", "blob", "at")
+
+
+def test_every_value_is_normalised_as_normalise_does() -> None:
+    naive = dt.datetime(2026, 11, 27, 1, 2)  # noqa: DTZ001 - ODBC's DATETIME values are naive
+    odd = [decimal.Decimal("12.50"), math.nan, True, b"\x00\x01", naive]
+    plain = [None, 0.25, False, None, None]
+    rows = [("U", 7, "eu", 1, *odd), ("I", 8, "us", 2, *plain)]
+    changes = _rows_to_changes(rows, SPEC, 2, VALUES)
+    assert changes[0] == SourceChange(
+        "U",
+        7,
+        ("eu", 1),
+        {"region": "eu", "id": 1} | {n: normalise(v) for n, v in zip(VALUES, odd, strict=True)},
+    )
+    assert changes[0].row["ratio"] == "NaN" and changes[0].row["total"] == "12.50"
+    assert changes[1].row == {"region": "us", "id": 2} | dict(zip(VALUES, plain, strict=True))
+    assert [type(v) for v in changes[1].row.values()] == [
+        str,
+        int,
+        type(None),
+        float,
+        bool,
+        type(None),
+        type(None),
+    ]
+
+
+def test_a_delete_carries_its_key_only() -> None:
+    (change,) = _rows_to_changes([("D", 9, "eu", 3, None, None, None, None, None)], SPEC, 2, VALUES)
+    assert change == SourceChange("D", 9, ("eu", 3), {"region": "eu", "id": 3})
+
+
+def test_a_key_value_is_normalised_too() -> None:
+    when = dt.datetime(2026, 1, 2, 3, 4, 5)  # noqa: DTZ001 - as ODBC returns DATETIME
+    spec = TableSpec("t", None, "t", (ColumnSpec("at", "DATETIME", key_ordinal=1),))
+    (change,) = _rows_to_changes([("I", 1, when)], spec, 1, ())
+    assert change.key == (normalise(when),) and change.row == {"at": normalise(when)}

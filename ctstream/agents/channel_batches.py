@@ -41,6 +41,7 @@ async def channel_batches(
     consumer = app.consumer
     flow_control = app.flow_control
     acking_topics = app.topics.acking_topics
+    track = consumer._unacked_messages.add  # what faust's ``consumer.unacked`` returns
     events: list[Any] = []
     try:
         while not app.should_stop:
@@ -66,7 +67,7 @@ async def channel_batches(
                     continue  # left unacknowledged: read again after the rebalance
                 if message.topic in acking_topics and not message.tracked:
                     message.tracked = True
-                    consumer.unacked.add(message)
+                    track(message)
                 if not events:
                     deadline = time.monotonic() + within
                 events.append(event)

@@ -90,13 +90,11 @@ def install_dedup(
             spec = specs.get(table)
             restricted = spec if spec is not None and spec.restricted else None
             uid = None if restricted else peek_unique_id(event.value, table)
-            copy = None
+            change = None
             if uid is None:
                 try:
                     change = _change_of(event, table)
                     uid = change.message_unique_id.encode("utf-8")
-                    if restricted:
-                        copy = restricted_copy(change, restricted)
                 except BadEvent as exc:
                     stats.bad += 1
                     await errors.report(
@@ -113,6 +111,7 @@ def install_dedup(
                 stats.dropped[table] = stats.dropped.get(table, 0) + 1
                 continue
             in_batch.add(id_digest)
+            copy = restricted_copy(change, restricted) if restricted and change else None
             fresh.append((event, table, id_digest, copy))
         if not fresh:
             return

@@ -111,7 +111,7 @@ def parse_payload(data: bytes | None) -> dict[str, Any]:
         obj: Any = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise BadEvent(f"not JSON: {exc}") from None
-    # Every event of every stage is parsed here, so the common case is one test of exact
+    # Every event the sink writes is parsed here, so the common case is one test of exact
     # types (orjson makes no subclasses; bool is not int by type); the reason for a bad
     # event is worked out only then.
     get = obj.get if type(obj) is dict else None

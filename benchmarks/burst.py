@@ -73,8 +73,10 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         progress(f"committing {args.rows} inserts over {len(tables)} table(s) in one transaction")
         maker = RowMaker(args.row_bytes)
         meter = CpuMeter(stack_groups(stack, workers))
+        per_worker = CpuMeter({str(pid): [pid] for pid in workers.pids})
         committed, insert_s = await asyncio.to_thread(bulk_insert, db, tables, args.rows, maker)
         meter.start()
+        per_worker.start()
         t_commit = time.monotonic()
         if args.profile:
             profiler = Profiler(workers.pids, workdir, args.rows / 2000 + 60)
@@ -87,6 +89,7 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         seen_at, in_bq = await wait_latest(writer, tables, args.rows, args.timeout, every=0.5)
         elapsed = time.monotonic() - t_commit
         meter.stop()
+        per_worker.stop()
         if profiler:
             profiler.stop()
         statuses = await workers.statuses()
@@ -119,7 +122,24 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         "cpu_s_per_1000_rows": round(1000 * cpu_total / args.rows, 3),
         "cpu_line": meter.line(),
         "sink_batches": sum(s["sink"]["batches"] for s in statuses),
+        "per_worker": [
+            _worker_share(s, per_worker.used.get(str(pid), 0.0))
+            for pid, s in zip(workers.pids, statuses, strict=False)
+        ],
         "profile": profiler.summary() if profiler else None,
+    }
+
+
+def _worker_share(status: dict[str, Any], cpu_s: float) -> dict[str, Any]:
+    """What one worker did: its CPU, the rows it polled, deduplicated and wrote."""
+    tables = status["tables"].values()
+    return {
+        "cpu_s": cpu_s,
+        "polled": sum(int(t["events_produced"] or 0) for t in tables),
+        "deduped": sum(int(t["dedup_seen"] or 0) for t in tables),
+        "written": sum(int(t["rows_written"] or 0) for t in tables),
+        "sink_batches": status["sink"]["batches"],
+        "partitions": len(status["partitions"]),
     }
 
 
@@ -142,6 +162,12 @@ def report(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("CPU", r["cpu_line"]),
         ("CPU per 1,000 rows", f"{r['cpu_s_per_1000_rows']} CPU-s (all processes)"),
         ("sink batches", str(r["sink_batches"])),
+        *(
+            (f"worker {i}", f"{w['cpu_s']:.1f} CPU-s; polled {w['polled']}, deduplicated "
+                            f"{w['deduped']}, wrote {w['written']} in {w['sink_batches']} "
+                            f"batches; {w['partitions']} partitions")
+            for i, w in enumerate(r["per_worker"], 1)
+        ),
     ]  # fmt: skip
 
 

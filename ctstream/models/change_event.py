@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, Literal, cast
@@ -71,16 +72,16 @@ class ChangeEvent:
 
     def as_payload(self) -> dict[str, Any]:
         """The fields as ``parse_payload`` returns them (``to_bytes`` writes this dict)."""
-        return {
-            "message_unique_id": self.message_unique_id,
-            "table_name": self.table_name,
-            "changetrack_interval": self.changetrack_interval,
-            "changetrack_start_time": self.changetrack_start_time,
-            "changetrack_type": self.changetrack_type,
-            "changetrack_ver": self.changetrack_ver,
-            "key": self.key,
-            "row": self.row,
-        }
+        return payload_of(
+            self.message_unique_id,
+            self.table_name,
+            self.changetrack_interval,
+            self.changetrack_start_time,
+            self.changetrack_type,
+            self.changetrack_ver,
+            self.key,
+            self.row,
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ChangeEvent:
@@ -96,6 +97,34 @@ class ChangeEvent:
             p["key"],
             p["row"],
         )
+
+
+def payload_of(
+    message_unique_id: str,
+    table_name: str,
+    changetrack_interval: float,
+    changetrack_start_time: str,
+    changetrack_type: str,
+    changetrack_ver: int,
+    key: Sequence[JsonValue],
+    row: dict[str, JsonValue],
+) -> dict[str, Any]:
+    """An event's payload dict, in the field order every event is written in.
+
+    The poller encodes this directly, without a ChangeEvent between; dedup's
+    ``peek_unique_id`` relies on the order. ``key`` may be a tuple: orjson writes it as
+    the same array.
+    """
+    return {
+        "message_unique_id": message_unique_id,
+        "table_name": table_name,
+        "changetrack_interval": changetrack_interval,
+        "changetrack_start_time": changetrack_start_time,
+        "changetrack_type": changetrack_type,
+        "changetrack_ver": changetrack_ver,
+        "key": key,
+        "row": row,
+    }
 
 
 def parse_payload(data: bytes | None) -> dict[str, Any]:

@@ -108,7 +108,9 @@ class RawDelivery:
         return channel if raw else None
 
     def _event(self, message: Any) -> Any:
-        message.incref(1)
+        # faust's ``incref`` takes its global acknowledgement lock; this message was made a
+        # moment ago by the fetch loop of this thread and nothing else holds it yet.
+        message.refcount += 1
         return self._event_type(self._app, message.key, message.value, message.headers, message)
 
     def deliver_now(self, message: Any) -> bool:

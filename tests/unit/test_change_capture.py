@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from ctstream.models import ChangeEvent, ColumnSpec, TableSpec, encode_key
-from ctstream.streams.change_capture import _produce
+from ctstream.models import ChangeEvent, ColumnSpec, TableSpec, encode_key, unique_id
+from ctstream.streams.change_capture import _produce, iso_utc
 from ctstream.streams.kafka_batches import Record
 from ctstream.streams.source_reader import SourceChange
 from tests.loop_steps import after_scheduled_callbacks
@@ -104,3 +104,43 @@ async def test_a_failed_acknowledgement_raises() -> None:
     send.futures[0].set_exception(SendFailed("not leader"))
     with pytest.raises(SendFailed):
         await asyncio.wait_for(task, 5)
+
+
+async def test_the_payload_is_the_change_events_bytes_with_targets_applied() -> None:
+    spec = TableSpec(
+        name="items",
+        schema=None,
+        table="items",
+        columns=(
+            ColumnSpec("id", "INTEGER", nullable=False, key_ordinal=1),
+            ColumnSpec("n", "TEXT", target="n_text"),
+        ),
+    )
+
+    async def one_batch() -> AsyncIterator[list[SourceChange]]:
+        yield [
+            SourceChange("U", 12, (7,), {"id": 7, "n": 'say "hi"'}),
+            SourceChange("D", 13, (8,), {"id": 8}),
+        ]
+
+    send = RecordingSend()
+    task = asyncio.ensure_future(_produce(spec, one_batch(), send, 1_700_000_000.0, 2.5, None))
+    await send.until_calls(1)
+    send.futures[0].set_result(None)
+    assert await asyncio.wait_for(task, 5) == 2
+    start = iso_utc(1_700_000_000.0)
+    expected = [
+        ChangeEvent(
+            unique_id("items", (7,), 12),
+            "items",
+            2.5,
+            start,
+            "U",
+            12,
+            [7],
+            {"id": 7, "n_text": 'say "hi"'},
+        ),
+        ChangeEvent(unique_id("items", (8,), 13), "items", 2.5, start, "D", 13, [8], {"id": 8}),
+    ]
+    assert [value for _, value, _ in send.calls[0]] == [e.to_bytes() for e in expected]
+    assert [ChangeEvent.from_bytes(value) for _, value, _ in send.calls[0]] == expected

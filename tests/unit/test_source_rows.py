@@ -62,3 +62,13 @@ def test_a_key_value_is_normalised_too() -> None:
     spec = TableSpec("t", None, "t", (ColumnSpec("at", "DATETIME", key_ordinal=1),))
     (change,) = _rows_to_changes([("I", 1, when)], spec, 1, ())
     assert change.key == (normalise(when),) and change.row == {"at": normalise(when)}
+
+
+def test_infinite_floats_are_normalised_and_finite_ones_kept() -> None:
+    rows = [
+        ("I", 1, "eu", n, None, ratio, None, None, None)
+        for n, ratio in enumerate([math.inf, -math.inf, math.nan, -0.0, 1e308])
+    ]
+    ratios = [c.row["ratio"] for c in _rows_to_changes(rows, SPEC, 2, VALUES)]
+    assert ratios[:3] == ["Infinity", "-Infinity", "NaN"]
+    assert [(type(r), r) for r in ratios[3:]] == [(float, -0.0), (float, 1e308)]

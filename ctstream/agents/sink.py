@@ -115,8 +115,9 @@ def install_sink(
             ids: list[str] = []
             sources: list[tuple[str, Any]] = []  # (unique id, event) per row
             bq_names = bigquery_names(spec)
+            own_names = {name for name, bq_name in bq_names.items() if name == bq_name}
             for payload, event in items:
-                row = payload_row(payload, now_iso, bq_names)
+                row = payload_row(payload, now_iso, bq_names, own_names)
                 unique_id: str = payload["message_unique_id"]
                 problems = validator.problems(row)
                 if (

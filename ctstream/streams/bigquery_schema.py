@@ -12,6 +12,7 @@ import binascii
 import datetime as dt
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -163,13 +164,26 @@ def change_row(
 
 
 def payload_row(
-    payload: Mapping[str, Any], insert_time: str, names: Mapping[str, str] | None = None
+    payload: Mapping[str, Any],
+    insert_time: str,
+    names: Mapping[str, str] | None = None,
+    own_names: AbstractSet[str] = frozenset(),
 ) -> dict[str, Any]:
     """A change event's checked fields (``parse_payload``) as a BigQuery row: source
     columns under their BigQuery names (from ``names``, else made safe as ctstream names
-    them), plus the change metadata."""
-    known = names or {}
-    row: dict[str, Any] = {known.get(k) or bq_identifier(k): v for k, v in payload["row"].items()}
+    them), plus the change metadata.
+
+    ``own_names``: columns whose BigQuery name is their own. When the payload's row has no
+    other, its dict *is* made the BigQuery row (the caller must own the payload; the sink
+    does, having just parsed it), which saves copying every value.
+    """
+    source_row = payload["row"]
+    row: dict[str, Any]
+    if own_names and source_row.keys() <= own_names:
+        row = source_row
+    else:
+        known = names or {}
+        row = {known.get(k) or bq_identifier(k): v for k, v in source_row.items()}
     row["message_unique_id"] = payload["message_unique_id"]
     row["table_name"] = payload["table_name"]
     row["changetrack_interval"] = float(payload["changetrack_interval"])

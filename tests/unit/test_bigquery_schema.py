@@ -417,3 +417,29 @@ def test_a_payload_and_its_event_make_the_same_row() -> None:
     assert row["bad_name_"] == "x" and row["gone"] is None
     assert type(row["changetrack_interval"]) is float
     assert set(row) == {"id", "bad_name_", "gone", *METADATA_COLUMNS}
+
+
+def test_a_row_of_own_names_is_made_from_the_payloads_dict_and_others_are_copied() -> None:
+    insert_time = "2026-11-27T00:00:01.000000Z"
+    change = ChangeEvent(
+        unique_id("items", [3], 9), "items", 1.0, "2026-11-27T00:00:00Z", "U", 9, [3],
+        {"id": 3, "n": "x"},
+    )  # fmt: skip
+    names = {"id": "id", "n": "n", "bad name!": "bad_name_"}
+    own = {"id", "n"}
+    payload = parse_payload(change.to_bytes())
+    source_row = payload["row"]
+    row = payload_row(payload, insert_time, names, own)
+    assert row is source_row  # reused, not copied
+    assert row == change_row(change, insert_time, names)
+
+    renamed = parse_payload(
+        ChangeEvent(
+            change.message_unique_id, "items", 1.0, "2026-11-27T00:00:00Z", "U", 9, [3],
+            {"id": 3, "bad name!": "y", "unknown": 1},
+        ).to_bytes()
+    )  # fmt: skip
+    before = dict(renamed["row"])
+    row = payload_row(renamed, insert_time, names, own)
+    assert row is not renamed["row"] and renamed["row"] == before  # the payload is untouched
+    assert (row["bad_name_"], row["unknown"], row["id"]) == ("y", 1, 3)

@@ -76,6 +76,10 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
 13. Not a fix, speed: for a topic of raw bytes with one stream, a fetched message goes
    to the stream's queue without the conductor's lock, awaits and codecs, and straight
    from the fetch loop, when nothing would wait (``streams/faust_raw_delivery.py``).
+14. Not a fix, speed: faust's fetch loop takes each message from ``getmany``, three async
+   generators deep with 11, and asks aiokafka for its partition's highwater every time;
+   ``streams/faust_fetch_loop.py`` runs the same checks and bookkeeping over a fetch's
+   records partition by partition in a plain loop (11's quiet end included).
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/faults the kill-and-restart behaviour.
 """
@@ -93,7 +97,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, credentials_to_aiokafka_auth
 from faust.utils.functional import consecutive_numbers
 
-from ctstream.streams import faust_eager_delivery, faust_raw_delivery
+from ctstream.streams import faust_eager_delivery, faust_fetch_loop, faust_raw_delivery
 from ctstream.streams.kafka_offsets import true_end_offsets
 
 log = logging.getLogger("ctstream.faust")
@@ -401,4 +405,5 @@ def apply() -> None:
     Recovery._seek_offsets = seek_offsets  # type: ignore[method-assign]
     faust_eager_delivery.apply()  # 12
     faust_raw_delivery.apply()  # 13
+    faust_fetch_loop.apply()  # 14
     _APPLIED = True

@@ -19,16 +19,18 @@ message to await that put. Whatever else does not qualify — a suspended flow, 
 producer buffer, a topic with a key or value type, several channels — goes to faust's
 handler unchanged. The conductor's lock is taken only while someone holds it (a
 subscription change), as the lookup is synchronous.
+
+The fetch loop (streams/faust_fetch_loop.py) asks the conductor's handler for a
+partition's RawDelivery once (``delivery_for``) and calls its ``deliver_now`` for each
+message, looking again after anything it awaited.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any
 
 from faust.transport.conductor import Conductor
-from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 
 RAW = "raw"
 
@@ -170,103 +172,19 @@ def compile_message_handler(self: Any) -> Callable[[Any], Awaitable[None]]:
 
     find_callback = self._tp_to_callback.get
 
-    def deliver_now(message: Any) -> bool:
-        """``on_message`` if it would finish without waiting; False: call ``on_message``."""
+    def delivery_for(tp: Any) -> RawDelivery | None:
+        """The partition's RawDelivery, for ``deliver_now`` of its messages until the caller
+        next awaits; None: call ``on_message`` (another kind of callback, or the callbacks
+        are being rebuilt)."""
         if lock.locked():
-            return False
-        callback = find_callback(message.tp)
-        return type(callback) is RawDelivery and callback.deliver_now(message)
+            return None
+        callback = find_callback(tp)
+        return callback if type(callback) is RawDelivery else None
 
-    on_message.deliver_now = deliver_now  # type: ignore[attr-defined]
+    on_message.delivery_for = delivery_for  # type: ignore[attr-defined]
     return on_message
-
-
-async def drain_messages(self: Any, fetcher: Any) -> None:
-    """faust's ``Consumer._drain_messages`` (the fetch loop), delivering at once.
-
-    faust's loop, statement for statement, but for the delivery: a message the conductor can queue
-    without waiting (``deliver_now`` above) is queued right there; only the others go
-    through ``wait_first(callback(message), suspend_flow.wait())`` as in faust — three
-    coroutines per message fewer. The eager ``wait_first`` (faust_eager_delivery) already
-    ran such a delivery at once without a task, so what is delivered, and when, is the
-    same. Covered by every test that runs a worker.
-    """
-    callback = self.callback
-    deliver_now = getattr(callback, "deliver_now", None)
-    getmany = self.getmany
-    consumer_should_stop = self._stopped.is_set
-    fetcher_should_stop = fetcher._stopped.is_set
-
-    get_read_offset = self._read_offset.__getitem__
-    set_read_offset = self._read_offset.__setitem__
-    set_flag = self.diag.set_flag
-    unset_flag = self.diag.unset_flag
-    commit_every = self._commit_every
-    acks_enabled_for = self.app.topics.acks_enabled_for
-
-    yield_every = 100
-    num_since_yield = 0
-    sleep = asyncio.sleep
-
-    try:
-        while not (consumer_should_stop() or fetcher_should_stop()):
-            set_flag(CONSUMER_FETCHING)
-            ait = getmany(timeout=1.0)
-
-            # Sleeping because sometimes getmany is called in a loop
-            # never releasing to the event loop
-            await self.sleep(0)
-            if not self.should_stop:
-                async for tp, message in ait:
-                    num_since_yield += 1
-                    if num_since_yield > yield_every:
-                        await sleep(0)
-                        num_since_yield = 0
-
-                    offset = message.offset
-                    r_offset = get_read_offset(tp)
-                    if r_offset is None or offset >= r_offset:
-                        gap = offset - (r_offset or 0)
-                        # We have a gap in income messages
-                        if gap > 1 and r_offset:
-                            acks_enabled = acks_enabled_for(message.topic)
-                            if acks_enabled:
-                                await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
-                        if deliver_now is None or not deliver_now(message):
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
-                        set_read_offset(tp, offset)
-                    else:
-                        self.log.dev(
-                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                            offset,
-                            message.key,
-                            message.value,
-                        )
-                unset_flag(CONSUMER_FETCHING)
-
-    except self.consumer_stopped_errors:
-        if self.transport.app.should_stop:
-            # we're already stopping so ignore
-            self.log.info("Broker stopped consumer, shutting down...")
-            return
-        raise
-    except asyncio.CancelledError:
-        if self.transport.app.should_stop:
-            # we're already stopping so ignore
-            self.log.info("Consumer shutting down for user cancel.")
-            return
-        raise
-    except Exception as exc:
-        self.log.exception("Drain messages raised: %r", exc)
-        raise
-    finally:
-        unset_flag(CONSUMER_FETCHING)
 
 
 def apply() -> None:
     Conductor._build_handler = build_handler  # type: ignore[method-assign]
     Conductor._compile_message_handler = compile_message_handler  # type: ignore[method-assign]
-    Consumer._drain_messages = drain_messages  # type: ignore[method-assign]

@@ -14,7 +14,6 @@ from typing import Any
 import faust
 import pytest
 from faust.transport.conductor import Conductor
-from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
@@ -192,15 +191,17 @@ def test_a_workers_app_builds_its_conductor_after_the_patches(tmp_path: Path) ->
     assert "topics" not in app.__dict__  # faust's cached conductor, not yet made
 
 
-async def test_the_fetch_loop_delivers_through_the_conductors_deliver_now(app: Any) -> None:
+async def test_the_conductors_handler_gives_the_partitions_raw_delivery(app: Any) -> None:
     # faust's fetch loop calls the consumer's callback, which is the conductor's handler.
     assert app.consumer.callback is app.topics.on_message
     topic = raw_topic(app)
-    attach(app, topic)
-    assert Consumer._drain_messages is faust_raw_delivery.drain_messages
-    fetched = message("raw")
-    assert app.consumer.callback.deliver_now(fetched)
-    assert topic.queue.get_nowait().message is fetched
-    app.flow_control.suspend()  # a rebalance: the loop must go through faust's wait_first
-    assert not app.consumer.callback.deliver_now(message("raw", 1))
-    assert topic.queue.empty()
+    delivery = attach(app, topic)
+    assert app.consumer.callback.delivery_for(TP("raw", 0)) is delivery
+    assert app.consumer.callback.delivery_for(TP("raw", 1)) is None  # not assigned here
+    typed = aiter(app.topic("typed", key_serializer="raw", value_serializer="json"))
+    tp = TP("typed", 0)
+    app.topics._tp_to_callback[tp] = app.topics._build_handler(tp, {typed, topic})
+    assert app.consumer.callback.delivery_for(tp) is not None  # a RawDelivery still…
+    assert not app.consumer.callback.delivery_for(tp).deliver_now(message("typed"))  # …refuses
+    async with app.topics._tp_to_callback_lock:  # the callbacks are being rebuilt
+        assert app.consumer.callback.delivery_for(TP("raw", 0)) is None

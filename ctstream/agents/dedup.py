@@ -38,7 +38,12 @@ from ctstream.streams.backoff import retry_forever
 from ctstream.streams.crash_points import crash_point
 from ctstream.streams.error_sink import ErrorReporter
 from ctstream.streams.kafka_acks import acknowledged, discard
-from ctstream.streams.kafka_batches import Record, aiokafka_producer, send_batched
+from ctstream.streams.kafka_batches import (
+    Record,
+    aiokafka_producer,
+    partition_count,
+    send_batched,
+)
 from ctstream.streams.seen_ids import digest_utf8
 from ctstream.streams.topics import PipelineTopics
 
@@ -141,22 +146,34 @@ def install_dedup(
         set_current_event(None)
 
     async def _send_all(fresh: list[tuple[Any, str, bytes, bytes | None]]) -> None:
-        by_topic: dict[str, list[Record]] = {}
+        # topic → (records, the partition each was read from, the topic they were read from)
+        by_topic: dict[str, tuple[list[Record], list[int], str]] = {}
         for e, table, _, copy in fresh:
             message = e.message
-            key, ts = message.key, message.timestamp
+            key, ts, partition = message.key, message.timestamp, message.partition
             topic = deduped[table].topics[0]
-            records = by_topic.get(topic)
-            if records is None:
-                records = by_topic[topic] = []
-            records.append((key, e.value, ts))
+            target = by_topic.get(topic)
+            if target is None:
+                target = by_topic[topic] = ([], [], message.topic)
+            target[0].append((key, e.value, ts))
+            target[1].append(partition)
             if copy is not None:
-                by_topic.setdefault(topics.restricted[table].topics[0], []).append((key, copy, ts))
+                restricted = topics.restricted[table].topics[0]
+                target = by_topic.setdefault(restricted, ([], [], message.topic))
+                target[0].append((key, copy, ts))
+                target[1].append(partition)
         pending: list[Any] = []
         try:
             producer = aiokafka_producer(app)
-            for topic, records in by_topic.items():
-                pending.extend(await send_batched(producer, topic, records))
+            for topic, (records, partitions, source) in by_topic.items():
+                # A copy is forwarded to the partition it came from when that is where the
+                # key hashes (as many partitions both sides): no second hash of the key.
+                same = await partition_count(producer, topic) == await partition_count(
+                    producer, source
+                )
+                pending.extend(
+                    await send_batched(producer, topic, records, partitions if same else None)
+                )
             await acknowledged(pending)
         except Exception as exc:
             discard(pending)  # any producer failure: resend all (duplicates, not loss)

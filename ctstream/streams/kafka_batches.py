@@ -17,7 +17,7 @@ checks partitions, order and timestamps on the real broker.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -34,10 +34,23 @@ def aiokafka_producer(app: Any) -> AIOKafkaProducer:
     return producer
 
 
+async def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
+    """How many partitions ``topic`` has, as the producer's metadata knows it."""
+    await producer.client._wait_on_metadata(topic)
+    return len(producer._metadata.partitions_for_topic(topic) or ())
+
+
 async def send_batched(
-    producer: AIOKafkaProducer, topic: str, records: Iterable[Record]
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[Record],
+    partitions: Sequence[int] | None = None,
 ) -> list[asyncio.Future[Any]]:
     """Queue ``records`` for ``topic``; the futures complete when Kafka acknowledged them.
+
+    ``partitions``: the partition of each record, where the caller knows it already (the
+    dedup stage forwards a record to the partition its copy was read from, when the two
+    topics have as many partitions: the key hashed there). Else the partitioner decides.
 
     Await the result with ``kafka_acks.acknowledged``. Raises as ``send`` does when the
     producer is closed or has failed; then nothing may be taken as written.
@@ -48,11 +61,15 @@ async def send_batched(
     all_partitions = list(metadata.partitions_for_topic(topic))
     available = list(metadata.available_partitions_for_topic(topic))
     partitioner = producer._partitioner
+    given = iter(partitions) if partitions is not None else None
     builders: dict[int, Any] = {}
     futures: list[asyncio.Future[Any]] = []
     try:
         for key, value, timestamp in records:
-            partition = partitioner(key, all_partitions, available)
+            if given is None:
+                partition = partitioner(key, all_partitions, available)
+            else:
+                partition = next(given)
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = producer.create_batch()

@@ -12,7 +12,7 @@ from aiokafka.errors import ProducerClosed
 from aiokafka.partitioner import DefaultPartitioner
 
 from ctstream.streams.kafka_acks import acknowledged
-from ctstream.streams.kafka_batches import Record, send_batched
+from ctstream.streams.kafka_batches import Record, partition_count, send_batched
 from ctstream.streams.local_stack import StackInfo
 from ctstream.streams.partitioner import kafka_partitioner
 from ctstream.streams.topics import ensure_topics
@@ -124,3 +124,21 @@ async def test_a_closed_producer_raises_instead_of_dropping(stack: StackInfo) ->
     await closed.stop()
     with pytest.raises(ProducerClosed):
         await send_batched(closed, topic, [(b"k", b"v", None)])
+
+
+async def test_records_go_to_the_partitions_given_in_order(
+    stack: StackInfo, producer: AIOKafkaProducer
+) -> None:
+    topic = await _topic(stack, "given")
+    assert await partition_count(producer, topic) == PARTITIONS
+    records: list[Record] = [(b"same-key", f"v{i}".encode(), 1_700_000_000.0) for i in range(8)]
+    given = [3, 1, 3, 0, 1, 3, 0, 0]  # not where the key hashes: the caller's choice wins
+    await acknowledged(await send_batched(producer, topic, records, given))
+    got = await _read(stack, topic, len(records))
+    by_partition = {p: [v for q, _, v, _ in got if q == p] for p in range(PARTITIONS)}
+    assert by_partition == {
+        0: [b"v3", b"v6", b"v7"],
+        1: [b"v1", b"v4"],
+        2: [],
+        3: [b"v0", b"v2", b"v5"],
+    }

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ctstream.models import ChangeEvent, encode_key, unique_id
+from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.partitioner import kafka_partitioner
 from ctstream.streams.topics import TopicNames
 
 pytestmark = pytest.mark.integration
@@ -214,3 +218,23 @@ async def test_two_workers_share_the_work(make_harness: Any) -> None:
     await h.wait_equal(timeout=180)
     rows = await h.query("SELECT COUNT(*) AS n FROM `{ds}.items_latest`")
     assert rows[0]["n"] == 400
+    # Dedup forwards a copy to the partition it was read from: where its key hashes.
+    deduped = TopicNames(h.settings.kafka.topic_prefix).deduped(h.spec("items"))
+    parts = [TopicPartition(deduped, p) for p in range(4)]
+    bootstrap = h.settings.kafka.bootstrap_servers
+    ends = await true_end_offsets(bootstrap, parts)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    placed: list[tuple[int, int]] = []
+    try:
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        async with asyncio.timeout(30):
+            while len(placed) < sum(ends.values()):
+                for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                    placed += [
+                        (tp.partition, kafka_partitioner(r.key, range(4), [])) for r in records
+                    ]
+    finally:
+        await consumer.stop()
+    assert len(placed) >= 400 and all(got == hashed for got, hashed in placed)

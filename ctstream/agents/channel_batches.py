@@ -52,25 +52,26 @@ async def channel_batches(
                     if wait <= 0:
                         break
                     try:
-                        event = await asyncio.wait_for(queue.get(), wait)
+                        taken = [await asyncio.wait_for(queue.get(), wait)]
                     except TimeoutError:
                         if events or app.should_stop:
                             break
                         continue
                 else:
-                    event = queue.get_nowait()
-                message = event.message
-                if (
-                    not flow_control.is_active()
-                    or message.generation_id != app.consumer_generation_id
-                ):
-                    continue  # left unacknowledged: read again after the rebalance
-                if message.topic in acking_topics and not message.tracked:
-                    message.tracked = True
-                    track(message)
-                if not events:
-                    deadline = time.monotonic() + within
-                events.append(event)
+                    taken = take_now(queue, max_events - len(events))
+                for event in taken:
+                    message = event.message
+                    if (
+                        not flow_control.is_active()
+                        or message.generation_id != app.consumer_generation_id
+                    ):
+                        continue  # left unacknowledged: read again after the rebalance
+                    if message.topic in acking_topics and not message.tracked:
+                        message.tracked = True
+                        track(message)
+                    if not events:
+                        deadline = time.monotonic() + within
+                    events.append(event)
             if not events:
                 continue
             batch, events = events, []
@@ -81,6 +82,28 @@ async def channel_batches(
     finally:
         for event in events:
             event.message.acked = True  # taken, never handed out: a hole, not an ack
+
+
+def take_now(queue: Any, limit: int) -> list[Any]:
+    """Up to ``limit`` queued items at once, as that many ``get_nowait`` calls take them.
+
+    The channel's queue is mode's ``ThrowableQueue``: an error waiting to be raised comes
+    first; before each item, as mode's ``get_nowait`` does, the queue may call a pressure
+    drop callback (which resumes fetching a partition); after each, as asyncio's does, one
+    waiting putter is woken. Without four method calls per item (its private attributes:
+    mode and faust are pinned, asyncio's are those of every Python 3.11+).
+    """
+    if queue._errors:
+        raise queue._errors.popleft()
+    inner, putters = queue._queue, queue._putters
+    endorse_pressure_drop, wake_next = queue.maybe_endorse_pressure_drop, queue._wakeup_next
+    items = []
+    for _ in range(min(limit, len(inner))):
+        endorse_pressure_drop()
+        items.append(inner.popleft())
+        if putters:
+            wake_next(putters)
+    return items
 
 
 def ack_all(consumer: Any, events: Sequence[Any]) -> None:

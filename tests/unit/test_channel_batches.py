@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.events import Event
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from ctstream.agents.channel_batches import ack_all, channel_batches
+from ctstream.agents.channel_batches import ack_all, channel_batches, take_now
 from ctstream.streams import faust_patches
 
 TOPIC = "raw"
@@ -217,3 +218,45 @@ async def test_acknowledging_wakes_a_rebalance_waiting_for_it() -> None:
     waiting = p.consumer._waiting_for_ack = asyncio.get_running_loop().create_future()
     ack_all(p.consumer, [event])
     assert waiting.done()
+
+
+def _pressed_queue(items: int, calls: list[str], name: str) -> ThrowableQueue[int]:
+    """A queue over its high mark with two partitions' drop callbacks pending."""
+    flow = FlowControlEvent()
+    flow.resume()
+    queue: ThrowableQueue[int] = ThrowableQueue(maxsize=10, flow_control=flow)
+    for i in range(items):
+        queue.put_nowait_enhanced(
+            i,
+            on_pressure_high=lambda: None,
+            on_pressure_drop=lambda tp=f"{name}-{i % 2}": calls.append(tp),
+        )
+    return queue
+
+
+async def test_take_now_takes_as_get_nowait_would() -> None:
+    ours_calls: list[str] = []
+    fausts_calls: list[str] = []
+    ours, theirs = _pressed_queue(10, ours_calls, "tp"), _pressed_queue(10, fausts_calls, "tp")
+    assert ours._pending_pressure_drop_callbacks  # the partitions were paused
+    # A putter waits for room in each (a full queue, as a delivery waiting for it).
+    loop = asyncio.get_running_loop()
+    ours_putter, theirs_putter = loop.create_future(), loop.create_future()
+    ours._putters.append(ours_putter)
+    theirs._putters.append(theirs_putter)
+    steps = [3, 4, 1, 5]  # the last asks for more than is left
+    for n in steps:
+        took = take_now(ours, n)
+        got = [theirs.get_nowait() for _ in range(min(n, theirs.qsize()))]
+        assert took == got
+        assert ours_calls == fausts_calls  # the same pressure drops, at the same points
+    assert ours.empty() and theirs.empty() and sorted(ours_calls) == ["tp-0", "tp-1"]
+    assert ours_putter.done() and theirs_putter.done()
+
+
+async def test_take_now_raises_a_thrown_error_first() -> None:
+    queue = _pressed_queue(3, [], "tp")
+    await queue.throw(KeyError("boom"))
+    with pytest.raises(KeyError):
+        take_now(queue, 2)
+    assert take_now(queue, 5) == [0, 1, 2]

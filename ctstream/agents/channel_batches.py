@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, MutableSet, Sequence
 from typing import Any
+from weakref import WeakSet, ref
 
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
@@ -41,7 +42,7 @@ async def channel_batches(
     consumer = app.consumer
     flow_control = app.flow_control
     acking_topics = app.topics.acking_topics
-    track = consumer._unacked_messages.add  # what faust's ``consumer.unacked`` returns
+    unacked = consumer._unacked_messages  # what faust's ``consumer.unacked`` returns
     events: list[Any] = []
     try:
         while not app.should_stop:
@@ -59,6 +60,7 @@ async def channel_batches(
                         continue
                 else:
                     taken = take_now(queue, max_events - len(events))
+                started: list[Any] = []
                 for event in taken:
                     message = event.message
                     if (
@@ -68,10 +70,11 @@ async def channel_batches(
                         continue  # left unacknowledged: read again after the rebalance
                     if message.topic in acking_topics and not message.tracked:
                         message.tracked = True
-                        track(message)
+                        started.append(message)
                     if not events:
                         deadline = time.monotonic() + within
                     events.append(event)
+                track_all(unacked, started)  # before anything awaits
             if not events:
                 continue
             batch, events = events, []
@@ -82,6 +85,31 @@ async def channel_batches(
     finally:
         for event in events:
             event.message.acked = True  # taken, never handed out: a hole, not an ack
+
+
+def track_all(unacked: MutableSet[Any], messages: Sequence[Any]) -> None:
+    """``unacked.add`` of each message: for faust's ``WeakSet``, its own steps once."""
+    if type(unacked) is not WeakSet:
+        for message in messages:
+            unacked.add(message)
+    elif messages:
+        weak: Any = unacked  # WeakSet's private parts: not in typeshed's stubs
+        if weak._pending_removals:
+            weak._commit_removals()
+        remove = weak._remove
+        weak.data.update([ref(message, remove) for message in messages])
+
+
+def untrack_all(unacked: MutableSet[Any], messages: Sequence[Any]) -> None:
+    """``unacked.discard`` of each message: for faust's ``WeakSet``, its own steps once."""
+    if type(unacked) is not WeakSet:
+        for message in messages:
+            unacked.discard(message)
+    elif messages:
+        weak: Any = unacked
+        if weak._pending_removals:
+            weak._commit_removals()
+        weak.data.difference_update([ref(message) for message in messages])
 
 
 def take_now(queue: Any, limit: int) -> list[Any]:
@@ -120,7 +148,7 @@ def ack_all(consumer: Any, events: Sequence[Any]) -> None:
     committed_offsets = consumer._committed_offset
     acked_indexes = consumer._acked_index
     acked_offsets = consumer._acked
-    unacked = consumer._unacked_messages
+    finished: list[Any] = []
     with ack_lock:
         for event in events:
             message = event.message
@@ -140,8 +168,9 @@ def ack_all(consumer: Any, events: Sequence[Any]) -> None:
             if committed is None or offset >= committed:
                 acked_index = acked_indexes[tp]
                 if offset not in acked_index:
-                    unacked.discard(message)
+                    finished.append(message)
                     acked_index.add(offset)
                     acked_offsets[tp].append(offset)
                     consumer._n_acked += 1
+        untrack_all(consumer._unacked_messages, finished)
         notify(consumer._waiting_for_ack)  # faust wakes a waiting rebalance on each ack

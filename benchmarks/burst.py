@@ -122,10 +122,13 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         "cpu_s_per_1000_rows": round(1000 * cpu_total / args.rows, 3),
         "cpu_line": meter.line(),
         "sink_batches": sum(s["sink"]["batches"] for s in statuses),
+        # statuses() leaves out a worker that did not answer: then no per-worker lines.
         "per_worker": [
             _worker_share(s, per_worker.used.get(str(pid), 0.0))
-            for pid, s in zip(workers.pids, statuses, strict=False)
-        ],
+            for pid, s in zip(workers.pids, statuses, strict=True)
+        ]
+        if len(statuses) == len(workers.pids)
+        else [],
         "profile": profiler.summary() if profiler else None,
     }
 

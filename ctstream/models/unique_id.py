@@ -16,14 +16,17 @@ from ctstream.models.values import JsonValue
 
 def unique_id(table: str, key: Sequence[JsonValue], version: int) -> str:
     """The id of the change of ``key`` in ``table`` at Change Tracking ``version``."""
-    # orjson writes a tuple as the same array as a list.
-    listed = key if type(key) is tuple or type(key) is list else list(key)
-    return orjson.dumps([table, listed, version]).decode("utf-8")
+    return orjson.dumps([table, _array(key), version]).decode("utf-8")
 
 
 def encode_key(key: Sequence[JsonValue]) -> bytes:
     """The Kafka message key for a primary-key tuple (same key → same partition)."""
-    return orjson.dumps(key if type(key) is tuple or type(key) is list else list(key))
+    return orjson.dumps(_array(key))
+
+
+def _array(key: Sequence[JsonValue]) -> Sequence[JsonValue]:
+    """``key`` as orjson writes an array: a tuple or list as it is, anything else listed."""
+    return key if type(key) is tuple or type(key) is list else list(key)
 
 
 def parse_unique_id(value: str) -> tuple[str, list[JsonValue], int]:

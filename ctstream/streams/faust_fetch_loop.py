@@ -107,9 +107,6 @@ async def _deliver_one_fetch(self: Any) -> None:
             return
         delivery = delivery_for(tp)
         for record in fetched:
-            if not self.flow_active or app.consumer_generation_id != generation_id:
-                self.log.dev("Generation or flow changed. Cancelling getmany.")
-                return
             since_yield += 1
             if since_yield > YIELD_EVERY:
                 since_yield = 0
@@ -117,8 +114,9 @@ async def _deliver_one_fetch(self: Any) -> None:
                 if not _still_assigned(self, tp):
                     return
                 delivery = delivery_for(tp)
-                if not self.flow_active or app.consumer_generation_id != generation_id:
-                    return
+            if not self.flow_active or app.consumer_generation_id != generation_id:
+                self.log.dev("Generation or flow changed. Cancelling getmany.")
+                return
             message = to_message(tp, record)
             offset = message.offset
             r_offset = get_read_offset(tp)
@@ -151,14 +149,21 @@ def _still_assigned(self: Any, tp: Any) -> bool:
     try:
         highwater = self.highwater(tp)
     except AssertionError as exc:
-        if str(exc) != NOT_ASSIGNED:
+        if not ended_by_unassignment(exc):
             raise
-        log.info(
-            "a fetch ended early: its partition was unassigned meanwhile (a rebalance); "
-            "the rest is read again from the committed offsets"
-        )
         return False
     self.app.monitor.track_tp_end_offset(tp, highwater)
+    return True
+
+
+def ended_by_unassignment(exc: AssertionError) -> bool:
+    """True (and logged) if ``exc`` is aiokafka's "not assigned": a fetch ends quietly."""
+    if str(exc) != NOT_ASSIGNED:
+        return False
+    log.info(
+        "a fetch ended early: its partition was unassigned meanwhile (a rebalance); "
+        "the rest is read again from the committed offsets"
+    )
     return True
 
 

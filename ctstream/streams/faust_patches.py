@@ -369,7 +369,6 @@ def create_worker_consumer(self: Any, transport: Any) -> Any:
 
 
 _original_getmany = Consumer.getmany
-_NOT_ASSIGNED = "Partition is not assigned"  # aiokafka's assertion in highwater()
 
 
 async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109
@@ -378,12 +377,8 @@ async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]: 
         async for tp_and_message in _original_getmany(self, timeout):
             yield tp_and_message
     except AssertionError as exc:
-        if str(exc) != _NOT_ASSIGNED:
+        if not faust_fetch_loop.ended_by_unassignment(exc):
             raise
-        log.info(
-            "a fetch ended early: its partition was unassigned meanwhile (a rebalance); "
-            "the rest is read again from the committed offsets"
-        )
 
 
 def apply() -> None:

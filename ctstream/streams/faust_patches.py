@@ -80,6 +80,8 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    generators deep with 11, and asks aiokafka for its partition's highwater every time;
    ``streams/faust_fetch_loop.py`` runs the same checks and bookkeeping over a fetch's
    records partition by partition in a plain loop (11's quiet end included).
+15. Not a fix, speed: faust runs aiokafka's consumer in a thread of its own, with a second
+   event loop; ``streams/faust_same_loop.py`` runs it as a task of the worker's loop.
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/faults the kill-and-restart behaviour.
 """
@@ -97,7 +99,12 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, credentials_to_aiokafka_auth
 from faust.utils.functional import consecutive_numbers
 
-from ctstream.streams import faust_eager_delivery, faust_fetch_loop, faust_raw_delivery
+from ctstream.streams import (
+    faust_eager_delivery,
+    faust_fetch_loop,
+    faust_raw_delivery,
+    faust_same_loop,
+)
 from ctstream.streams.kafka_offsets import true_end_offsets
 
 log = logging.getLogger("ctstream.faust")
@@ -401,4 +408,5 @@ def apply() -> None:
     faust_eager_delivery.apply()  # 12
     faust_raw_delivery.apply()  # 13
     faust_fetch_loop.apply()  # 14
+    faust_same_loop.apply()  # 15
     _APPLIED = True

@@ -74,10 +74,10 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> TableRegistry
 def uvloop_everywhere() -> asyncio.AbstractEventLoop:
     """A uvloop loop for this thread, and uvloop for every loop made later.
 
-    The policy, not only this loop: faust runs its Kafka consumer in a thread with a loop
-    of its own (``asyncio.new_event_loop()``), and that loop carries every fetch.
-    ``benchmarks.peer``, three runs each: 28.7 to 31.9 worker CPU-s per 100,000 rows with
-    it, 31.8 to 36.7 without — a gain of about a tenth, inside the run-to-run spread.
+    The policy, not only this loop: any loop a library makes later (``asyncio.new_event_loop()``)
+    is a uvloop too. Measured when faust still ran its Kafka consumer in a thread with a loop
+    of its own (before streams/faust_same_loop.py): ``benchmarks.peer``, three runs each,
+    28.7 to 31.9 worker CPU-s per 100,000 rows with it, 31.8 to 36.7 without.
     """
     import uvloop
 

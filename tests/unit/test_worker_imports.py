@@ -37,7 +37,7 @@ LOOP_PROBE = """
 import asyncio, threading
 from ctstream.runner import uvloop_everywhere
 loops = [type(uvloop_everywhere()).__module__]
-def in_thread():  # as faust's consumer thread makes its loop
+def in_thread():  # as a library's thread makes its loop (faust's consumer did before patch 15)
     loops.append(type(asyncio.new_event_loop()).__module__)
 thread = threading.Thread(target=in_thread)
 thread.start()
@@ -46,7 +46,7 @@ print(",".join(loops))
 """
 
 
-def test_every_loop_of_a_worker_is_uvloop_also_the_consumer_thread() -> None:
+def test_every_loop_of_a_worker_is_uvloop_also_one_made_in_a_thread() -> None:
     # In a process of its own: the loop policy is global.
     done = subprocess.run(
         [sys.executable, "-c", LOOP_PROBE], capture_output=True, text=True, timeout=120, check=True

@@ -121,8 +121,6 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         "cpu_s": meter.used,
         "cpu_s_per_1000_rows": round(1000 * cpu_total / args.rows, 3),
         "cpu_line": meter.line(),
-        # The emulator is one Python process: the run cannot be shorter than its CPU time.
-        "emulator_cpu_s": round(meter.used.get("emulator", 0.0), 1),
         "sink_batches": sum(s["sink"]["batches"] for s in statuses),
         # statuses() leaves out a worker that did not answer: then no per-worker lines.
         "per_worker": [
@@ -166,8 +164,9 @@ def report(r: dict[str, Any]) -> list[tuple[str, str]]:
                        f"(goal ≥ {r['goal_rows_per_s']}: {verdict})"),
         ("CPU", r["cpu_line"]),
         ("CPU per 1,000 rows", f"{r['cpu_s_per_1000_rows']} CPU-s (all processes)"),
-        ("emulator", f"{r['emulator_cpu_s']} CPU-s, one process (one core at most): busy "
-                     f"{100 * r['emulator_cpu_s'] / r['elapsed_s']:.0f} % of the "
+        # The emulator is one Python process: the run cannot be shorter than its CPU time.
+        ("emulator", f"{r['cpu_s']['emulator']:.1f} CPU-s, one process (one core at most): "
+                     f"busy {100 * r['cpu_s']['emulator'] / r['elapsed_s']:.0f} % of the "
                      f"{r['elapsed_s']} s; no run is shorter than its CPU time"),
         ("sink batches", str(r["sink_batches"])),
         *(

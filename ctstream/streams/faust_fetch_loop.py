@@ -4,7 +4,7 @@ A speed change, not a fix. faust's ``Consumer._drain_messages`` iterates ``getma
 async generator that hands out one message at a time: round-robin across topics through
 two more generators (the scheduler), a flow and generation check, then ``highwater`` of
 the message's partition (through the consumer service's delegate into aiokafka) for the
-monitor, then the message itself. ctstream's patch 11 wraps that generator once more.
+monitor, then the message itself; ctstream's patch 11 wrapped that generator once more.
 Each message so crossed three generator layers and asked aiokafka for its partition's
 highwater, and every row is consumed twice (raw, deduped). Measured on the dedup stage
 alone (benchmarks/README.md, seventh session): 4.9 → 3.5 to 3.7 worker CPU-s for 100,000

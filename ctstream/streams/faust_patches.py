@@ -68,7 +68,7 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    (found by the two-worker discovery test in CI, 1 run in about 10). The rest of that
    fetch is dropped instead: never handed to a stream, never acknowledged, so the
    partition's owner after the rebalance reads those records again from the committed
-   offset.
+   offset. Done in 14's fetch loop, which replaces the ``getmany`` where it happened.
 12. Not a fix, speed: faust hands every fetched message to its streams through
    ``wait_first``, four tasks per message; ``streams/faust_eager_delivery.py`` runs the
    delivery at once and falls back to faust's way only when it blocks (the dedup stage:
@@ -77,7 +77,8 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    to the stream's queue without the conductor's lock, awaits and codecs, and straight
    from the fetch loop, when nothing would wait (``streams/faust_raw_delivery.py``).
 14. Not a fix, speed: faust's fetch loop takes each message from ``getmany``, three async
-   generators deep with 11, and asks aiokafka for its partition's highwater every time;
+   generators deep (four with 11's former wrapper), and asks aiokafka for its partition's
+   highwater every time;
    ``streams/faust_fetch_loop.py`` runs the same checks and bookkeeping over a fetch's
    records partition by partition in a plain loop (11's quiet end included).
 15. Not a fix, speed: faust runs aiokafka's consumer in a thread of its own, with a second
@@ -90,7 +91,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -375,19 +376,6 @@ def create_worker_consumer(self: Any, transport: Any) -> Any:
     return consumer
 
 
-_original_getmany = Consumer.getmany
-
-
-async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109
-    """faust's getmany, ending quietly where a partition was unassigned under it (11)."""
-    try:
-        async for tp_and_message in _original_getmany(self, timeout):
-            yield tp_and_message
-    except AssertionError as exc:
-        if not faust_fetch_loop.ended_by_unassignment(exc):
-            raise
-
-
 def apply() -> None:
     global _APPLIED
     if _APPLIED:
@@ -399,7 +387,6 @@ def apply() -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
-    Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer._filter_committable_offsets = filter_committable_offsets  # type: ignore[method-assign]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     Recovery._resume_streams = resume_streams  # type: ignore[method-assign]

@@ -9,7 +9,6 @@ from collections import Counter, defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from aiokafka.consumer.fetcher import Fetcher
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
@@ -70,7 +69,6 @@ def test_apply_patches_faust_once() -> None:
     assert Consumer.ack is faust_patches.ack
     assert AIOKafkaConsumerThread._fetch_records is faust_patches.fetch_records
     assert Consumer.perform_seek is faust_patches.perform_seek
-    assert Consumer.getmany is faust_patches.getmany
     assert Recovery.on_recovery_completed is faust_patches.on_recovery_completed
     assert Recovery._resume_streams is faust_patches.resume_streams
     assert Recovery._seek_offsets is faust_patches.seek_offsets
@@ -206,49 +204,3 @@ async def test_the_worker_consumer_waits_at_most_fetch_max_wait_ms() -> None:
     finally:
         await original.stop()
         await patched.stop()
-
-
-def consumer_fetched(records: dict[TP, list[str]], unassigned: TP, failure: str) -> Any:
-    """What faust's getmany uses of its consumer; ``unassigned``'s highwater fails."""
-
-    async def wait_next_records(timeout: float) -> tuple[dict[TP, list[str]], set[TP]]:
-        return records, set(records)
-
-    def highwater(tp: TP) -> int:
-        if tp == unassigned:
-            raise AssertionError(failure)
-        return 100
-
-    return SimpleNamespace(
-        _wait_next_records=wait_next_records,
-        app=SimpleNamespace(
-            consumer_generation_id=1,
-            monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
-        ),
-        should_stop=False,
-        flow_active=True,
-        _buffered_partitions=set(),
-        scheduler=SimpleNamespace(
-            iterate=lambda recs: ((tp, r) for tp, rs in recs.items() for r in rs)
-        ),
-        _to_message=lambda tp, record: record,
-        highwater=highwater,
-    )
-
-
-async def test_a_fetch_whose_partition_was_unassigned_meanwhile_ends_without_a_crash() -> None:
-    kept, revoked = TP("raw", 0), TP("raw", 1)
-    records = {kept: ["a", "b"], revoked: ["c", "d"]}
-    not_assigned = "Partition is not assigned"  # aiokafka's assertion in highwater()
-
-    with pytest.raises(AssertionError, match=not_assigned):  # faust's own: the worker crashes
-        [m async for _, m in faust_patches._original_getmany(
-            consumer_fetched(records, revoked, not_assigned), 0)]  # fmt: skip
-
-    consumer = consumer_fetched(records, revoked, not_assigned)
-    handed_out = [m async for _, m in faust_patches.getmany(consumer, 0)]
-    assert handed_out == ["a", "b"]  # the revoked partition's records are left unread
-
-    with pytest.raises(AssertionError, match="something else"):  # other failures still raise
-        [m async for _, m in faust_patches.getmany(
-            consumer_fetched(records, revoked, "something else"), 0)]  # fmt: skip

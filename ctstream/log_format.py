@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -47,8 +48,14 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(data, default=str).decode()
 
 
-def logging_config(log_format: str, level: str) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` for the worker (also handed to faust's worker)."""
+def logging_config(
+    log_format: str, level: str, levels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for the worker (also handed to faust's worker).
+
+    ``levels``: single loggers' levels over ``level`` (``app.log_levels``); their records
+    go through the root's handler like any other.
+    """
     formatter = JsonFormatter if log_format == "json" else PlainFormatter
     return {
         "version": 1,
@@ -62,4 +69,5 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
             }
         },
         "root": {"level": level.upper(), "handlers": ["default"]},
+        "loggers": {name: {"level": lvl.upper()} for name, lvl in (levels or {}).items()},
     }

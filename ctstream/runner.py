@@ -134,7 +134,9 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
 
     # Set up before the checks at start, so what they find is logged too; faust's worker
     # gets the same configuration.
-    log_config = logging_config(settings.app.log_format, loglevel or settings.app.log_level)
+    log_config = logging_config(
+        settings.app.log_format, loglevel or settings.app.log_level, settings.app.log_levels
+    )
     logging.config.dictConfig(log_config)
     writer = BigQueryWriter(
         settings.bigquery,

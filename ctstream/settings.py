@@ -436,6 +436,19 @@ class WebSettings(_Section):
 
 
 Role = Literal["poll", "dedup", "sink"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+_LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
+
+
+def _logger_name(name: str) -> str:
+    if not _LOGGER_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a logger's name: dotted words as Python's logging names them, "
+            "e.g. aiokafka.consumer.group_coordinator"
+        )
+    return name
+
+
 ALL_ROLES: tuple[Role, ...] = ("poll", "dedup", "sink")
 
 
@@ -446,7 +459,12 @@ class AppSettings(_Section):
     # roles = ["poll"]: it keeps its own versions, and dedup drops its copies.
     roles: list[Role] = Field(default_factory=lambda: list(ALL_ROLES), min_length=1)
     data_dir: Path = Path(".ctstream/data")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
+    # Levels of single loggers over log_level, e.g. {"aiokafka.consumer.group_coordinator"
+    # = "debug"} to see a consumer group's joins and syncs without every debug line.
+    log_levels: dict[Annotated[str, AfterValidator(_logger_name)], LogLevel] = Field(
+        default_factory=dict
+    )
     log_format: Literal["plain", "json"] = "plain"
 
     @field_validator("roles")

@@ -73,6 +73,8 @@ class Harness:
 [app]
 id = "{{app_id}}"
 log_level = "info"
+# A consumer group stuck in its joins is otherwise silent (aiokafka logs SyncGroup at debug).
+log_levels = {{ "aiokafka.consumer.group_coordinator" = "debug" }}
 roles = {{roles}}
 [source]
 dialect = "sqlite"

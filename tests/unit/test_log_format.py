@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 
 import orjson
 import pytest
@@ -79,3 +80,20 @@ def test_the_worker_keeps_the_root_logger_at_the_configured_level(level: str) ->
         loop.close()
         root.setLevel(saved_level)
         root.handlers[:] = saved_handlers
+
+
+def test_a_single_loggers_level_goes_over_the_root_level() -> None:
+    name = "ctstream.test.per_logger_level"
+    config = logging_config("plain", "warning", {name: "debug"})
+    assert config["loggers"] == {name: {"level": "DEBUG"}}
+    assert logging_config("plain", "info")["loggers"] == {}
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    try:
+        logging.config.dictConfig(config)
+        assert logging.getLogger(name).isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("ctstream.test.other").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+        logging.getLogger(name).setLevel(logging.NOTSET)

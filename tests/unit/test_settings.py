@@ -466,3 +466,29 @@ def test_the_readme_configuration_example_loads(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, example))
     assert settings.source.tables == ["items", "order_lines"]
     assert settings.bigquery.options_for("order_lines").partition_column is not None
+
+
+# --- log levels per logger -------------------------------------------------------------
+
+
+def test_log_levels_per_logger_from_file_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = config(rest='[app]\nlog_levels = { "aiokafka.consumer.group_coordinator" = "debug" }')
+    s = load_settings(write(tmp_path, text))
+    assert s.app.log_levels == {"aiokafka.consumer.group_coordinator": "debug"}
+    assert s.app.log_level == "info"
+    monkeypatch.setenv("CTSTREAM_APP__LOG_LEVELS", '{"faust": "warning"}')
+    assert load_settings(write(tmp_path, MINIMAL)).app.log_levels == {"faust": "warning"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ('"faust" = "verbose"', "app.log_levels.faust: Input should be 'debug'"),
+        ('"a b" = "debug"', "'a b' is not a logger's name"),
+    ],
+)
+def test_bad_log_levels_entry_names_the_key(tmp_path: Path, entry: str, named: str) -> None:
+    msg = config_error(tmp_path, config(rest=f"[app]\nlog_levels = {{ {entry} }}"))
+    assert "app.log_levels" in msg and named in msg

@@ -436,6 +436,7 @@ class WebSettings(_Section):
 
 
 Role = Literal["poll", "dedup", "sink"]
+ALL_ROLES: tuple[Role, ...] = ("poll", "dedup", "sink")
 LogLevel = Literal["debug", "info", "warning", "error"]
 _LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
 
@@ -447,9 +448,6 @@ def _logger_name(name: str) -> str:
             "e.g. aiokafka.consumer.group_coordinator"
         )
     return name
-
-
-ALL_ROLES: tuple[Role, ...] = ("poll", "dedup", "sink")
 
 
 class AppSettings(_Section):

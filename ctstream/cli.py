@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-l",
         choices=["debug", "info", "warning", "error"],
         default=None,
-        help="log level (default: app.log_level from the config)",
+        help="log level (default: app.log_level from the config); the loggers named in "
+        "app.log_levels keep theirs",
     )
     worker.set_defaults(func=_cmd_worker)
 

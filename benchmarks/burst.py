@@ -40,7 +40,7 @@ from benchmarks.common import (
     wait_latest,
     write_config,
 )
-from ctstream.streams.local_stack import StackInfo
+from ctstream.devstack.local_stack import StackInfo
 
 SEED_ROWS_PER_S = 400_000 / 300
 GOAL_ROWS_PER_S = 10_000

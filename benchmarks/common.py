@@ -2,7 +2,7 @@
 
 Everything runs on the embedded local stack (Tansu broker + bqemulator) started in a
 temporary directory, with the SQLite stand-in for SQL Server Change Tracking as source.
-Workers are ``ctstream worker`` child processes (``ctstream.demo.start_worker``).
+Workers are ``ctstream worker`` child processes (``ctstream.commands.demo.start_worker``).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from ctstream.demo import WorkerProcess, start_worker, stop_worker
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.commands.demo import WorkerProcess, start_worker, stop_worker
+from ctstream.devstack.local_stack import StackInfo, stack_running
 from ctstream.models import ChangeEvent, TableSpec, encode_key, unique_id
 from ctstream.settings import Settings, TopicRetention, load_settings
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.change_capture import iso_utc
-from ctstream.streams.local_stack import StackInfo, stack_running
-from ctstream.streams.sqlite_tracking import track_database
+from ctstream.source.change_capture import iso_utc
+from ctstream.source.sqlite_tracking import track_database
 from ctstream.streams.topics import TopicNames, ensure_topics
 
 COLUMNS = ("id", "name", "price", "note", "committed_at")

@@ -36,7 +36,7 @@ from benchmarks.common import (
     table_names,
     write_config,
 )
-from ctstream.streams.local_stack import StackInfo
+from ctstream.devstack.local_stack import StackInfo
 
 GOAL_MB = 300.0
 

@@ -2,7 +2,7 @@
 
 ``passthrough``: an agent that only reads the raw topics (Faust's floor). ``drain``: the
 same, taking the events straight from the agent's channel queue and acknowledging them
-(what ctstream's agents/channel_batches.py does), without faust's stream. ``plain-dedup``:
+(what ctstream's streams/channel_batches.py does), without faust's stream. ``plain-dedup``:
 the textbook Faust dedup stage — per event one windowed-table lookup and write (with its
 changelog message) and one produce to the deduped topic, no batching. All count events
 and write ``{"first": t, "last": t, "events": n}`` to ``--out`` when ``--events`` arrived.
@@ -24,9 +24,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ctstream.app import create_app
 from ctstream.models import TableSpec
 from ctstream.settings import load_settings
+from ctstream.streams.app import create_app
 from ctstream.streams.topics import TopicNames
 
 

@@ -44,9 +44,9 @@ from benchmarks.common import (
     table_names,
     write_config,
 )
+from ctstream.devstack.local_stack import StackInfo
 from ctstream.settings import Settings
-from ctstream.streams.local_stack import StackInfo
-from ctstream.streams.source_reader import SourceReader
+from ctstream.source.reader import SourceReader
 from ctstream.streams.topics import TopicNames
 
 GOAL_RATIO = 1.5

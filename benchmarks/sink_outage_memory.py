@@ -29,12 +29,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ctstream.demo import WorkerProcess, start_worker, stop_worker, wait_until_polling
-from ctstream.demo_check import compare_table
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.commands.demo import WorkerProcess, start_worker, stop_worker, wait_until_polling
+from ctstream.devstack.demo_check import compare_table
+from ctstream.devstack.local_stack import StackInfo, stack_running
 from ctstream.settings import load_settings
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.local_stack import StackInfo, stack_running
-from ctstream.streams.sqlite_tracking import track_database
+from ctstream.source.sqlite_tracking import track_database
 from tests.integration.fault_proxy import fault_proxy
 
 TABLE = "items"

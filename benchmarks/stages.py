@@ -49,10 +49,11 @@ from benchmarks.common import (
     table_names,
     write_config,
 )
-from ctstream.streams.local_stack import StackInfo
+from ctstream.devstack.local_stack import StackInfo
 from ctstream.streams.topics import ensure_topics
 
 # Faust agents without ctstream, on the dedup stage's input (benchmarks/faust_baseline.py).
+
 BASELINES = ("passthrough", "drain", "plain-dedup")
 STAGES = ("poll", "dedup", "sink", *BASELINES)
 

@@ -52,8 +52,8 @@ from benchmarks.common import (
     table_names,
     write_config,
 )
-from ctstream.demo_check import kafka_totals
-from ctstream.streams.local_stack import StackInfo
+from ctstream.devstack.demo_check import kafka_totals
+from ctstream.devstack.local_stack import StackInfo
 
 GOAL_P99_S = 1.5
 

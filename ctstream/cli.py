@@ -33,15 +33,15 @@ def _skip_dataframe_libraries() -> None:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     _skip_dataframe_libraries()
-    from ctstream.runner import run_worker
     from ctstream.settings import load_settings
+    from ctstream.worker import run_worker
 
     settings = load_settings(args.config)
     return run_worker(settings, loglevel=args.loglevel)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ctstream.demo import DemoOptions, run_demo
+    from ctstream.commands.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         rows=args.rows,
@@ -62,7 +62,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from ctstream.streams import local_stack
+    from ctstream.devstack import local_stack
 
     base = Path(args.dir)
     if args.action == "up":
@@ -90,7 +90,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
 
 
 def _cmd_sqlite_track(args: argparse.Namespace) -> int:
-    from ctstream.streams.sqlite_tracking import track_database
+    from ctstream.source.sqlite_tracking import track_database
 
     retention = args.retention
     tracked = track_database(args.db, args.tables, retention_seconds=retention)
@@ -103,9 +103,9 @@ def _cmd_sqlite_track(args: argparse.Namespace) -> int:
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from ctstream.commands.snapshot import request_snapshots
     from ctstream.settings import load_settings
-    from ctstream.snapshot_request import request_snapshots
-    from ctstream.streams.source_reader import selected_tables
+    from ctstream.source.reader import selected_tables
 
     settings = load_settings(args.config)
     tables = asyncio.run(selected_tables(settings.source)) if args.all else args.table
@@ -125,7 +125,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from ctstream.doctor import as_json, render, run_doctor
+    from ctstream.commands.doctor import as_json, render, run_doctor
     from ctstream.settings import load_settings
 
     settings = load_settings(args.config)
@@ -138,9 +138,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_redrive(args: argparse.Namespace) -> int:
-    from ctstream.redrive import redrive, render
+    from ctstream.commands.redrive import redrive, render
     from ctstream.settings import load_settings
-    from ctstream.streams.source_reader import selected_tables
+    from ctstream.source.reader import selected_tables
 
     settings = load_settings(args.config)
     tables = args.table or asyncio.run(selected_tables(settings.source))
@@ -153,7 +153,7 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from ctstream.replay import render, replay
+    from ctstream.commands.replay import render, replay
     from ctstream.settings import load_settings
 
     settings = load_settings(args.config)
@@ -186,8 +186,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from ctstream.commands.status import collect_status, render
     from ctstream.settings import load_settings
-    from ctstream.status_report import collect_status, render
 
     settings = load_settings(args.config)
     status = asyncio.run(collect_status(settings, args.worker))
@@ -196,7 +196,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_sqlite_untrack(args: argparse.Namespace) -> int:
-    from ctstream.streams.sqlite_tracking import untrack_database
+    from ctstream.source.sqlite_tracking import untrack_database
 
     for table, was in untrack_database(args.db, args.tables).items():
         print(f"{table!r}: change tracking {'turned off' if was else 'was not on'}")
@@ -204,7 +204,7 @@ def _cmd_sqlite_untrack(args: argparse.Namespace) -> int:
 
 
 def _cmd_sqlite_cleanup(args: argparse.Namespace) -> int:
-    from ctstream.streams.sqlite_tracking import cleanup_database
+    from ctstream.source.sqlite_tracking import cleanup_database
 
     removed = cleanup_database(args.db)
     for table, count in removed.items():

@@ -479,7 +479,7 @@ CrashPoint = Literal["poll.acked", "snapshot.acked", "dedup.forwarded", "sink.wr
 class FaultSettings(_Section):
     """For fault tests only (tests/faults): leave empty in production."""
 
-    # point → probability of a SIGKILL each time a worker passes it (streams/crash_points.py)
+    # point → probability of a SIGKILL each time a worker passes it (devstack/crash_points.py)
     crash_points: dict[CrashPoint, Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=dict
     )

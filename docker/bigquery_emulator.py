@@ -1,6 +1,6 @@
 """Run ctstream's BigQuery emulator entry point bound to all interfaces (docker compose).
 
-``python -m ctstream.streams.emulator_main`` binds 127.0.0.1 only: it is made for the
+``python -m ctstream.devstack.emulator_main`` binds 127.0.0.1 only: it is made for the
 embedded local stack, which nothing but the same machine may reach. In docker compose the
 workers reach the emulator from other containers, so this wrapper replaces the bind address
 (``CTSTREAM_EMULATOR_HOST``, default ``0.0.0.0``) and passes every argument on unchanged::
@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ctstream.streams import emulator_main
-
+from ctstream.devstack import emulator_main
 emulator_main.HOST = os.environ.get("CTSTREAM_EMULATOR_HOST", "0.0.0.0")  # noqa: S104
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ctstream.streams.local_stack import StackInfo, stack_running
+from ctstream.devstack.local_stack import StackInfo, stack_running
 from tests.integration.fault_proxy import FaultProxy, fault_proxy
 from tests.integration.harness import Harness
 

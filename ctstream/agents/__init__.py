@@ -9,15 +9,15 @@ from typing import Any
 from ctstream.agents.dedup import DedupStats, install_dedup
 from ctstream.agents.discovery import install_discovery
 from ctstream.agents.poll import PollStats, install_pollers
+from ctstream.agents.registry import TableRegistry
 from ctstream.agents.sink import SinkStats, install_sink
+from ctstream.bigquery.error_sink import ErrorReporter
+from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
-from ctstream.streams import faust_patches
-from ctstream.streams.bigquery_writer import BigQueryWriter
 from ctstream.streams.commit_holes import install_hole_repair
-from ctstream.streams.error_sink import ErrorReporter
+from ctstream.streams.faust_compat import patches as faust_patches
 from ctstream.streams.partitioner import kafka_partitioner
-from ctstream.streams.table_registry import TableRegistry
 from ctstream.streams.topics import PipelineTopics, declare
 
 

@@ -1,11 +1,11 @@
 """Running a batch so that faust never commits what was not finished.
 
-A batch is acknowledged when the agent leaves it (agents/channel_batches.py, as faust's
+A batch is acknowledged when the agent leaves it (streams/channel_batches.py, as faust's
 ``take_events`` did) — also when it leaves by an exception or by being cancelled at
 shutdown. So ctstream
 does not rely on acknowledgements alone: every batch is registered while it runs, and the
 commit of a partition is capped below the first offset of any batch that has not
-finished (``commit_ceiling``, applied in streams/faust_patches.py). An unfinished batch is
+finished (``commit_ceiling``, applied in streams/faust_compat/patches.py). An unfinished batch is
 *withheld*: its offsets stay under the cap until the batch is processed again (after a
 rebalance or a restart re-reads it), and its messages are marked acknowledged without being
 registered, so faust does not wait for them either.
@@ -19,8 +19,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from ctstream.streams.backoff import RetryAborted, backoff_delay
-from ctstream.streams.faust_patches import commit_ceilings
+from ctstream.retry import RetryAborted, backoff_delay
+from ctstream.streams.faust_compat.patches import commit_ceilings
 
 log = logging.getLogger("ctstream.batches")
 

@@ -11,7 +11,7 @@ loss. The ids are recorded as one table entry per partition and window of the ba
 faust table write needs the current event to know its partition, so it is set to an
 event of that partition first (through faust's ``_current_event`` context variable —
 private, hence faust is pinned; tests cover it). Only this task's context changes.
-Batches come straight from the agent's channel (agents/channel_batches.py).
+Batches come straight from the agent's channel (streams/channel_batches.py).
 
 An event as the poller writes it has only its id read (``peek_unique_id``); the sink
 parses and checks every event in full. So an event whose id and table are right but
@@ -30,15 +30,15 @@ from typing import Any
 from faust.streams import _current_event
 
 from ctstream.agents.batches import run_batch
-from ctstream.agents.channel_batches import channel_batches
+from ctstream.bigquery.error_sink import ErrorReporter
+from ctstream.devstack.crash_points import crash_point
 from ctstream.errors import CtstreamError
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
 from ctstream.models.change_event import peek_unique_id
-from ctstream.streams.backoff import retry_forever
-from ctstream.streams.crash_points import crash_point
-from ctstream.streams.error_sink import ErrorReporter
-from ctstream.streams.kafka_acks import acknowledged, discard
-from ctstream.streams.kafka_batches import (
+from ctstream.retry import retry_forever
+from ctstream.streams.acks import acknowledged, discard
+from ctstream.streams.channel_batches import channel_batches
+from ctstream.streams.producer import (
     Record,
     aiokafka_producer,
     partition_count,

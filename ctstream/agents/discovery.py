@@ -17,13 +17,13 @@ import logging
 import time
 from typing import Any
 
+from ctstream.agents.registry import TableRegistry, name_clash
+from ctstream.bigquery.drift import prepare_table
+from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.errors import CtstreamError
 from ctstream.settings import Settings
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.kafka_security import client_options
-from ctstream.streams.schema_drift import prepare_table
-from ctstream.streams.source_reader import SourceReader
-from ctstream.streams.table_registry import TableRegistry, name_clash
+from ctstream.source.reader import SourceReader
+from ctstream.streams.security import client_options
 from ctstream.streams.topics import PipelineTopics, ensure_topics
 
 log = logging.getLogger("ctstream.discovery")

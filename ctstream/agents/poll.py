@@ -21,24 +21,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctstream.agents.registry import TableRegistry
+from ctstream.bigquery.drift import adopt_schema
+from ctstream.bigquery.error_sink import ErrorReporter
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.devstack.crash_points import crash_point
 from ctstream.errors import CtstreamError, SchemaChanged, SourceError, VersionTooOld
 from ctstream.models import PollTick, SourceState, TableSpec
+from ctstream.retry import retry_forever
 from ctstream.settings import Settings
-from ctstream.streams.backoff import retry_forever
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.change_capture import (
+from ctstream.source.change_capture import (
     PollResult,
     Send,
     iso_utc,
     poll_table,
     snapshot_table,
 )
-from ctstream.streams.crash_points import crash_point
-from ctstream.streams.error_sink import ErrorReporter
-from ctstream.streams.kafka_batches import Record, aiokafka_producer, send_batched
-from ctstream.streams.schema_drift import adopt_schema
-from ctstream.streams.source_reader import SourceReader
-from ctstream.streams.table_registry import TableRegistry
+from ctstream.source.reader import SourceReader
+from ctstream.streams.producer import Record, aiokafka_producer, send_batched
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.poll")

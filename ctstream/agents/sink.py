@@ -3,7 +3,7 @@
 A batch (by rows and by time) is split by table, each row is validated against its
 table's schema, good rows are written with ``insertId = message_unique_id``, bad rows go
 to the error topic and ``_error_records``. Retriable failures are retried forever with
-backoff *inside* the agent: a batch (agents/channel_batches.py) is acknowledged only when
+backoff *inside* the agent: a batch (streams/channel_batches.py) is acknowledged only when
 the loop asks for the next one, and its commit is capped while it runs (agents/batches.py),
 so nothing is committed until BigQuery accepted it; while BigQuery is down the agent stops
 pulling — the consumer's buffer fills and fetching pauses, so memory stays flat.
@@ -21,18 +21,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ctstream.agents.batches import run_in_flight
-from ctstream.agents.channel_batches import channel_batches
+from ctstream.agents.stats import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
+from ctstream.bigquery.error_sink import ErrorRecord, ErrorReporter
+from ctstream.bigquery.schema import payload_row
+from ctstream.bigquery.writer import TOO_LARGE, BigQueryWriter
+from ctstream.devstack.crash_points import crash_point
 from ctstream.errors import CtstreamError, SinkError
 from ctstream.models import BadEvent, TableSpec
 from ctstream.models.change_event import parse_payload
+from ctstream.retry import RetryAborted, retry_forever
 from ctstream.settings import SinkSettings
-from ctstream.streams.backoff import RetryAborted, retry_forever
-from ctstream.streams.bigquery_schema import payload_row
-from ctstream.streams.bigquery_writer import TOO_LARGE, BigQueryWriter
-from ctstream.streams.change_capture import iso_utc
-from ctstream.streams.crash_points import crash_point
-from ctstream.streams.error_sink import ErrorRecord, ErrorReporter
-from ctstream.streams.latency import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
+from ctstream.source.change_capture import iso_utc
+from ctstream.streams.channel_batches import channel_batches
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.sink")

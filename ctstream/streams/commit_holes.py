@@ -1,6 +1,6 @@
 """Re-reading a partition whose commit is stuck behind a message never processed.
 
-faust commits a partition up to the first offset not acknowledged (streams/faust_patches.py
+faust commits a partition up to the first offset not acknowledged (streams/faust_compat/patches.py
 makes sure it never passes one). A message that was fetched but never reached a stream is
 such a hole: later messages are processed and acknowledged, the commit stays at the hole,
 and nothing reads the hole again until the next rebalance seeks to the committed offset.

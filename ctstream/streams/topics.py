@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, TopicRetention
-from ctstream.streams.kafka_security import tls_failure
+from ctstream.streams.security import tls_failure
 from ctstream.streams.seen_ids import SeenIds
 
 log = logging.getLogger(__name__)

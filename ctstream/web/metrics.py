@@ -18,7 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ctstream.streams.latency import Histogram
+from ctstream.agents.stats import Histogram
 
 if TYPE_CHECKING:
     from ctstream.agents import Pipeline

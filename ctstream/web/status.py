@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ctstream.streams.latency import Histogram
+from ctstream.agents.stats import Histogram
 from ctstream.web.dashboard import DASHBOARD_HTML, TABLES_HTML
 from ctstream.web.metrics import consumer_lag, metrics_text
 from ctstream.web.tables import install_table_views

@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctstream.demo import WorkerProcess, _worker_status, start_worker, wait_until_polling
+from ctstream.commands.demo import WorkerProcess, _worker_status, start_worker, wait_until_polling
+from ctstream.devstack.local_stack import StackInfo
 from ctstream.models import TableSpec
+from ctstream.source.sqlite_tracking import cleanup_database
 from ctstream.streams.commit_holes import REREAD_NOTICE
-from ctstream.streams.local_stack import StackInfo
-from ctstream.streams.sqlite_tracking import cleanup_database
 from ctstream.streams.topics import TopicNames
 from tests.faults.invariants import (
     dedup_effect,

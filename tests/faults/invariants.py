@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.offsets import true_end_offsets
 from tests.faults.poison import Poison
 
 

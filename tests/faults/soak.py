@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctstream.streams.local_stack import stack_running
+from ctstream.devstack.local_stack import stack_running
 from tests.faults.chaos import FaultPlan, run_faults
 
 

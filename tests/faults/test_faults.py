@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ctstream.streams.local_stack import StackInfo
+from ctstream.devstack.local_stack import StackInfo
 from tests.faults.chaos import FaultPlan, run_faults
 
 pytestmark = pytest.mark.integration

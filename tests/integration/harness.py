@@ -16,15 +16,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ctstream.demo import WorkerProcess, start_worker, stop_worker, wait_until_polling
-from ctstream.demo_check import compare_table
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.commands.demo import WorkerProcess, start_worker, stop_worker, wait_until_polling
+from ctstream.devstack.demo_check import compare_table
+from ctstream.devstack.local_stack import StackInfo
 from ctstream.errors import SinkError
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, load_settings
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.kafka_offsets import group_lag, true_end_offsets
-from ctstream.streams.local_stack import StackInfo
-from ctstream.streams.sqlite_tracking import track_database
+from ctstream.source.sqlite_tracking import track_database
+from ctstream.streams.offsets import group_lag, true_end_offsets
 from ctstream.streams.topics import TopicNames
 
 _counter = itertools.count(1)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from ctstream.bigquery.writer import STOPPED, BigQueryWriter
 from ctstream.models import ColumnSpec, TableSpec, unique_id
 from ctstream.settings import BigQuerySettings
-from ctstream.streams.bigquery_writer import STOPPED, BigQueryWriter
 from tests.integration.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.integration

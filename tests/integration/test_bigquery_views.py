@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.devstack.local_stack import StackInfo
 from ctstream.errors import ConfigError
 from ctstream.models import ColumnSpec, TableSpec, unique_id
 from ctstream.settings import BigQuerySettings, BigQueryTableOptions
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.local_stack import StackInfo
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerClosed
 from aiokafka.partitioner import DefaultPartitioner
 
-from ctstream.streams.kafka_acks import acknowledged
-from ctstream.streams.kafka_batches import Record, partition_count, send_batched
-from ctstream.streams.local_stack import StackInfo
+from ctstream.devstack.local_stack import StackInfo
+from ctstream.streams.acks import acknowledged
 from ctstream.streams.partitioner import kafka_partitioner
+from ctstream.streams.producer import Record, partition_count, send_batched
 from ctstream.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ctstream.streams.kafka_offsets import true_end_offsets
-from ctstream.streams.local_stack import StackInfo
+from ctstream.devstack.local_stack import StackInfo
+from ctstream.streams.offsets import true_end_offsets
 from ctstream.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -28,13 +28,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ctstream.app import create_app
+from ctstream.commands.snapshot import request_snapshots
+from ctstream.devstack import local_stack
 from ctstream.models import PollTick
 from ctstream.settings import Settings, load_settings
-from ctstream.snapshot_request import request_snapshots
-from ctstream.streams import local_stack
-from ctstream.streams.kafka_offsets import true_end_offsets
-from ctstream.streams.kafka_security import client_options
+from ctstream.streams.app import create_app
+from ctstream.streams.offsets import true_end_offsets
+from ctstream.streams.security import client_options
 from ctstream.streams.topics import KafkaUnavailable, TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration

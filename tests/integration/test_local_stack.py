@@ -20,9 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from google.cloud import bigquery
 
-from ctstream.errors import StackError
-from ctstream.streams import local_stack
-from ctstream.streams.local_stack import (
+from ctstream.devstack import local_stack
+from ctstream.devstack.local_stack import (
     BROKER_LOG,
     EMULATOR_LOG,
     LocalStack,
@@ -33,6 +32,7 @@ from ctstream.streams.local_stack import (
     stack_up,
     state_path,
 )
+from ctstream.errors import StackError
 
 pytestmark = pytest.mark.integration
 
@@ -242,7 +242,7 @@ def test_stack_up_outlives_its_process(tmp_path: Path) -> None:
     base = tmp_path / ".ctstream"
     script = (
         "import sys; from pathlib import Path; "
-        "from ctstream.streams.local_stack import stack_up; "
+        "from ctstream.devstack.local_stack import stack_up; "
         "print(stack_up(Path(sys.argv[1])).info.to_json())"
     )
     repo_root = Path(__file__).resolve().parents[2]

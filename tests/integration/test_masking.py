@@ -18,7 +18,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.offsets import true_end_offsets
 from tests.integration.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ from pydantic import SecretStr
 
 from ctstream.errors import SourceError
 from ctstream.settings import SourceSettings
-from ctstream.streams.mssql_dialect import quote_mssql
-from ctstream.streams.source_reader import SourceReader
+from ctstream.source.dialects.mssql import quote_mssql
+from ctstream.source.reader import SourceReader
 
 DSN = os.environ.get("CTSTREAM_TEST_MSSQL_DSN")
 pytestmark = [

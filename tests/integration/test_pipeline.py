@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ctstream.models import ChangeEvent, encode_key, unique_id
-from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.offsets import true_end_offsets
 from ctstream.streams.partitioner import kafka_partitioner
 from ctstream.streams.topics import TopicNames
 

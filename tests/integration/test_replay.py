@@ -1,4 +1,4 @@
-"""ctstream.replay on the real local stack: topics re-read into BigQuery by time or offset."""
+"""``ctstream replay`` on the real local stack: topics re-read into BigQuery by time or offset."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndTimestamp
 
-from ctstream.demo_check import compare_table
+from ctstream.commands.replay import render, replay
+from ctstream.devstack.demo_check import compare_table
 from ctstream.errors import ConfigError, SinkError
 from ctstream.models import ChangeEvent, encode_key, unique_id
-from ctstream.replay import render, replay
-from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.offsets import true_end_offsets
 from ctstream.streams.topics import TopicNames
 from tests.integration.harness import SECRET
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ctstream.streams.sqlite_tracking import cleanup_database
+from ctstream.source.sqlite_tracking import cleanup_database
 
 pytestmark = pytest.mark.integration
 

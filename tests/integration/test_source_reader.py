@@ -10,9 +10,9 @@ import pytest
 
 from ctstream.errors import SourceError, VersionTooOld
 from ctstream.settings import SourceSettings
-from ctstream.streams.dialects import SqliteDialect, Statement
-from ctstream.streams.source_reader import SourceReader
-from ctstream.streams.sqlite_tracking import cleanup, track_database
+from ctstream.source.dialects import SqliteDialect, Statement
+from ctstream.source.reader import SourceReader
+from ctstream.source.sqlite_tracking import cleanup, track_database
 
 pytestmark = pytest.mark.integration
 

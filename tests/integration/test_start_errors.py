@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ctstream.streams.local_stack import StackInfo
-from ctstream.streams.sqlite_tracking import track_database
+from ctstream.devstack.local_stack import StackInfo
+from ctstream.source.sqlite_tracking import track_database
 
 pytestmark = pytest.mark.integration
 

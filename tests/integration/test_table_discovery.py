@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ctstream.errors import SinkError
-from ctstream.streams.sqlite_tracking import disable_tracking, track_database
+from ctstream.source.sqlite_tracking import disable_tracking, track_database
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from ctstream.agents.batches import commit_ceiling, run_batch, run_in_flight, withhold
 from ctstream.errors import SinkUnavailable
-from ctstream.streams.backoff import RetryAborted, retry_forever
+from ctstream.retry import RetryAborted, retry_forever
 
 
 def events(n: int) -> list[Any]:
@@ -153,7 +153,7 @@ class FakeConsumer:
         self._acked_index: Any = defaultdict(set, {tp: set(acked)})
 
     def _new_offset(self, tp: Any) -> int | None:
-        from ctstream.streams import faust_patches
+        from ctstream.streams.faust_compat import patches as faust_patches
 
         return faust_patches.new_offset(self, tp)
 
@@ -166,7 +166,7 @@ class FakeConsumer:
 def test_faust_commit_filter_applies_the_ceiling_and_keeps_what_it_cannot_commit() -> None:
     from faust.types import TP
 
-    from ctstream.streams.faust_patches import filter_committable_offsets
+    from ctstream.streams.faust_compat.patches import filter_committable_offsets
 
     tp = TP("ceil-c", 0)
     withhold(tp_events("ceil-c", 0, [8, 9]))

@@ -6,8 +6,8 @@ import pytest
 import requests
 from google.api_core import exceptions as gexc
 
+from ctstream.bigquery.client import classify
 from ctstream.errors import RequestTooLarge, SinkError, SinkUnavailable
-from ctstream.streams.bigquery_client import classify
 
 
 @pytest.mark.parametrize(

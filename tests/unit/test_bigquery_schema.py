@@ -7,9 +7,7 @@ from typing import Any
 import pytest
 from google.cloud.bigquery import SchemaField
 
-from ctstream.models import METADATA_COLUMNS, ChangeEvent, ColumnSpec, TableSpec, unique_id
-from ctstream.models.change_event import parse_payload
-from ctstream.streams.bigquery_schema import (
+from ctstream.bigquery.schema import (
     METADATA_FIELDS,
     RowValidator,
     _check_value,
@@ -18,6 +16,8 @@ from ctstream.streams.bigquery_schema import (
     payload_row,
     table_schema,
 )
+from ctstream.models import METADATA_COLUMNS, ChangeEvent, ColumnSpec, TableSpec, unique_id
+from ctstream.models.change_event import parse_payload
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from ctstream.models import ChangeEvent, ColumnSpec, TableSpec, encode_key, unique_id
-from ctstream.streams.change_capture import _produce, iso_utc
-from ctstream.streams.kafka_batches import Record
-from ctstream.streams.source_reader import SourceChange
+from ctstream.source.change_capture import _produce, iso_utc
+from ctstream.source.reader import SourceChange
+from ctstream.streams.producer import Record
 from tests.loop_steps import after_scheduled_callbacks
 
 SPEC = TableSpec(

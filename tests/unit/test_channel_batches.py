@@ -1,4 +1,4 @@
-"""Batches from an agent's channel (ctstream/agents/channel_batches.py).
+"""Batches from an agent's channel (ctstream/streams/channel_batches.py).
 
 The queue, flow control, messages, events and the acknowledgement bookkeeping are faust's
 and mode's own; only the app and the consumer around them are stand-ins.
@@ -21,14 +21,14 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from ctstream.agents.channel_batches import (
+from ctstream.streams.channel_batches import (
     ack_all,
     channel_batches,
     take_now,
     track_all,
     untrack_all,
 )
-from ctstream.streams import faust_patches
+from ctstream.streams.faust_compat import patches as faust_patches
 
 TOPIC = "raw"
 PARTITION = TP(TOPIC, 0)

@@ -9,9 +9,9 @@ import typing
 
 import pytest
 
+from ctstream.devstack import crash_points
 from ctstream.errors import ConfigError
 from ctstream.settings import CrashPoint, load_settings
-from ctstream.streams import crash_points
 
 BASE = {
     "source": {"dsn": "Driver=SQLite3;Database=x.db", "tables": ["t"]},
@@ -40,7 +40,7 @@ def test_an_unarmed_point_returns_and_an_armed_one_kills_the_process() -> None:
     crash_points.arm({})
     crash_points.crash_point("sink.written")  # still alive
     code = (
-        "from ctstream.streams import crash_points as c\n"
+        "from ctstream.devstack import crash_points as c\n"
         "c.arm({'sink.written': 1.0})\n"
         "c.crash_point('poll.acked')\n"
         "print('passed poll.acked', flush=True)\n"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from ctstream.models import ColumnSpec, TableSpec
-from ctstream.streams.dialects import SqliteDialect, Statement, dialect_for, quote_sqlite
-from ctstream.streams.sqlite_tracking import enable_tracking
+from ctstream.source.dialects import SqliteDialect, Statement, dialect_for, quote_sqlite
+from ctstream.source.sqlite_tracking import enable_tracking
 
 TABLE = 'we"ird;tab'
 K1 = 'k"1'

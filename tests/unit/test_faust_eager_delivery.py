@@ -1,4 +1,4 @@
-"""Delivering a fetched message without tasks (ctstream/streams/faust_eager_delivery.py)."""
+"""Delivering a fetched message without tasks (ctstream/streams/faust_compat/eager_delivery.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from faust.transport.consumer import Consumer
 from mode import Service
 from mode.utils.locks import Event
 
-from ctstream.streams import faust_eager_delivery, faust_patches
-from ctstream.streams.faust_eager_delivery import eager_wait_first
+from ctstream.streams.faust_compat import eager_delivery as faust_eager_delivery
+from ctstream.streams.faust_compat import patches as faust_patches
+from ctstream.streams.faust_compat.eager_delivery import eager_wait_first
 
 
 class Fetcher(Service):

@@ -1,4 +1,4 @@
-"""faust's fetch loop, partition by partition (ctstream/streams/faust_fetch_loop.py).
+"""faust's fetch loop, partition by partition (ctstream/streams/faust_compat/fetch_loop.py).
 
 A real faust app, consumer, conductor, topics and queues; nothing is started: the
 consumer's fetch (``_wait_next_records``) and aiokafka's ``highwater`` are replaced on the
@@ -16,8 +16,9 @@ from aiokafka.structs import ConsumerRecord
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
-from ctstream.streams import faust_fetch_loop, faust_patches
-from ctstream.streams.faust_fetch_loop import NOT_ASSIGNED, _deliver_one_fetch
+from ctstream.streams.faust_compat import fetch_loop as faust_fetch_loop
+from ctstream.streams.faust_compat import patches as faust_patches
+from ctstream.streams.faust_compat.fetch_loop import NOT_ASSIGNED, _deliver_one_fetch
 
 
 def record(topic: str, partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:

@@ -1,4 +1,4 @@
-"""The offset bookkeeping fixes applied to faust (see ctstream/streams/faust_patches.py)."""
+"""The offset bookkeeping fixes applied to faust (see ctstream/streams/faust_compat/patches.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from ctstream.streams import faust_patches
+from ctstream.streams.faust_compat import patches as faust_patches
 
 
 class FakeConsumer:

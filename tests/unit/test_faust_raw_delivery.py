@@ -1,4 +1,4 @@
-"""Delivering raw-bytes messages without coroutines (ctstream/streams/faust_raw_delivery.py).
+"""Delivering raw-bytes messages without coroutines (ctstream/streams/faust_compat/raw_delivery.py).
 
 A real faust app, conductor, topics, queues and flow control; nothing is started, so
 messages are handed to the conductor as its consumer would.
@@ -17,10 +17,11 @@ from faust.transport.conductor import Conductor
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from ctstream.app import create_app
 from ctstream.settings import load_settings
-from ctstream.streams import faust_patches, faust_raw_delivery
-from ctstream.streams.faust_raw_delivery import RawDelivery
+from ctstream.streams.app import create_app
+from ctstream.streams.faust_compat import patches as faust_patches
+from ctstream.streams.faust_compat import raw_delivery as faust_raw_delivery
+from ctstream.streams.faust_compat.raw_delivery import RawDelivery
 
 
 def make_app(**conf: Any) -> Any:

@@ -1,4 +1,4 @@
-"""faust's consumer service on the worker's loop (ctstream/streams/faust_same_loop.py).
+"""faust's consumer service on the worker's loop (ctstream/streams/faust_compat/same_loop.py).
 
 mode's real ServiceThread machinery runs with ``LoopTask`` in place of its thread: the
 service built by faust, a service of the same kind started and stopped, and one whose
@@ -17,8 +17,9 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from mode.threads import QueueServiceThread, WorkerThread
 
-from ctstream.streams import faust_patches, faust_same_loop
-from ctstream.streams.faust_same_loop import LoopTask
+from ctstream.streams.faust_compat import patches as faust_patches
+from ctstream.streams.faust_compat import same_loop as faust_same_loop
+from ctstream.streams.faust_compat.same_loop import LoopTask
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Waiting for the producer's futures (ctstream/streams/kafka_acks.py)."""
+"""Waiting for the producer's futures (ctstream/streams/acks.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from ctstream.streams.kafka_acks import acknowledged
+from ctstream.streams.acks import acknowledged
 from tests.loop_steps import after_scheduled_callbacks
 
 

@@ -18,17 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from ctstream.app import create_app
 from ctstream.errors import ConfigError
 from ctstream.settings import KafkaSettings, Settings, load_settings
-from ctstream.streams import odbc_security
-from ctstream.streams.kafka_security import (
+from ctstream.source import odbc_security
+from ctstream.source.odbc_security import secure_dsn
+from ctstream.streams.app import create_app
+from ctstream.streams.security import (
     broker_credentials,
     client_options,
     kafka_ssl_context,
     tls_failure,
 )
-from ctstream.streams.odbc_security import secure_dsn
 
 PASSWORD = "s3cret-Kafka-pa55word"
 

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from ctstream.errors import SinkUnavailable
-from ctstream.log_format import JsonFormatter, PlainFormatter, logging_config
-from ctstream.streams.backoff import retry_forever
+from ctstream.logging import JsonFormatter, PlainFormatter, logging_config
+from ctstream.retry import retry_forever
 
 
 def record(message: str, **extra: object) -> logging.LogRecord:
@@ -64,7 +64,7 @@ def test_the_worker_keeps_the_root_logger_at_the_configured_level(level: str) ->
 
     import faust
 
-    from ctstream.runner import faust_worker
+    from ctstream.worker import faust_worker
 
     root = logging.getLogger()
     saved_level, saved_handlers = root.level, list(root.handlers)

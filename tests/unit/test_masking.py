@@ -9,12 +9,12 @@ import orjson
 import pytest
 
 from ctstream.agents.dedup import restricted_copy
+from ctstream.bigquery.drift import reconcile
+from ctstream.bigquery.schema import table_schema
 from ctstream.errors import ConfigError
 from ctstream.models import ChangeEvent, ColumnSpec, TableSpec
 from ctstream.models.masking import Masker, check_rule, hash_value, protect
 from ctstream.settings import load_settings
-from ctstream.streams.bigquery_schema import table_schema
-from ctstream.streams.schema_drift import reconcile
 
 KEY = b"a-key-of-24-characters!!"
 SSN = ColumnSpec("ssn", "TEXT", nullable=False, key_ordinal=1)

@@ -18,8 +18,8 @@ from sqlglot import TokenType, exp
 from sqlglot.dialects.dialect import Dialect as SqlglotDialect
 
 from ctstream.models import ColumnSpec, TableSpec
-from ctstream.streams.dialects import dialect_for
-from ctstream.streams.mssql_dialect import (
+from ctstream.source.dialects import dialect_for
+from ctstream.source.dialects.mssql import (
     SQL_SS_TIMESTAMPOFFSET,
     MssqlDialect,
     decode_datetimeoffset,

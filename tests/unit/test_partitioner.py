@@ -9,11 +9,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from ctstream.agents import install
-from ctstream.app import create_app
+from ctstream.agents.registry import TableRegistry
+from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.settings import load_settings
-from ctstream.streams.bigquery_writer import BigQueryWriter
+from ctstream.streams.app import create_app
 from ctstream.streams.partitioner import kafka_partitioner, murmur2
-from ctstream.streams.table_registry import TableRegistry
 
 
 def test_murmur2_is_aiokafkas_for_every_length_and_many_keys() -> None:

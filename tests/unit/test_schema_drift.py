@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from google.cloud.bigquery import SchemaField
 
+from ctstream.bigquery.drift import reconcile
+from ctstream.bigquery.schema import METADATA_FIELDS, table_schema
 from ctstream.errors import SourceError
 from ctstream.models import ColumnSpec, TableSpec
-from ctstream.streams.bigquery_schema import METADATA_FIELDS, table_schema
-from ctstream.streams.schema_drift import reconcile
 
 ID = ColumnSpec("id", "INTEGER", nullable=False, key_ordinal=1)
 

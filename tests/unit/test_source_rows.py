@@ -8,7 +8,7 @@ import math
 
 from ctstream.models import ColumnSpec, TableSpec
 from ctstream.models.values import normalise
-from ctstream.streams.source_reader import SourceChange, _rows_to_changes
+from ctstream.source.reader import SourceChange, _rows_to_changes
 
 SPEC = TableSpec(
     "orders",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ctstream.doctor import cleanup_finding, table_findings
+from ctstream.commands.doctor import cleanup_finding, table_findings
 from ctstream.models import ColumnSpec, PollTick, SourceState, TableSpec
-from ctstream.streams.source_reader import TableHealth
+from ctstream.source.reader import TableHealth
 
 SPEC = TableSpec("items", None, "items", (ColumnSpec("id", "INTEGER", False, 1),))
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ctstream.errors import SourceError
-from ctstream.streams.sqlite_tracking import (
+from ctstream.source.sqlite_tracking import (
     OPERATION_CASE_SQL,
     cleanup,
     current_version,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from google.cloud.bigquery import SchemaField
 
-from ctstream.streams.storage_write import RowEncoder
+from ctstream.bigquery.storage_write import RowEncoder
 
 FIELDS = [
     SchemaField("id", "INT64"),

@@ -9,8 +9,8 @@ PROBE = """
 import sys
 from ctstream.cli import _skip_dataframe_libraries
 _skip_dataframe_libraries()
-import ctstream.runner
-from ctstream.streams import storage_write
+import ctstream.worker
+from ctstream.bigquery import storage_write
 from google.cloud import bigquery, bigquery_storage_v1
 loaded = [m for m in ("pyarrow", "numpy", "pandas") if sys.modules.get(m) is not None]
 print(",".join(loaded))
@@ -35,7 +35,7 @@ def test_without_the_skip_the_bigquery_client_does_load_them() -> None:
 
 LOOP_PROBE = """
 import asyncio, threading
-from ctstream.runner import uvloop_everywhere
+from ctstream.worker import uvloop_everywhere
 loops = [type(uvloop_everywhere()).__module__]
 def in_thread():  # as a library's thread makes its loop (faust's consumer did before patch 15)
     loops.append(type(asyncio.new_event_loop()).__module__)
@@ -56,7 +56,7 @@ def test_every_loop_of_a_worker_is_uvloop_also_one_made_in_a_thread() -> None:
 
 GC_PROBE = """
 import gc
-from ctstream.runner import GC_YOUNG_THRESHOLD, calm_gc
+from ctstream.worker import GC_YOUNG_THRESHOLD, calm_gc
 calm_gc()
 print(gc.get_threshold()[0] == GC_YOUNG_THRESHOLD, gc.get_freeze_count() > 1000)
 """

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctstream.demo_check import compare_tables, kafka_totals, latency_percentiles
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.devstack import local_stack
+from ctstream.devstack.demo_check import compare_tables, kafka_totals, latency_percentiles
 from ctstream.errors import CtstreamError
 from ctstream.settings import Settings, load_settings
-from ctstream.streams import local_stack
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.sqlite_tracking import track_database
+from ctstream.source.sqlite_tracking import track_database
 
 SCHEMA = {
     "items": (
@@ -348,7 +348,7 @@ def _worker_status(port: int) -> dict[str, Any] | None:
 async def _drive(
     settings: Settings, db: Path, options: DemoOptions, workers: list[WorkerProcess]
 ) -> dict[str, Any]:
-    from ctstream.demo_collector import run_collector
+    from ctstream.devstack.collector import run_collector
 
     progress("waiting for the workers to join and start polling")
     await wait_until_polling(workers, list(SCHEMA), timeout=120)

@@ -17,17 +17,14 @@ from typing import Any
 import orjson
 from google.cloud import bigquery
 
-from ctstream.errors import RequestTooLarge, SinkError
-from ctstream.models import TableSpec
-from ctstream.settings import BigQuerySettings, BigQueryTableOptions
-from ctstream.streams.bigquery_client import classify, make_client
-from ctstream.streams.bigquery_layout import (
+from ctstream.bigquery.client import classify, make_client
+from ctstream.bigquery.layout import (
     apply_layout,
     latest_view_sql,
     quote_bq,
     time_travel_function_sql,
 )
-from ctstream.streams.bigquery_schema import (
+from ctstream.bigquery.schema import (
     ERROR_RECORDS_FIELDS,
     ERROR_RECORDS_TABLE,
     SNAPSHOTS_FIELDS,
@@ -35,7 +32,10 @@ from ctstream.streams.bigquery_schema import (
     RowValidator,
     table_schema,
 )
-from ctstream.streams.storage_write import RowEncoder, append_rows, make_write_client
+from ctstream.bigquery.storage_write import RowEncoder, append_rows, make_write_client
+from ctstream.errors import RequestTooLarge, SinkError
+from ctstream.models import TableSpec
+from ctstream.settings import BigQuerySettings, BigQueryTableOptions
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from ctstream.bigquery.layout import quote_bq
+from ctstream.bigquery.schema import ERROR_RECORDS_TABLE, change_row
+from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.models import BadEvent, ChangeEvent, TableSpec
+from ctstream.retry import retry_forever
 from ctstream.settings import Settings
-from ctstream.streams.backoff import retry_forever
-from ctstream.streams.bigquery_layout import quote_bq
-from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE, change_row
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.change_capture import iso_utc
-from ctstream.streams.kafka_security import client_options
+from ctstream.source.change_capture import iso_utc
+from ctstream.streams.security import client_options
 
 
 @dataclass

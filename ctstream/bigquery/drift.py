@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 
 from google.cloud.bigquery import SchemaField
 
+from ctstream.bigquery.schema import column_type
+from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.errors import SourceError
 from ctstream.models import METADATA_COLUMNS, ColumnSpec, TableSpec
 from ctstream.settings import BigQueryTableOptions
-from ctstream.streams.bigquery_schema import column_type
-from ctstream.streams.bigquery_writer import BigQueryWriter
 
 log = logging.getLogger("ctstream.schema")
 

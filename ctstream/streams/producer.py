@@ -22,9 +22,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from ctstream.streams.kafka_acks import discard
+from ctstream.streams.acks import discard
 
 # (key, value, timestamp in seconds; None: now)
+
 Record = tuple[bytes | None, bytes | None, float | None]
 
 

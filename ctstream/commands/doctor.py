@@ -21,14 +21,14 @@ from aiokafka.errors import KafkaError
 from ctstream.errors import CtstreamError
 from ctstream.models import SourceState, TableSpec
 from ctstream.settings import Settings
-from ctstream.streams.kafka_offsets import true_end_offsets
-from ctstream.streams.kafka_security import client_options
-from ctstream.streams.source_reader import (
+from ctstream.source.reader import (
     DatabaseInfo,
     SourceReader,
     TableHealth,
     selected_tables,
 )
+from ctstream.streams.offsets import true_end_offsets
+from ctstream.streams.security import client_options
 
 Level = Literal["ok", "warn", "error"]
 # Cleanup may lag retention by this much before it counts as behind (it runs in the

@@ -10,16 +10,16 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from ctstream.agents.registry import TableRegistry, name_clash
+from ctstream.bigquery.drift import prepare_table
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.devstack import crash_points
 from ctstream.errors import ConfigError, CtstreamError
-from ctstream.log_format import logging_config
+from ctstream.logging import logging_config
 from ctstream.settings import Settings
-from ctstream.streams import crash_points
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.dialects import dialect_for
-from ctstream.streams.kafka_security import client_options
-from ctstream.streams.schema_drift import prepare_table
-from ctstream.streams.source_reader import SourceReader, selected_tables
-from ctstream.streams.table_registry import TableRegistry, name_clash
+from ctstream.source.dialects import dialect_for
+from ctstream.source.reader import SourceReader, selected_tables
+from ctstream.streams.security import client_options
 from ctstream.streams.topics import TopicNames, ensure_topics
 
 log = logging.getLogger("ctstream.worker")
@@ -76,7 +76,7 @@ def uvloop_everywhere() -> asyncio.AbstractEventLoop:
 
     The policy, not only this loop: any loop a library makes later (``asyncio.new_event_loop()``)
     is a uvloop too. Measured when faust still ran its Kafka consumer in a thread with a loop
-    of its own (before streams/faust_same_loop.py): ``benchmarks.peer``, three runs each,
+    of its own (before streams/faust_compat/same_loop.py): ``benchmarks.peer``, three runs each,
     28.7 to 31.9 worker CPU-s per 100,000 rows with it, 31.8 to 36.7 without.
     """
     import uvloop
@@ -129,7 +129,7 @@ def faust_worker(app: Any, loop: Any, level: str, log_config: dict[str, Any]) ->
 def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
     """Run one worker until SIGINT/SIGTERM. Several may run at once on one config."""
     from ctstream.agents import install
-    from ctstream.app import create_app
+    from ctstream.streams.app import create_app
     from ctstream.web import install_views
 
     # Set up before the checks at start, so what they find is logged too; faust's worker

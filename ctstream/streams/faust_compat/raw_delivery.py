@@ -20,7 +20,7 @@ producer buffer, a topic with a key or value type, several channels — goes to 
 handler unchanged. The conductor's lock is taken only while someone holds it (a
 subscription change), as the lookup is synchronous.
 
-The fetch loop (streams/faust_fetch_loop.py) asks the conductor's handler for a
+The fetch loop (streams/faust_compat/fetch_loop.py) asks the conductor's handler for a
 partition's RawDelivery once (``delivery_for``) and calls its ``deliver_now`` for each
 message, looking again after anything it awaited.
 """

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from ctstream.models import PollTick
 from ctstream.settings import Settings
-from ctstream.streams.kafka_security import client_options, tls_failure
+from ctstream.streams.security import client_options, tls_failure
 from ctstream.streams.topics import KafkaUnavailable, TopicNames
 
 

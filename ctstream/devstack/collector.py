@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaProducer
 
 from ctstream.errors import CtstreamError
 from ctstream.settings import Settings
-from ctstream.streams.change_capture import poll_table
-from ctstream.streams.kafka_batches import Record, send_batched
-from ctstream.streams.kafka_security import client_options
-from ctstream.streams.source_reader import SourceReader, selected_tables
+from ctstream.source.change_capture import poll_table
+from ctstream.source.reader import SourceReader, selected_tables
+from ctstream.streams.producer import Record, send_batched
+from ctstream.streams.security import client_options
 from ctstream.streams.topics import TopicNames
 
 log = logging.getLogger("ctstream.collector")

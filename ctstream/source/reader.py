@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import aioodbc
 import pyodbc
 
+from ctstream.bigquery.schema import bigquery_type
 from ctstream.errors import (
     ConfigError,
     SchemaChanged,
@@ -27,9 +28,8 @@ from ctstream.errors import (
 from ctstream.models import ColumnSpec, JsonValue, Operation, TableSpec, normalise
 from ctstream.models.masking import Masker, protect
 from ctstream.settings import SourceSettings
-from ctstream.streams.bigquery_schema import bigquery_type
-from ctstream.streams.dialects import ChangeQuery, Dialect, SnapshotQuery, Statement, dialect_for
-from ctstream.streams.odbc_security import secure_dsn
+from ctstream.source.dialects import ChangeQuery, Dialect, SnapshotQuery, Statement, dialect_for
+from ctstream.source.odbc_security import secure_dsn
 
 log = logging.getLogger(__name__)
 

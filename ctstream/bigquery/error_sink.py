@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
+from ctstream.bigquery.schema import ERROR_RECORDS_TABLE
+from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.errors import SinkError
-from ctstream.streams.backoff import RetryAborted, retry_forever
-from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.change_capture import iso_utc
+from ctstream.retry import RetryAborted, retry_forever
+from ctstream.source.change_capture import iso_utc
 
 log = logging.getLogger("ctstream.errors")
 

@@ -22,7 +22,7 @@ def _no_key_password() -> bytes:
 def kafka_ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     """The TLS context for ``SSL`` and ``SASL_SSL``; None for the plaintext protocols.
 
-    Here rather than in streams/kafka_security.py (which re-exports it) so that this module
+    Here rather than in streams/security.py (which re-exports it) so that this module
     stays a leaf; the aiokafka clients of the CLI commands use the same context.
     """
     if not kafka.security_protocol.endswith("SSL"):

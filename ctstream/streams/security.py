@@ -2,7 +2,7 @@
 
 Every Kafka client ctstream makes gets the same options: the aiokafka clients (admin,
 producers, consumers) take :func:`client_options` as keyword arguments, and the Faust app
-(:func:`ctstream.app.create_app`) gets :func:`broker_credentials` as its
+(:func:`ctstream.streams.app.create_app`) gets :func:`broker_credentials` as its
 ``broker_credentials``, which Faust turns back into the same aiokafka options, SCRAM
 included. Both build their TLS context with :func:`kafka_ssl_context`.
 
@@ -19,9 +19,9 @@ import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-# Built in app.py, which may import nothing of ctstream's: the Faust app and these
+# Built in streams/app.py, which may import nothing of ctstream's: the Faust app and these
 # clients share one implementation of the settings → TLS context / credentials mapping.
-from ctstream.app import broker_credentials, kafka_ssl_context
+from ctstream.streams.app import broker_credentials, kafka_ssl_context
 
 if TYPE_CHECKING:
     from ctstream.settings import KafkaSettings

@@ -3,7 +3,7 @@
 Identifiers in generated SQL come only from the catalog and are always quoted; versions,
 names and object ids are bound parameters. Each method returns the statement and its
 parameters together, so the reader never builds SQL itself. The SQL Server (T-SQL)
-dialect lives in ``streams/mssql_dialect.py``.
+dialect lives in ``source/dialects/mssql.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ctstream.models import TableSpec
-from ctstream.streams.sqlite_tracking import CATALOG_TABLE, VERSION_TABLE
+from ctstream.source.sqlite_tracking import CATALOG_TABLE, VERSION_TABLE
 
 
 def quote_sqlite(name: str) -> str:
@@ -107,7 +107,7 @@ _SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 class SqliteDialect:
-    """The SQLite Change Tracking stand-in (see streams/sqlite_tracking.py)."""
+    """The SQLite Change Tracking stand-in (see source/sqlite_tracking.py)."""
 
     name = "sqlite"
 
@@ -198,7 +198,7 @@ def dialect_for(name: str) -> Dialect:
     if name == "sqlite":
         return SqliteDialect()
     if name == "mssql":
-        from ctstream.streams.mssql_dialect import MssqlDialect
+        from ctstream.source.dialects.mssql import MssqlDialect
 
         return MssqlDialect()
     raise ValueError(f"source.dialect {name!r} is not known: expected 'sqlite' or 'mssql'")

@@ -17,9 +17,9 @@ from orjson import dumps
 from ctstream.models import TableSpec, encode_key, unique_id
 from ctstream.models.change_event import payload_of
 from ctstream.models.masking import Masker
-from ctstream.streams.kafka_acks import acknowledged, discard
-from ctstream.streams.kafka_batches import Record
-from ctstream.streams.source_reader import SourceChange, SourceReader
+from ctstream.source.reader import SourceChange, SourceReader
+from ctstream.streams.acks import acknowledged, discard
+from ctstream.streams.producer import Record
 
 # send(records) → awaitables that complete when Kafka acknowledged the records (in order
 # per key); kafka_batches.send_batched bound to a producer and the table's raw topic.

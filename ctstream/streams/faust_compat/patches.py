@@ -30,7 +30,7 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    while BigQuery is down, where faust committed a batch that was still being retried.
 6. Table recovery reads a changelog up to its "highwater", which faust takes from
    ListOffsets; the embedded broker answers that with the base offset of the last record
-   batch + 1 (streams/kafka_offsets.py), so recovery stopped short of the last batch (dedup
+   batch + 1 (streams/offsets.py), so recovery stopped short of the last batch (dedup
    ids missed, duplicates let through), and after a rebalance while running a worker
    crashed: its in-memory table had applied offsets above that highwater, which faust's
    consistency check reads as data removed from the topic (found by the test that tracks a
@@ -70,19 +70,19 @@ reading from after its seek is taken as the committed offset (3, ``perform_seek`
    partition's owner after the rebalance reads those records again from the committed
    offset. Done in 14's fetch loop, which replaces the ``getmany`` where it happened.
 12. Not a fix, speed: faust hands every fetched message to its streams through
-   ``wait_first``, four tasks per message; ``streams/faust_eager_delivery.py`` runs the
+   ``wait_first``, four tasks per message; ``streams/faust_compat/eager_delivery.py`` runs the
    delivery at once and falls back to faust's way only when it blocks (the dedup stage:
    0.26 → 0.15 ms of CPU per event).
 13. Not a fix, speed: for a topic of raw bytes with one stream, a fetched message goes
    to the stream's queue without the conductor's lock, awaits and codecs, and straight
-   from the fetch loop, when nothing would wait (``streams/faust_raw_delivery.py``).
+   from the fetch loop, when nothing would wait (``streams/faust_compat/raw_delivery.py``).
 14. Not a fix, speed: faust's fetch loop takes each message from ``getmany``, three async
    generators deep (four with 11's former wrapper), and asks aiokafka for its partition's
    highwater every time;
-   ``streams/faust_fetch_loop.py`` runs the same checks and bookkeeping over a fetch's
+   ``streams/faust_compat/fetch_loop.py`` runs the same checks and bookkeeping over a fetch's
    records partition by partition in a plain loop (11's quiet end included).
 15. Not a fix, speed: faust runs aiokafka's consumer in a thread of its own, with a second
-   event loop; ``streams/faust_same_loop.py`` runs it as a task of the worker's loop.
+   event loop; ``streams/faust_compat/same_loop.py`` runs it as a task of the worker's loop.
 faust-streaming is pinned in pyproject.toml; tests/unit/test_faust_patches.py checks the
 patched functions and tests/faults the kill-and-restart behaviour.
 """
@@ -100,13 +100,11 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, credentials_to_aiokafka_auth
 from faust.utils.functional import consecutive_numbers
 
-from ctstream.streams import (
-    faust_eager_delivery,
-    faust_fetch_loop,
-    faust_raw_delivery,
-    faust_same_loop,
-)
-from ctstream.streams.kafka_offsets import true_end_offsets
+from ctstream.streams.faust_compat import eager_delivery as faust_eager_delivery
+from ctstream.streams.faust_compat import fetch_loop as faust_fetch_loop
+from ctstream.streams.faust_compat import raw_delivery as faust_raw_delivery
+from ctstream.streams.faust_compat import same_loop as faust_same_loop
+from ctstream.streams.offsets import true_end_offsets
 
 log = logging.getLogger("ctstream.faust")
 

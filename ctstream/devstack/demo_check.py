@@ -16,12 +16,12 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.dialects import quote_sqlite
-from ctstream.streams.kafka_offsets import group_lag
-from ctstream.streams.kafka_security import client_options
+from ctstream.source.dialects import quote_sqlite
+from ctstream.streams.offsets import group_lag
+from ctstream.streams.security import client_options
 from ctstream.streams.topics import TopicNames
 
 SourceRows = dict[tuple[Any, ...], dict[str, Any]]

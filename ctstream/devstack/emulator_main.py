@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m ctstream.streams.emulator_main --rest-port N --grpc-port M \\
+    python -m ctstream.devstack.emulator_main --rest-port N --grpc-port M \\
         [--ready-file PATH] [--log-level warning] [--project local] [--time-travel]
 
 The emulator insists on DuckDB's ``spatial`` extension at start, which cannot be
@@ -26,7 +26,7 @@ Once both servers accept connections it writes
 ready file, then runs until SIGTERM or SIGINT and stops cleanly. The ready file is removed
 again on a clean stop.
 
-:mod:`ctstream.streams.local_stack` launches this module; it is not meant to be imported.
+:mod:`ctstream.devstack.local_stack` launches this module; it is not meant to be imported.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m ctstream.streams.emulator_main",
+        prog="python -m ctstream.devstack.emulator_main",
         description="Run the local BigQuery emulator on 127.0.0.1.",
     )
     parser.add_argument("--rest-port", type=int, required=True, help="REST port (0 = any free)")

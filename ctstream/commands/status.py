@@ -16,16 +16,16 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
-from ctstream.doctor import saved_states
+from ctstream.bigquery.layout import quote_bq
+from ctstream.bigquery.schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
+from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.commands.doctor import saved_states
 from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
-from ctstream.streams.bigquery_layout import quote_bq
-from ctstream.streams.bigquery_schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
-from ctstream.streams.bigquery_writer import BigQueryWriter
-from ctstream.streams.kafka_offsets import group_lag
-from ctstream.streams.kafka_security import client_options
-from ctstream.streams.source_reader import SourceReader, selected_tables
+from ctstream.source.reader import SourceReader, selected_tables
+from ctstream.streams.offsets import group_lag
+from ctstream.streams.security import client_options
 from ctstream.streams.topics import TopicNames
 
 LIVE_COUNTERS = ("polls", "events_produced", "duplicates_dropped", "rows_written", "error_rows")

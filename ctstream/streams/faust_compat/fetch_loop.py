@@ -16,7 +16,7 @@ Here one fetch's records are delivered partition by partition, in a plain loop:
   (a rebalance ends the round; what was not delivered is read again from the committed
   offsets, as faust's ``getmany`` breaks off), then the read offset, gap and
   ``commit_every`` bookkeeping of faust's ``_drain_messages``, then the delivery — at once
-  through the partition's :class:`~ctstream.streams.faust_raw_delivery.RawDelivery` when
+  through the partition's :class:`~ctstream.streams.faust_compat.raw_delivery.RawDelivery` when
   nothing would wait, else through faust's ``wait_first(callback(message), …)``;
 - per partition, and again after anything that awaited: the partition must still be
   assigned (aiokafka's ``highwater`` asserts it), and its highwater goes to the monitor.

@@ -2,7 +2,7 @@
 
 Everything runs on the embedded local stack (Tansu broker + bqemulator) started in a
 temporary directory, with the SQLite stand-in for SQL Server Change Tracking as source.
-Workers are ``ctstream worker`` child processes (``ctstream.commands.demo.start_worker``).
+Workers are ``ctstream worker`` child processes (``ctstream.devstack.workers.start_worker``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +30,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from ctstream.bigquery.writer import BigQueryWriter
-from ctstream.commands.demo import WorkerProcess, start_worker, stop_worker
 from ctstream.devstack.local_stack import StackInfo, stack_running
+from ctstream.devstack.workers import WorkerProcess, start_worker, stop_worker, worker_status
 from ctstream.models import ChangeEvent, TableSpec, encode_key, unique_id
+from ctstream.models.values import iso_utc
 from ctstream.settings import Settings, TopicRetention, load_settings
-from ctstream.source.change_capture import iso_utc
 from ctstream.source.sqlite_tracking import track_database
 from ctstream.streams.topics import TopicNames, ensure_topics
 
@@ -252,15 +251,6 @@ def settings_of(config: Path) -> Settings:
     return load_settings(config)
 
 
-def worker_status(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status/", timeout=5) as r:
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-    except (OSError, ValueError):
-        return None
-
-
 class Workers:
     """``count`` ctstream worker processes of one config."""
 
@@ -283,7 +273,7 @@ class Workers:
     async def statuses(self) -> list[dict[str, Any]]:
         self.check_alive()
         found = await asyncio.gather(
-            *(asyncio.to_thread(worker_status, w.web_port) for w in self.list)
+            *(asyncio.to_thread(worker_status, w.web_port, 5.0) for w in self.list)
         )
         return [s for s in found if s]
 
@@ -634,7 +624,13 @@ class Profiler:
         return "\n".join(lines)
 
 
-_ENTRY = ("<module>", "main (", "_cmd_worker", "run_worker")
+_ENTRY = (
+    "<module>",
+    "main (",
+    "handle (ctstream/cli.py",
+    "run (ctstream/commands/worker.py",
+    "run_worker",
+)
 # A sample goes to the component of its leaf-most frame that matches a specific marker;
 # only samples with none (pure event-loop work) fall to the generic markers at the end.
 _COMPONENTS = (
@@ -649,21 +645,21 @@ _COMPONENTS = (
     ("urllib3/", "BigQuery client (google-cloud-bigquery, in threads)"),
     ("http/client", "BigQuery client (google-cloud-bigquery, in threads)"),
     ("json/", "BigQuery client (google-cloud-bigquery, in threads)"),
-    ("ctstream/streams/bigquery", "ctstream BigQuery writer/validator"),
+    ("ctstream/bigquery/", "ctstream BigQuery writer/validator"),
     ("aiokafka/producer", "aiokafka producer"),
     ("Producer.send (faust/transport/drivers/aiokafka", "aiokafka producer"),
     ("aiokafka/consumer", "aiokafka consumer/fetcher"),
     ("faust/transport/", "faust consumer (fetch, dispatch, acks, commit)"),
     ("aiokafka/", "aiokafka other (conn, client)"),
     ("aioodbc", "source (ODBC)"),
-    ("ctstream/streams/source_reader", "source reader"),
-    ("ctstream/streams/change_capture", "poll: building/sending change events"),
+    ("ctstream/source/reader", "source reader"),
+    ("ctstream/source/change_capture", "poll: building/sending change events"),
     ("ctstream/models", "ctstream models (events, json)"),
     ("ctstream/agents/poll", "poll agent"),
     ("ctstream/agents/dedup", "dedup agent"),
     ("ctstream/agents/sink", "sink agent"),
     ("ctstream/agents/batches", "batch bookkeeping"),
-    ("ctstream/streams/faust_patches", "faust patches (commit ceilings)"),
+    ("ctstream/streams/faust_compat/", "faust patches (commit ceilings)"),
     ("faust/streams", "faust stream iteration"),
     ("faust/agents", "faust agent machinery"),
     ("quixstreams/", "quixstreams"),

@@ -25,14 +25,19 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from ctstream.bigquery.writer import BigQueryWriter
-from ctstream.commands.demo import WorkerProcess, start_worker, stop_worker, wait_until_polling
 from ctstream.devstack.demo_check import compare_table
 from ctstream.devstack.local_stack import StackInfo, stack_running
+from ctstream.devstack.workers import (
+    WorkerProcess,
+    fetch_worker_status,
+    start_worker,
+    stop_worker,
+    wait_until_polling,
+)
 from ctstream.settings import load_settings
 from ctstream.source.sqlite_tracking import track_database
 from tests.integration.fault_proxy import fault_proxy
@@ -185,13 +190,6 @@ endpoint = "{bigquery}"
     return path
 
 
-def worker_status(port: int) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{port}/api/status/"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        data: dict[str, Any] = json.loads(response.read())
-        return data
-
-
 async def hold(seconds: float, worker: WorkerProcess, changer: Changer) -> None:
     """Sleep ``seconds``, failing early when the worker or the change thread died."""
     deadline = time.monotonic() + seconds
@@ -255,7 +253,7 @@ async def run(args: argparse.Namespace, stack: StackInfo, workdir: Path) -> dict
             problems = await wait_equal(db, writer, RECOVERY_TIMEOUT_S)
             done = time.monotonic()
             end = sampler.take()
-            status = await asyncio.to_thread(worker_status, worker.web_port)
+            status = await asyncio.to_thread(fetch_worker_status, worker.web_port, 10.0)
         finally:
             if sampling is not None:
                 sampling.cancel()

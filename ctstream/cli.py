@@ -1,14 +1,19 @@
-"""The ``ctstream`` command."""
+"""The ``ctstream`` command line: argument parsing only.
+
+:func:`build_parser` defines every command, option and help text; :func:`main` parses
+``argv`` and runs the command's handler from :mod:`ctstream.commands` (imported only
+then). Exit status: the handler's, 2 for a :class:`ConfigError` (``ctstream: <message>``
+on stderr), 1 for any other :class:`CtstreamError` (``ctstream: error: <message>``), 130
+on Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import json
+import importlib
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 from ctstream import __version__
 from ctstream.errors import ConfigError, CtstreamError
@@ -20,199 +25,22 @@ window, and sinks write batches to BigQuery, slowing down instead of dropping da
 """
 
 
-# google-cloud-bigquery (and its storage client) import pyarrow and numpy whenever they are
-# installed (the local emulator needs them), for DataFrame reads a worker never makes: about
-# 36 MB of a worker's RSS. Marked missing, the clients take their no-pyarrow paths.
-_UNUSED_IN_A_WORKER = ("pyarrow", "numpy", "pandas")
+def _command(module: str, function: str = "run") -> Callable[[argparse.Namespace], int]:
+    """The handler ``ctstream.commands.<module>.<function>``, imported only when the command
+    runs: ``--help`` stays quick, and a worker marks the DataFrame libraries missing
+    before anything imports google-cloud-bigquery."""
 
-
-def _skip_dataframe_libraries() -> None:
-    for name in _UNUSED_IN_A_WORKER:
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
-
-
-def _cmd_worker(args: argparse.Namespace) -> int:
-    _skip_dataframe_libraries()
-    from ctstream.settings import load_settings
-    from ctstream.worker import run_worker
-
-    settings = load_settings(args.config)
-    return run_worker(settings, loglevel=args.loglevel)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from ctstream.commands.demo import DemoOptions, run_demo
-
-    options = DemoOptions(
-        rows=args.rows,
-        workers=args.workers,
-        collectors=args.collectors,
-        timeout=args.timeout,
-        workdir=Path(args.workdir) if args.workdir else None,
-        keep=args.keep,
-    )
-    summary = run_demo(options)
-    if args.json:
-        print(json.dumps(summary), flush=True)
-    else:
-        width = max(len(k) for k in summary)
-        for key, value in summary.items():
-            print(f"{key:<{width}}  {value}")
-    return 0 if summary["mismatches"] == 0 else 1
-
-
-def _cmd_stack(args: argparse.Namespace) -> int:
-    from ctstream.devstack import local_stack
-
-    base = Path(args.dir)
-    if args.action == "up":
-        info, already = local_stack.stack_up(base)
-        data = {
-            "kafka_bootstrap": info.kafka_bootstrap,
-            "bigquery_endpoint": info.bigquery_endpoint,
-            "bigquery_grpc": info.bigquery_grpc,
-            "already_running": already,
-        }
-        if args.json:
-            print(json.dumps(data))
-        else:
-            state = "already running" if already else "started"
-            print(f"local stack {state} (state in {local_stack.state_path(base)})")
-            print(f"  kafka_bootstrap    {info.kafka_bootstrap}")
-            print(f"  bigquery_endpoint  {info.bigquery_endpoint}")
-        return 0
-    stopped = local_stack.stack_down(base)
-    if args.json:
-        print(json.dumps({"stopped": stopped}))
-    else:
-        print("local stack stopped" if stopped else "no local stack was running")
-    return 0
-
-
-def _cmd_sqlite_track(args: argparse.Namespace) -> int:
-    from ctstream.source.sqlite_tracking import track_database
-
-    retention = args.retention
-    tracked = track_database(args.db, args.tables, retention_seconds=retention)
-    for t in tracked:
-        print(
-            f"tracking {t.table_name!r}: key ({', '.join(t.key_columns)}), "
-            f"changes in {t.change_table!r}, min valid version {t.min_valid_version}"
+    def handle(args: argparse.Namespace) -> int:
+        run: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(f"ctstream.commands.{module}"), function
         )
-    return 0
+        return run(args)
 
-
-def _cmd_snapshot(args: argparse.Namespace) -> int:
-    from ctstream.commands.snapshot import request_snapshots
-    from ctstream.settings import load_settings
-    from ctstream.source.reader import selected_tables
-
-    settings = load_settings(args.config)
-    tables = asyncio.run(selected_tables(settings.source)) if args.all else args.table
-    if not tables:
-        raise ConfigError("name the tables to snapshot with --table T (repeatable) or --all")
-    unknown = [t for t in tables if not settings.source.selection.selects(t)]
-    if unknown:
-        raise ConfigError(
-            f"--table {unknown[0]!r} is not in source.tables of {args.config} "
-            f"({', '.join(settings.source.tables)})"
-        )
-    asyncio.run(request_snapshots(settings, tables, args.reason))
-    for table in tables:
-        print(f"snapshot of {table!r} requested ({args.reason})")
-    print("the worker that polls each table runs it; follow it in the worker log or /api/status/")
-    return 0
-
-
-def _cmd_doctor(args: argparse.Namespace) -> int:
-    from ctstream.commands.doctor import as_json, render, run_doctor
-    from ctstream.settings import load_settings
-
-    settings = load_settings(args.config)
-    findings = asyncio.run(run_doctor(settings))
-    if args.json:
-        print(json.dumps(as_json(findings)))
-    else:
-        print(render(findings))
-    return 1 if any(f.level == "error" for f in findings) else 0
-
-
-def _cmd_redrive(args: argparse.Namespace) -> int:
-    from ctstream.commands.redrive import redrive, render
-    from ctstream.settings import load_settings
-    from ctstream.source.reader import selected_tables
-
-    settings = load_settings(args.config)
-    tables = args.table or asyncio.run(selected_tables(settings.source))
-    unknown = [t for t in tables if not settings.source.selection.selects(t)]
-    if unknown:
-        raise ConfigError(f"--table {unknown[0]!r} is not in source.tables of {args.config}")
-    result = asyncio.run(redrive(settings, tables, args.since, args.until, args.dry_run))
-    print(json.dumps(result.as_json()) if args.json else render(result, args.dry_run))
-    return 0 if not (result.still_failing or result.unrecoverable) else 1
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    from ctstream.commands.replay import render, replay
-    from ctstream.settings import load_settings
-
-    settings = load_settings(args.config)
-
-    def progress(done: int, total: int) -> None:
-        if not args.json and sys.stderr.isatty():
-            width = 30
-            filled = width * done // max(total, 1)
-            bar = "#" * filled + "." * (width - filled)
-            print(f"\r[{bar}] {done}/{total} messages", end="", file=sys.stderr, flush=True)
-
-    result = asyncio.run(
-        replay(
-            settings,
-            args.table,
-            since=args.since,
-            from_offset=args.from_offset,
-            until=args.until,
-            topic=args.topic,
-            to_table=args.to_table,
-            skip_dedup=args.skip_dedup,
-            dry_run=args.dry_run,
-            progress=progress,
-        )
-    )
-    if not args.json and sys.stderr.isatty():
-        print(file=sys.stderr)
-    print(json.dumps(result.as_json(), default=str) if args.json else render(result))
-    return 1 if result.error_rows else 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    from ctstream.commands.status import collect_status, render
-    from ctstream.settings import load_settings
-
-    settings = load_settings(args.config)
-    status = asyncio.run(collect_status(settings, args.worker))
-    print(json.dumps(status, default=str) if args.json else render(status))
-    return 0
-
-
-def _cmd_sqlite_untrack(args: argparse.Namespace) -> int:
-    from ctstream.source.sqlite_tracking import untrack_database
-
-    for table, was in untrack_database(args.db, args.tables).items():
-        print(f"{table!r}: change tracking {'turned off' if was else 'was not on'}")
-    return 0
-
-
-def _cmd_sqlite_cleanup(args: argparse.Namespace) -> int:
-    from ctstream.source.sqlite_tracking import cleanup_database
-
-    removed = cleanup_database(args.db)
-    for table, count in removed.items():
-        print(f"{table!r}: {count} change rows past retention removed")
-    return 0
+    return handle
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``ctstream`` command; each sets ``func`` to its handler."""
     from ctstream.settings import parse_duration
 
     def duration(value: str) -> float:
@@ -253,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (default: app.log_level from the config); the loggers named in "
         "app.log_levels keep theirs",
     )
-    worker.set_defaults(func=_cmd_worker)
+    worker.set_defaults(func=_command("worker"))
 
     demo = sub.add_parser(
         "demo",
@@ -282,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workdir", help="keep the demo's files here (default: a temp dir)")
     demo.add_argument("--keep", action="store_true", help="do not delete the work dir")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_command("demo"))
 
     stack = sub.add_parser(
         "stack",
@@ -298,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument(
         "--dir", default=".ctstream", help="where the state file and logs live (default .ctstream)"
     )
-    stack.set_defaults(func=_cmd_stack)
+    stack.set_defaults(func=_command("stack"))
 
     sqlite = sub.add_parser(
         "sqlite",
@@ -321,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2 * 86400.0,
         help="how long changes are kept before cleanup may drop them (default 2d, as SQL Server)",
     )
-    track.set_defaults(func=_cmd_sqlite_track)
+    track.set_defaults(func=_command("sqlite", "track"))
     untrack = sqlite_sub.add_parser(
         "untrack",
         help="turn off change tracking for tables",
@@ -331,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     untrack.add_argument("db", help="SQLite database file")
     untrack.add_argument("tables", nargs="+", metavar="TABLE")
-    untrack.set_defaults(func=_cmd_sqlite_untrack)
+    untrack.set_defaults(func=_command("sqlite", "untrack"))
     cleanup = sqlite_sub.add_parser(
         "cleanup",
         help="drop change rows past retention (SQL Server's auto cleanup)",
@@ -340,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "whose saved version falls below it must re-snapshot the table.",
     )
     cleanup.add_argument("db", help="SQLite database file")
-    cleanup.set_defaults(func=_cmd_sqlite_cleanup)
+    cleanup.set_defaults(func=_command("sqlite", "cleanup"))
 
     snapshot = sub.add_parser(
         "snapshot",
@@ -360,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument(
         "--reason", default="requested by ctstream snapshot", help="noted in logs and BigQuery"
     )
-    snapshot.set_defaults(func=_cmd_snapshot)
+    snapshot.set_defaults(func=_command("snapshot"))
 
     redrive = sub.add_parser(
         "redrive",
@@ -380,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--until", type=timestamp, help="error_time before (ISO-8601)")
     redrive.add_argument("--dry-run", action="store_true", help="check the rows, send nothing")
     redrive.add_argument("--json", action="store_true", help="print the result as JSON")
-    redrive.set_defaults(func=_cmd_redrive)
+    redrive.set_defaults(func=_command("redrive"))
 
     replay = sub.add_parser(
         "replay",
@@ -408,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--dry-run", action="store_true", help="read and check, write nothing")
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
-    replay.set_defaults(func=_cmd_replay)
+    replay.set_defaults(func=_command("replay"))
 
     status = sub.add_parser(
         "status",
@@ -424,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker", action="append", default=[], help="a worker's web address (repeatable)"
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
-    status.set_defaults(func=_cmd_status)
+    status.set_defaults(func=_command("status"))
 
     doctor = sub.add_parser(
         "doctor",
@@ -438,11 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--config", "-c", required=True, help="TOML config file")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
-    doctor.set_defaults(func=_cmd_doctor)
+    doctor.set_defaults(func=_command("doctor"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ctstream`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,7 +1,27 @@
-"""One exception root for ctstream.
+"""Every exception ctstream raises on purpose, under one root.
 
-Like aiokafka's errors, every error says whether trying again can help (``retriable``).
-Messages say what is wrong and what to do about it.
+Like aiokafka's errors, each says whether trying again can help (``retriable``); messages
+say what is wrong and what to do about it. A leaf module: it imports nothing of ctstream's.
+
+::
+
+    CtstreamError
+    ├── ConfigError                 a setting, argument or file is wrong; fix it, start again
+    │   └── UnverifiedDependency    faust/mode/aiokafka is not a version ctstream was checked with
+    ├── BadEvent (also ValueError)  a message is not a valid change event
+    ├── SourceError                 the source database is not usable as configured
+    │   ├── SourceUnavailable       cannot be reached or timed out                 (retriable)
+    │   ├── VersionTooOld           the saved version is below the minimum valid one
+    │   └── SchemaChanged           the table's columns changed; ``spec`` has them  (retriable)
+    ├── KafkaError                  Kafka refused or failed a request
+    │   ├── KafkaUnavailable        the brokers cannot be reached                  (retriable)
+    │   └── KafkaSendFailed         produced messages were not acknowledged        (retriable)
+    ├── SinkError                   BigQuery rejected a request; retrying cannot fix it
+    │   ├── RequestTooLarge         refused for its size; send fewer rows at once
+    │   └── SinkUnavailable         slow, throttling or down                       (retriable)
+    ├── RetryAborted                retrying stopped because the worker is stopping
+    └── StackError                  the local broker or emulator could not be started
+        └── PortTaken               the broker lost the race for its port          (retriable)
 """
 
 from __future__ import annotations
@@ -17,6 +37,17 @@ class ConfigError(CtstreamError):
     """The configuration is invalid; fix the named key and start again."""
 
 
+class UnverifiedDependency(ConfigError):
+    """An installed faust-streaming, mode-streaming or aiokafka is not the version
+    ctstream's patches were verified against; install the pinned one (or allow a trial run
+    as the message says)."""
+
+
+class BadEvent(CtstreamError, ValueError):
+    """A message that is not a valid change event (the reason says why); it is parked in
+    the error topic and ``_error_records``."""
+
+
 class SourceError(CtstreamError):
     """The source database is not usable as configured (missing table, no tracking...)."""
 
@@ -28,7 +59,8 @@ class SourceUnavailable(SourceError):
 
 
 class VersionTooOld(SourceError):
-    """The saved Change Tracking version is below the table's minimum valid version."""
+    """The saved Change Tracking version is below the table's minimum valid version; only
+    a snapshot of the table is correct now."""
 
 
 class SchemaChanged(SourceError):
@@ -39,6 +71,24 @@ class SchemaChanged(SourceError):
     def __init__(self, message: str, spec: object) -> None:
         super().__init__(message)
         self.spec = spec
+
+
+class KafkaError(CtstreamError):
+    """Kafka refused or failed a request."""
+
+
+class KafkaUnavailable(KafkaError):
+    """The Kafka brokers could not be reached (or refused the connection's security);
+    check ``kafka.bootstrap_servers`` and the security settings."""
+
+    retriable = True
+
+
+class KafkaSendFailed(KafkaError):
+    """Produced messages were not acknowledged; everything is sent again (duplicates,
+    never loss)."""
+
+    retriable = True
 
 
 class SinkError(CtstreamError):
@@ -55,5 +105,16 @@ class SinkUnavailable(SinkError):
     retriable = True
 
 
+class RetryAborted(CtstreamError):
+    """Retrying stopped because the worker is shutting down; the work was not done, and is
+    left for the next owner of its partitions."""
+
+
 class StackError(CtstreamError):
     """The local broker or BigQuery emulator could not be started or found."""
+
+
+class PortTaken(StackError):
+    """The local broker lost the race for its port; another port is tried."""
+
+    retriable = True

@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from ctstream.errors import CtstreamError
+from ctstream.errors import CtstreamError, RetryAborted
 
 log = logging.getLogger("ctstream.retry")
 
@@ -19,10 +19,6 @@ def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Full-jitter-ish delay: between half and all of ``initial * 2**(attempt-1)``, capped."""
     ceiling = min(maximum, initial * 2 ** max(0, attempt - 1))
     return float(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not cryptography
-
-
-class RetryAborted(CtstreamError):
-    """Retrying stopped because the worker is shutting down; the work was not done."""
 
 
 async def retry_forever(

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from ctstream.agents.registry import TableRegistry, name_clash
 from ctstream.bigquery.drift import prepare_table
 from ctstream.bigquery.writer import BigQueryWriter
-from ctstream.devstack import crash_points
+from ctstream.devstack.crash_points import CrashPoints
 from ctstream.errors import ConfigError, CtstreamError
 from ctstream.logging import logging_config
 from ctstream.settings import Settings
@@ -75,9 +75,7 @@ def uvloop_everywhere() -> asyncio.AbstractEventLoop:
     """A uvloop loop for this thread, and uvloop for every loop made later.
 
     The policy, not only this loop: any loop a library makes later (``asyncio.new_event_loop()``)
-    is a uvloop too. Measured when faust still ran its Kafka consumer in a thread with a loop
-    of its own (before streams/faust_compat/same_loop.py): ``benchmarks.peer``, three runs each,
-    28.7 to 31.9 worker CPU-s per 100,000 rows with it, 31.8 to 36.7 without.
+    is a uvloop too. uvloop costs a worker less CPU per event than asyncio's own loop.
     """
     import uvloop
 
@@ -94,9 +92,9 @@ def calm_gc() -> None:
     parsed JSON), which at Python's default threshold start a young collection every 700
     net allocations; every tenth of those goes on to the middle generation and every
     hundredth to the whole heap — the imported libraries and the app, which live as long
-    as the process. Measured with ``benchmarks.stages --rows 50000 --only dedup,sink``:
-    the collector took 10% of the dedup worker's CPU and 12% of the sink's; with this,
-    under 2%. Memory: at most ``GC_YOUNG_THRESHOLD`` more objects wait for a collection.
+    as the process (at the default, a tenth of the dedup and sink workers' CPU, seen with
+    ``benchmarks.stages --only dedup,sink``). Memory: at most ``GC_YOUNG_THRESHOLD`` more
+    objects wait for a collection.
     """
     gc.collect()
     gc.freeze()  # start-up's objects live as long as the process; the collector skips them
@@ -109,7 +107,7 @@ def faust_worker(app: Any, loop: Any, level: str, log_config: dict[str, Any]) ->
     The terminal spinner is no use in a service, writes cursor escapes into the log, and
     at a level of warning or above faust sets the *root* logger to DEBUG to feed it: every
     debug call in the process then builds a record, and google-auth parses and hashes
-    each insertAll body for a debug line nobody sees (measured: 2.4% of a worker's CPU).
+    each insertAll body for a debug line nobody sees (a few % of a worker's CPU).
     """
     from faust.worker import Worker
 
@@ -130,6 +128,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
     """Run one worker until SIGINT/SIGTERM. Several may run at once on one config."""
     from ctstream.agents import install
     from ctstream.streams.app import create_app
+    from ctstream.streams.faust_compat import check_versions
     from ctstream.web import install_views
 
     # Set up before the checks at start, so what they find is logged too; faust's worker
@@ -138,18 +137,19 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
         settings.app.log_format, loglevel or settings.app.log_level, settings.app.log_levels
     )
     logging.config.dictConfig(log_config)
+    check_versions(settings.app.allow_unverified_versions)
     writer = BigQueryWriter(
         settings.bigquery,
         timeout=settings.sink.request_timeout,
         max_request_bytes=settings.sink.max_request_bytes,
     )
     registry = asyncio.run(preflight(settings, writer))
-    if settings.faults.crash_points:
-        crash_points.arm({str(k): p for k, p in settings.faults.crash_points.items()})
-        log.warning("FAULT TEST: this worker may kill itself at %s", settings.faults.crash_points)
+    crash = CrashPoints({str(k): p for k, p in settings.faults.crash_points.items()})
+    if crash.armed:
+        log.warning("FAULT TEST: this worker may kill itself at %s", crash.armed)
     loop = uvloop_everywhere()
     app = create_app(settings)
-    pipeline = install(app, settings, registry, writer)
+    pipeline = install(app, settings, registry, writer, crash)
     install_views(app, pipeline)
     worker = faust_worker(app, loop, loglevel or settings.app.log_level, log_config)
     log.info("worker starting: tables %s", ", ".join(registry.specs))

@@ -1,31 +1,41 @@
-"""The pipeline's agents: poll (CT → raw), dedup (raw → deduped), sink (deduped → BigQuery)."""
+"""The pipeline's agents: poll (CT → raw), dedup (raw → deduped), sink (deduped → BigQuery),
+and table discovery; :func:`install` puts those of the worker's roles on its app."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ctstream.agents.dedup import DedupStats, install_dedup
-from ctstream.agents.discovery import install_discovery
-from ctstream.agents.poll import PollStats, install_pollers
+from ctstream.agents.dedup import install_dedup
+from ctstream.agents.discovery import TableDiscovery, install_discovery
+from ctstream.agents.poll import TablePoller, install_pollers
 from ctstream.agents.registry import TableRegistry
-from ctstream.agents.sink import SinkStats, install_sink
+from ctstream.agents.sink import BigQuerySink, install_sink
+from ctstream.agents.stats import DedupStats, PollStats, SinkStats
 from ctstream.bigquery.error_sink import ErrorReporter
 from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.devstack.crash_points import CrashPoints
 from ctstream.models import TableSpec
 from ctstream.settings import Settings
+from ctstream.source.reader import SourceReader
+from ctstream.streams.app import PipelineApp
 from ctstream.streams.commit_holes import install_hole_repair
-from ctstream.streams.faust_compat import patches as faust_patches
+from ctstream.streams.faust_compat import apply_patches
 from ctstream.streams.partitioner import kafka_partitioner
 from ctstream.streams.topics import PipelineTopics, declare
+
+# Changelog messages of table writes wait in faust's producer buffer; at faust's default of
+# 100 every stream pauses to flush it (logging a warning each time), which throttles the
+# dedup stage. Acks are still awaited before offsets are committed.
+PRODUCER_BUFFER_MESSAGES = 10_000
 
 
 @dataclass
 class Pipeline:
     """Everything a worker runs, and the counters its status views read."""
 
-    app: Any
+    app: PipelineApp
     settings: Settings
     registry: TableRegistry
     topics: PipelineTopics
@@ -34,6 +44,9 @@ class Pipeline:
     poll_stats: PollStats
     dedup_stats: DedupStats
     sink_stats: SinkStats
+    crash: CrashPoints = field(default_factory=CrashPoints)
+    # Source connections the agents opened; closed when the worker stops.
+    readers: list[SourceReader] = field(default_factory=list)
 
     @property
     def specs(self) -> Mapping[str, TableSpec]:
@@ -41,16 +54,18 @@ class Pipeline:
 
 
 def install(
-    app: Any, settings: Settings, registry: TableRegistry, writer: BigQueryWriter
+    app: PipelineApp,
+    settings: Settings,
+    registry: TableRegistry,
+    writer: BigQueryWriter,
+    crash: CrashPoints | None = None,
 ) -> Pipeline:
-    faust_patches.apply()
+    """Declare the topics and put the agents of ``settings.app.roles`` on ``app``."""
+    apply_patches()
     install_hole_repair(app)
     specs = registry.specs  # shared and live: tables found while running join it
     topics = declare(app, settings, list(specs.values()))
-    # Table writes queue their changelog messages in faust's producer buffer; at the
-    # default of 100 every stream pauses to flush it (logging a warning each time), which
-    # throttles the dedup stage. Acks are still awaited before offsets are committed.
-    app.producer.buffer.max_messages = 10_000
+    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     # Kafka's default partitioner, faster (streams/partitioner.py); read when the producer
     # starts, which is after this. (faust's consumer keeps aiokafka's for key_partition:
     # the same function, so the same partitions.)
@@ -63,33 +78,51 @@ def install(
         should_abort=lambda: bool(app.should_stop),
     )
     pipeline = Pipeline(
-        app, settings, registry, topics, writer, errors, PollStats(), DedupStats(), SinkStats()
+        app,
+        settings,
+        registry,
+        topics,
+        writer,
+        errors,
+        PollStats(),
+        DedupStats(),
+        SinkStats(),
+        crash or CrashPoints(),
     )
+    crash = pipeline.crash
     roles = settings.app.roles
     discovery = None
     if settings.source.discover:
-        discovery = install_discovery(app, settings, registry, topics, writer)
+        # Its own connection: polls run long.
+        discovery = TableDiscovery(app, settings, registry, topics, writer)
+        pipeline.readers.append(discovery.reader)
+        install_discovery(app, discovery)
     if "poll" in roles:
+        reader = SourceReader(settings.source)
+        pipeline.readers.append(reader)
+        poller = TablePoller(
+            app, settings, registry, topics, reader, writer, pipeline.poll_stats, crash
+        )
         install_pollers(
             app,
-            settings,
-            registry,
-            topics,
-            writer,
-            pipeline.poll_stats,
+            poller,
             errors,
             on_unknown_table=discovery.wake if discovery else lambda name: None,
         )
     if "dedup" in roles:
-        install_dedup(app, topics, errors, pipeline.dedup_stats, specs)
+        install_dedup(app, topics, errors, pipeline.dedup_stats, specs, crash)
     if "sink" in roles:
-        install_sink(app, settings.sink, specs, topics, writer, errors, pipeline.sink_stats)
+        sink = BigQuerySink(
+            app, settings.sink, specs, topics, writer, errors, pipeline.sink_stats, crash
+        )
+        install_sink(app, sink)
 
-    @app.on_before_shutdown.connect
-    async def _close(app_: Any, **kwargs: Any) -> None:
-        for attr in ("ctstream_reader", "ctstream_discovery_reader"):
-            reader = getattr(app, attr, None)
-            if reader is not None:
-                await reader.close()
+    async def close_readers(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        for reader in pipeline.readers:
+            await reader.close()
+
+    # mode types its handlers with mypy_extensions' VarArg/NamedArg, which mypy does not
+    # match against a plain ``async def``.
+    app.on_before_shutdown.connect(close_readers)  # type: ignore[arg-type]
 
     return pipeline

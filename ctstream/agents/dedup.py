@@ -22,55 +22,39 @@ other payload is parsed here and refused with the reason if it is not a change e
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from faust.streams import _current_event
-
 from ctstream.agents.batches import run_batch
+from ctstream.agents.stats import DedupStats
 from ctstream.bigquery.error_sink import ErrorReporter
-from ctstream.devstack.crash_points import crash_point
-from ctstream.errors import CtstreamError
-from ctstream.models import BadEvent, ChangeEvent, TableSpec
-from ctstream.models.change_event import peek_unique_id
+from ctstream.devstack.crash_points import CrashPoints
+from ctstream.errors import BadEvent, CtstreamError, KafkaSendFailed
+from ctstream.models import ChangeEvent, TableSpec
+from ctstream.models.change_event import Record, peek_unique_id
 from ctstream.retry import retry_forever
 from ctstream.streams.acks import acknowledged, discard
+from ctstream.streams.app import PipelineApp
 from ctstream.streams.channel_batches import channel_batches
-from ctstream.streams.producer import (
-    Record,
-    aiokafka_producer,
-    partition_count,
-    send_batched,
-)
+from ctstream.streams.faust_compat.internals import set_current_event
+from ctstream.streams.producer import aiokafka_producer, partition_count, send_batched
 from ctstream.streams.seen_ids import digest_utf8
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.dedup")
 
 
-def set_current_event(event: Any) -> None:
-    """Make ``event`` the current one for table access in this task only."""
-    _current_event.set(None if event is None else weakref.ref(event))
-
-
-class DedupStats:
-    def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
-        self.forwarded: dict[str, int] = {}
-        self.dropped: dict[str, int] = {}
-        self.bad: int = 0
-
-
 def install_dedup(
-    app: Any,
+    app: PipelineApp,
     topics: PipelineTopics,
     errors: ErrorReporter,
     stats: DedupStats,
     specs: Mapping[str, TableSpec],
+    crash: CrashPoints,
     batch: int = 1000,
 ) -> None:
+    """The ``ctstream.dedup`` agent: raw topics → deduped topics, ``batch`` events at a time."""
     seen_ids = topics.seen_ids
     if seen_ids is None:
         raise CtstreamError("the dedup role needs the seen-ids table (declare with it)")
@@ -130,7 +114,7 @@ def install_dedup(
             10.0,
             should_abort=lambda: bool(app.should_stop),
         )
-        crash_point("dedup.forwarded")
+        crash.reach("dedup.forwarded")
         # One table entry (one changelog message) per partition and window of the batch.
         groups: dict[tuple[int, int], tuple[Any, list[bytes]]] = {}
         for event, table, id_digest, _ in fresh:
@@ -178,10 +162,6 @@ def install_dedup(
         except Exception as exc:
             discard(pending)  # any producer failure: resend all (duplicates, not loss)
             raise KafkaSendFailed(f"{type(exc).__name__}: {exc}") from exc
-
-
-class KafkaSendFailed(CtstreamError):
-    retriable = True
 
 
 def restricted_copy(change: ChangeEvent, spec: TableSpec) -> bytes:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 from ctstream.agents.registry import TableRegistry, name_clash
 from ctstream.bigquery.drift import prepare_table
@@ -23,6 +22,7 @@ from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.errors import CtstreamError
 from ctstream.settings import Settings
 from ctstream.source.reader import SourceReader
+from ctstream.streams.app import PipelineApp
 from ctstream.streams.security import client_options
 from ctstream.streams.topics import PipelineTopics, ensure_topics
 
@@ -33,7 +33,7 @@ WAKE_EVERY = 3.0
 class TableDiscovery:
     def __init__(
         self,
-        app: Any,
+        app: PipelineApp,
         settings: Settings,
         registry: TableRegistry,
         topics: PipelineTopics,
@@ -144,18 +144,9 @@ class TableDiscovery:
         self._said[name] = message
 
 
-def install_discovery(
-    app: Any,
-    settings: Settings,
-    registry: TableRegistry,
-    topics: PipelineTopics,
-    writer: BigQueryWriter,
-) -> TableDiscovery:
-    discovery = TableDiscovery(app, settings, registry, topics, writer)
-    app.ctstream_discovery_reader = discovery.reader  # closed on shutdown, see install()
+def install_discovery(app: PipelineApp, discovery: TableDiscovery) -> None:
+    """A task of ``app`` that runs ``discovery`` until the worker stops."""
 
     @app.task
     async def discover_tables() -> None:
         await discovery.run_forever()
-
-    return discovery

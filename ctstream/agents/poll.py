@@ -17,47 +17,34 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from ctstream.agents.registry import TableRegistry
+from ctstream.agents.stats import PollStats
 from ctstream.bigquery.drift import adopt_schema
 from ctstream.bigquery.error_sink import ErrorReporter
 from ctstream.bigquery.writer import BigQueryWriter
-from ctstream.devstack.crash_points import crash_point
+from ctstream.devstack.crash_points import CrashPoints
 from ctstream.errors import CtstreamError, SchemaChanged, SourceError, VersionTooOld
 from ctstream.models import PollTick, SourceState, TableSpec
+from ctstream.models.change_event import Record
+from ctstream.models.values import iso_utc
 from ctstream.retry import retry_forever
 from ctstream.settings import Settings
 from ctstream.source.change_capture import (
     PollResult,
     Send,
-    iso_utc,
     poll_table,
     snapshot_table,
 )
 from ctstream.source.reader import SourceReader
-from ctstream.streams.producer import Record, aiokafka_producer, send_batched
+from ctstream.streams.acks import Sent
+from ctstream.streams.app import PipelineApp
+from ctstream.streams.producer import aiokafka_producer, send_batched
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.poll")
-
-
-@dataclass
-class PollStats:
-    """What the pollers did, per table (read by status views and tests)."""
-
-    polls: dict[str, int] = field(default_factory=dict)
-    events: dict[str, int] = field(default_factory=dict)
-    versions: dict[str, int] = field(default_factory=dict)
-    last_error: dict[str, str] = field(default_factory=dict)
-    last_start: dict[str, float] = field(default_factory=dict)
-    # Snapshots: the one running (its reason), the last completed, and tables stopped
-    # because their saved version is too old and their mode does not re-snapshot.
-    snapshotting: dict[str, str] = field(default_factory=dict)
-    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stopped: dict[str, str] = field(default_factory=dict)
 
 
 class TablePoller:
@@ -65,15 +52,17 @@ class TablePoller:
 
     def __init__(
         self,
-        app: Any,
+        app: PipelineApp,
         settings: Settings,
         registry: TableRegistry,
         topics: PipelineTopics,
         reader: SourceReader,
         writer: BigQueryWriter,
         stats: PollStats,
+        crash: CrashPoints,
     ) -> None:
         self.app = app
+        self.crash = crash
         self.registry = registry
         # Shared with the sink and the status views; a table's spec is replaced when its
         # columns change at the source (see _adopt), tables found while running join.
@@ -153,7 +142,7 @@ class TablePoller:
                 self._stop(spec, exc, mode)
             return
         if result.events:
-            crash_point("poll.acked")
+            self.crash.reach("poll.acked")
         if result.to_version != state.version:
             self._save(name, state.advanced(result.to_version))
         self._record(result)
@@ -209,10 +198,10 @@ class TablePoller:
     def _sender(self, spec: TableSpec) -> Send:
         raw_topic = self.topics.names.raw(spec)
 
-        async def send(records: list[Record]) -> Sequence[Awaitable[object]]:
+        async def send(records: list[Record]) -> Sent:
             # Straight to aiokafka in one record batch per partition, by the producer's
             # own partitioner (as topic.send would); the futures complete on Kafka's ack.
-            return await send_batched(aiokafka_producer(self.app), raw_topic, records)
+            return Sent(await send_batched(aiokafka_producer(self.app), raw_topic, records))
 
         return send
 
@@ -245,7 +234,7 @@ class TablePoller:
         self.stats.snapshotting[name] = reason
         log.info("table %s: snapshot starting (%s)", name, reason)
         result = await snapshot_table(self.reader, spec, self._sender(spec))
-        crash_point("snapshot.acked")
+        self.crash.reach("snapshot.acked")
         # Recorded before the state is saved: a crash in between repeats the snapshot.
         sink = self.settings.sink
         await retry_forever(
@@ -278,19 +267,15 @@ class TablePoller:
 
 
 def install_pollers(
-    app: Any,
-    settings: Settings,
-    registry: TableRegistry,
-    topics: PipelineTopics,
-    writer: BigQueryWriter,
-    stats: PollStats,
+    app: PipelineApp,
+    poller: TablePoller,
     errors: ErrorReporter,
     on_unknown_table: Callable[[str], None] = lambda name: None,
 ) -> None:
-    interval = settings.source.poll_interval
-    reader = SourceReader(settings.source)
-    app.ctstream_reader = reader  # closed on shutdown, see install()
-    poller = TablePoller(app, settings, registry, topics, reader, writer, stats)
+    """The leader's ``ctstream.poll_ticks`` timer (a tick per table per poll interval) and
+    the ``ctstream.poll`` agent, which runs ``poller`` for the ticks of its partitions."""
+    registry, topics, stats = poller.registry, poller.topics, poller.stats
+    interval = poller.settings.source.poll_interval
 
     @app.timer(interval, on_leader=True, name="ctstream.poll_ticks")
     async def send_poll_ticks() -> None:

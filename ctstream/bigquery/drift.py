@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 
 from google.cloud.bigquery import SchemaField
 
-from ctstream.bigquery.schema import column_type
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.errors import SourceError
 from ctstream.models import METADATA_COLUMNS, ColumnSpec, TableSpec
+from ctstream.models.column_types import column_type
 from ctstream.settings import BigQueryTableOptions
 
 log = logging.getLogger("ctstream.schema")

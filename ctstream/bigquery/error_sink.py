@@ -18,9 +18,9 @@ import orjson
 
 from ctstream.bigquery.schema import ERROR_RECORDS_TABLE
 from ctstream.bigquery.writer import BigQueryWriter
-from ctstream.errors import SinkError
-from ctstream.retry import RetryAborted, retry_forever
-from ctstream.source.change_capture import iso_utc
+from ctstream.errors import RetryAborted, SinkError
+from ctstream.models.values import iso_utc
+from ctstream.retry import retry_forever
 
 log = logging.getLogger("ctstream.errors")
 

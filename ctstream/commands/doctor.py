@@ -9,26 +9,37 @@ retention, and whether Change Tracking's own cleanup is falling behind.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
+import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from ctstream.commands.saved_state import saved_states
 from ctstream.errors import CtstreamError
 from ctstream.models import SourceState, TableSpec
-from ctstream.settings import Settings
+from ctstream.settings import Settings, load_settings
 from ctstream.source.reader import (
     DatabaseInfo,
     SourceReader,
     TableHealth,
     selected_tables,
 )
-from ctstream.streams.offsets import true_end_offsets
-from ctstream.streams.security import client_options
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ctstream doctor --config FILE [--json]``: print the findings; 1 when any is an
+    error, else 0."""
+    settings = load_settings(args.config)
+    findings = asyncio.run(run_doctor(settings))
+    if args.json:
+        print(json.dumps(as_json(findings)))
+    else:
+        print(render(findings))
+    return 1 if any(f.level == "error" for f in findings) else 0
+
 
 Level = Literal["ok", "warn", "error"]
 # Cleanup may lag retention by this much before it counts as behind (it runs in the
@@ -39,6 +50,9 @@ LAG_WARN_FRACTION = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One check's result: its level, the table (None: the database), what was seen and
+    what to do about it."""
+
     level: Level
     check: str
     table: str | None
@@ -54,56 +68,6 @@ def _duration(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"
-
-
-async def saved_states(settings: Settings, timeout: float = 15.0) -> dict[str, SourceState]:  # noqa: ASYNC109
-    """The pollers' saved state per table, read from the ``ct-versions`` changelog."""
-    topic = f"{settings.app.id}-ct-versions-changelog"
-    options = client_options(settings.kafka)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        request_timeout_ms=int(timeout * 1000),
-        **options,
-    )
-    await asyncio.wait_for(consumer.start(), timeout)
-    states: dict[str, SourceState] = {}
-    try:
-        if topic not in await consumer.topics():  # also refreshes the metadata
-            return states
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return states
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await true_end_offsets(settings.kafka.bootstrap_servers, tps, client_options=options)
-        remaining = {tp for tp in tps if ends.get(tp, 0) > 0}
-        deadline = asyncio.get_running_loop().time() + timeout
-        while remaining and asyncio.get_running_loop().time() < deadline:
-            batches = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, messages in batches.items():
-                for message in messages:
-                    name = _decode_key(message.key)
-                    if name is not None and message.value is not None:
-                        with contextlib.suppress(ValueError, orjson.JSONDecodeError):
-                            states[name] = SourceState.from_value(orjson.loads(message.value))
-                    if message.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-        return states
-    finally:
-        await consumer.stop()
-
-
-def _decode_key(key: bytes | None) -> str | None:
-    if key is None:
-        return None
-    text = key.decode("utf-8", "replace")
-    with contextlib.suppress(orjson.JSONDecodeError):
-        value = orjson.loads(key)
-        if isinstance(value, str):
-            return value
-    return text
 
 
 def database_findings(dialect: str, info: DatabaseInfo) -> list[Finding]:

@@ -9,9 +9,11 @@ not fit are reported with the reason and left where they are (their record stays
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import datetime as dt
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +24,26 @@ from aiokafka.errors import KafkaError
 from ctstream.bigquery.layout import quote_bq
 from ctstream.bigquery.schema import ERROR_RECORDS_TABLE, change_row
 from ctstream.bigquery.writer import BigQueryWriter
-from ctstream.models import BadEvent, ChangeEvent, TableSpec
+from ctstream.errors import BadEvent, ConfigError
+from ctstream.models import ChangeEvent, TableSpec
+from ctstream.models.values import iso_utc
 from ctstream.retry import retry_forever
-from ctstream.settings import Settings
-from ctstream.source.change_capture import iso_utc
+from ctstream.settings import Settings, load_settings
+from ctstream.source.reader import selected_tables
 from ctstream.streams.security import client_options
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ctstream redrive --config FILE [--table T]… [--since] [--until] [--dry-run]
+    [--json]``: print the result; 1 when any row could not be redriven, else 0."""
+    settings = load_settings(args.config)
+    tables = args.table or asyncio.run(selected_tables(settings.source))
+    unknown = [t for t in tables if not settings.source.selection.selects(t)]
+    if unknown:
+        raise ConfigError(f"--table {unknown[0]!r} is not in source.tables of {args.config}")
+    result = asyncio.run(redrive(settings, tables, args.since, args.until, args.dry_run))
+    print(json.dumps(result.as_json()) if args.json else render(result, args.dry_run))
+    return 0 if not (result.still_failing or result.unrecoverable) else 1
 
 
 @dataclass

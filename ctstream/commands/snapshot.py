@@ -7,6 +7,7 @@ table's state. That worker saves the request in the state first, so it survives 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import Sequence
@@ -14,10 +15,32 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from ctstream.errors import ConfigError, KafkaUnavailable
 from ctstream.models import PollTick
-from ctstream.settings import Settings
+from ctstream.settings import Settings, load_settings
+from ctstream.source.reader import selected_tables
 from ctstream.streams.security import client_options, tls_failure
-from ctstream.streams.topics import KafkaUnavailable, TopicNames
+from ctstream.streams.topics import TopicNames
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ctstream snapshot --config FILE (--table T… | --all) [--reason R]``: send the
+    requests and say so; 0. A table outside ``source.tables`` is a :class:`ConfigError`."""
+    settings = load_settings(args.config)
+    tables = asyncio.run(selected_tables(settings.source)) if args.all else args.table
+    if not tables:
+        raise ConfigError("name the tables to snapshot with --table T (repeatable) or --all")
+    unknown = [t for t in tables if not settings.source.selection.selects(t)]
+    if unknown:
+        raise ConfigError(
+            f"--table {unknown[0]!r} is not in source.tables of {args.config} "
+            f"({', '.join(settings.source.tables)})"
+        )
+    asyncio.run(request_snapshots(settings, tables, args.reason))
+    for table in tables:
+        print(f"snapshot of {table!r} requested ({args.reason})")
+    print("the worker that polls each table runs it; follow it in the worker log or /api/status/")
+    return 0
 
 
 async def request_snapshots(
@@ -26,6 +49,11 @@ async def request_snapshots(
     reason: str,
     timeout: float = 30.0,  # noqa: ASYNC109
 ) -> None:
+    """Send one snapshot request per table to the poll-ticks topic, acknowledged by Kafka.
+
+    Raises :class:`KafkaUnavailable` when Kafka cannot be reached in ``timeout`` s or the
+    topic does not exist yet (no worker of this config has run).
+    """
     topic = TopicNames(settings.kafka.topic_prefix).poll_ticks
     bootstrap = settings.kafka.bootstrap_servers
     options = client_options(settings.kafka)

@@ -8,7 +8,9 @@ workers (their ``/api/status/``) are added up too.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
@@ -19,10 +21,10 @@ from aiokafka import TopicPartition
 from ctstream.bigquery.layout import quote_bq
 from ctstream.bigquery.schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
 from ctstream.bigquery.writer import BigQueryWriter
-from ctstream.commands.doctor import saved_states
+from ctstream.commands.saved_state import saved_states
 from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
-from ctstream.settings import Settings
+from ctstream.settings import Settings, load_settings
 from ctstream.source.reader import SourceReader, selected_tables
 from ctstream.streams.offsets import group_lag
 from ctstream.streams.security import client_options
@@ -31,7 +33,15 @@ from ctstream.streams.topics import TopicNames
 LIVE_COUNTERS = ("polls", "events_produced", "duplicates_dropped", "rows_written", "error_rows")
 
 
-def _worker_status(url: str) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> int:
+    """``ctstream status --config FILE [--worker URL]… [--json]``: print the status; 0."""
+    settings = load_settings(args.config)
+    status = asyncio.run(collect_status(settings, args.worker))
+    print(json.dumps(status, default=str) if args.json else render(status))
+    return 0
+
+
+def _status_at(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url.rstrip("/") + "/api/status/", timeout=5) as response:  # noqa: S310
         data: dict[str, Any] = orjson.loads(response.read())
         return data
@@ -98,7 +108,7 @@ async def collect_status(settings: Settings, workers: Sequence[str] = ()) -> dic
 
 def _safe_worker_status(url: str, problems: list[str]) -> dict[str, Any] | None:
     try:
-        return _worker_status(url)
+        return _status_at(url)
     except (OSError, ValueError) as exc:
         problems.append(f"worker {url}: {type(exc).__name__}: {exc}")
         return None

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
 
 from aiokafka import AIOKafkaProducer
 
 from ctstream.errors import CtstreamError
+from ctstream.models.change_event import Record
 from ctstream.settings import Settings
 from ctstream.source.change_capture import poll_table
 from ctstream.source.reader import SourceReader, selected_tables
-from ctstream.streams.producer import Record, send_batched
+from ctstream.streams.acks import Sent
+from ctstream.streams.producer import send_batched
 from ctstream.streams.security import client_options
 from ctstream.streams.topics import TopicNames
 
@@ -45,10 +46,8 @@ async def run_collector(settings: Settings, stop: asyncio.Event) -> int:
             for name, spec in specs.items():
                 topic = names.raw(spec)
 
-                async def send(
-                    records: list[Record], topic: str = topic
-                ) -> Sequence[Awaitable[object]]:
-                    return await send_batched(producer, topic, records)
+                async def send(records: list[Record], topic: str = topic) -> Sent:
+                    return Sent(await send_batched(producer, topic, records))
 
                 try:
                     result = await poll_table(

@@ -8,7 +8,8 @@ at-least-once delivery; these points are those windows:
 * ``dedup.forwarded``: deduplicated copies are acknowledged; their ids are not remembered.
 * ``sink.written``: BigQuery accepted a batch; its offsets are not committed yet.
 
-Unarmed (the default, and the only sane production setting) a point costs a dict lookup.
+A worker owns one :class:`CrashPoints`, unarmed unless its settings arm it (the only sane
+production setting); an unarmed point costs a dict lookup.
 """
 
 from __future__ import annotations
@@ -20,24 +21,24 @@ from collections.abc import Mapping
 
 CRASH_POINTS = ("poll.acked", "snapshot.acked", "dedup.forwarded", "sink.written")
 
-_armed: dict[str, float] = {}
-_random = random.Random()  # noqa: S311 - chooses when to crash, not a secret
 
+class CrashPoints:
+    """The points armed in this process, each with its probability of a SIGKILL per pass."""
 
-def arm(points: Mapping[str, float]) -> None:
-    """Crash at each point with its probability per pass (replaces what was armed)."""
-    unknown = set(points) - set(CRASH_POINTS)
-    if unknown:
-        raise ValueError(f"unknown crash point(s): {', '.join(sorted(unknown))}")
-    _armed.clear()
-    _armed.update({name: p for name, p in points.items() if p > 0})
+    def __init__(self, armed: Mapping[str, float] | None = None, seed: int | None = None) -> None:
+        """Arm ``armed`` (point → probability; 0 disarms); ValueError for an unknown name."""
+        armed = dict(armed or {})
+        unknown = set(armed) - set(CRASH_POINTS)
+        if unknown:
+            raise ValueError(f"unknown crash point(s): {', '.join(sorted(unknown))}")
+        self.armed = {name: p for name, p in armed.items() if p > 0}
+        self._dice = random.Random(seed)  # noqa: S311 - chooses when to crash, not a secret
 
-
-def crash_point(name: str) -> None:
-    """SIGKILL this process here, if ``name`` is armed and its dice say so."""
-    probability = _armed.get(name)
-    if probability is None or _random.random() >= probability:
-        return
-    # Straight to fd 2: a log handler might buffer, and nothing runs after SIGKILL.
-    os.write(2, f"\nctstream: crash point {name}: killing this worker (fault test)\n".encode())
-    os.kill(os.getpid(), signal.SIGKILL)
+    def reach(self, name: str) -> None:
+        """SIGKILL this process here, if ``name`` is armed and its dice say so."""
+        probability = self.armed.get(name)
+        if probability is None or self._dice.random() >= probability:
+            return
+        # Straight to fd 2: a log handler might buffer, and nothing runs after SIGKILL.
+        os.write(2, f"\nctstream: crash point {name}: killing this worker (fault test)\n".encode())
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -115,9 +115,9 @@ async def serve(args: argparse.Namespace) -> None:
     from bqemulator.server import EmulatorServer
 
     if args.ready_file is not None:
-        # DuckDB spills to ".tmp" under the working directory, which is the package root
-        # (see local_stack): 4 GB of it appeared there in a 30-minute fault soak. The
-        # ready file's directory is the stack's own.
+        # DuckDB spills query state to ".tmp" under the working directory, which is the
+        # package root (see local_stack); it belongs in the stack's own directory, the
+        # ready file's.
         os.chdir(args.ready_file.parent)
 
     settings = Settings(

@@ -1,6 +1,9 @@
-"""Plain data types shared by every stage. Nothing here imports the app."""
+"""Plain data shared by every stage: change events, table specs, unique ids, masking rules.
 
-from ctstream.models.change_event import METADATA_COLUMNS, BadEvent, ChangeEvent, Operation
+Imports nothing of ctstream's but ``ctstream.errors`` (a leaf).
+"""
+
+from ctstream.models.change_event import METADATA_COLUMNS, ChangeEvent, Operation
 from ctstream.models.source_state import PollTick, SourceState
 from ctstream.models.table_selection import TableSelection
 from ctstream.models.table_spec import ColumnSpec, TableSpec, bq_identifier
@@ -9,7 +12,6 @@ from ctstream.models.values import JsonValue, normalise
 
 __all__ = [
     "METADATA_COLUMNS",
-    "BadEvent",
     "ChangeEvent",
     "ColumnSpec",
     "JsonValue",

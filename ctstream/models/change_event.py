@@ -9,6 +9,7 @@ from typing import Any, Literal, cast
 
 import orjson
 
+from ctstream.errors import BadEvent
 from ctstream.models.values import JsonValue
 
 # I/U/D as Change Tracking reports them; S: the row as read by a snapshot of the table.
@@ -27,9 +28,8 @@ METADATA_COLUMNS: tuple[str, ...] = (
     "bigquery_insert_time",
 )
 
-
-class BadEvent(ValueError):
-    """A message that is not a valid change event (the reason says why)."""
+# An encoded event as a Kafka record: key, value, timestamp in seconds (None: when sent).
+Record = tuple[bytes | None, bytes | None, float | None]
 
 
 @dataclass(slots=True, frozen=True, init=False)

@@ -17,6 +17,12 @@ from typing import Any
 JsonValue = None | bool | int | float | str
 
 
+def iso_utc(epoch: float) -> str:
+    """Epoch seconds → ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, microseconds), as BigQuery
+    reads a TIMESTAMP."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def normalise(value: Any) -> JsonValue:
     """One database value → its JSON-native form."""
     if value is None or isinstance(value, bool | int | str):

@@ -7,23 +7,34 @@ the returned version only after this returns: every event has been acknowledged 
 
 from __future__ import annotations
 
-import datetime as dt
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from orjson import dumps
 
 from ctstream.models import TableSpec, encode_key, unique_id
-from ctstream.models.change_event import payload_of
+from ctstream.models.change_event import Record, payload_of
 from ctstream.models.masking import Masker
-from ctstream.source.reader import SourceChange, SourceReader
-from ctstream.streams.acks import acknowledged, discard
-from ctstream.streams.producer import Record
+from ctstream.models.values import iso_utc
+from ctstream.source.changes import SourceChange
+from ctstream.source.reader import SourceReader
 
-# send(records) → awaitables that complete when Kafka acknowledged the records (in order
-# per key); kafka_batches.send_batched bound to a producer and the table's raw topic.
-Send = Callable[[list[Record]], Awaitable[Sequence[Awaitable[object]]]]
+
+class Delivery(Protocol):
+    """Records handed to Kafka and not yet known to be acknowledged."""
+
+    async def acknowledged(self) -> None:
+        """Return when Kafka acknowledged every record; raise the first failure."""
+
+    def discard(self) -> None:
+        """Nobody will wait: fetch any failure, so that none is logged as lost."""
+
+
+# send(records) → their delivery, once they are queued in order (per key) for the table's
+# raw topic. The poll agent binds streams/producer.send_batched to its producer.
+Send = Callable[[list[Record]], Awaitable[Delivery]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +46,6 @@ class PollResult:
     events: int
     started_at: float
     seconds: float
-
-
-def iso_utc(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def _produce(
@@ -62,7 +69,8 @@ async def _produce(
     # Columns written to another BigQuery column than usual travel under that name.
     targets = spec.targets
     table = spec.name
-    in_flight: Sequence[Awaitable[object]] = ()
+    in_flight: Delivery | None = None
+    sent: Delivery | None = None
     try:
         async for batch in batches:
             records: list[Record] = []
@@ -86,12 +94,16 @@ async def _produce(
                 )
                 append((encode_key(key), dumps(payload), started))
             sent = await send(records)
-            await acknowledged(in_flight)
-            in_flight = sent
+            if in_flight is not None:
+                await in_flight.acknowledged()
+            in_flight, sent = sent, None
             events += len(batch)
-        await acknowledged(in_flight)
+        if in_flight is not None:
+            await in_flight.acknowledged()
     except BaseException:
-        discard(in_flight)
+        for delivery in (in_flight, sent):
+            if delivery is not None:
+                delivery.discard()
         raise
     return events
 

@@ -14,14 +14,13 @@ import logging
 
 from ctstream.settings import dsn_pairs
 
-__all__ = ["secure_dsn"]
+__all__ = ["SecureDsn"]
 
 log = logging.getLogger(__name__)
 
 _OFF = {"no", "false", "0", "optional"}  # Driver 18 also knows "strict" and "mandatory"
 _TRAILING = "; \t\r\n"
 _ON = {"yes", "true", "1"}
-_warned: set[str] = set()  # digests of DSNs already warned about: once per process
 
 
 def _value(pairs: dict[str, str], key: str) -> str | None:
@@ -29,10 +28,29 @@ def _value(pairs: dict[str, str], key: str) -> str | None:
     return None if value is None else value.strip("{}").strip().lower()
 
 
-def secure_dsn(dsn: str, dialect: str) -> str:
-    """The connection string to use for ``dsn``: with ``Encrypt=yes`` added for mssql."""
-    if dialect != "mssql":
+class SecureDsn:
+    """Makes the connection string to use; warns about an insecure one once per DSN."""
+
+    def __init__(self) -> None:
+        self._warned: set[str] = set()  # digests of the DSNs warned about
+
+    def __call__(self, dsn: str, dialect: str) -> str:
+        """``dsn`` as given, with ``Encrypt=yes`` added for mssql when it has no Encrypt."""
+        problems = insecurities(dsn, dialect)
+        digest = hashlib.sha256(dsn.encode("utf-8")).hexdigest()
+        if problems and digest not in self._warned:
+            self._warned.add(digest)
+            for problem in problems:
+                log.warning("INSECURE SOURCE CONNECTION: %s", problem)
+        if dialect == "mssql" and _value(dsn_pairs(dsn), "encrypt") is None:
+            return dsn.rstrip(_TRAILING) + ";Encrypt=yes"
         return dsn
+
+
+def insecurities(dsn: str, dialect: str) -> list[str]:
+    """What is insecure about ``dsn`` (never the DSN itself: it may hold a password)."""
+    if dialect != "mssql":
+        return []
     pairs = dsn_pairs(dsn)
     encrypt = _value(pairs, "encrypt")
     trust = _value(pairs, "trustservercertificate")
@@ -48,11 +66,4 @@ def secure_dsn(dsn: str, dialect: str) -> str:
             "validated, so anyone on the network path can pose as the server; install the "
             "server's CA certificate on this host and set TrustServerCertificate=no"
         )
-    digest = hashlib.sha256(dsn.encode("utf-8")).hexdigest()
-    if problems and digest not in _warned:
-        _warned.add(digest)
-        for problem in problems:
-            log.warning("INSECURE SOURCE CONNECTION: %s", problem)
-    if encrypt is None:
-        return dsn.rstrip(_TRAILING) + ";Encrypt=yes"
-    return dsn
+    return problems

@@ -1,4 +1,5 @@
-"""Reads Change Tracking changes over aioodbc, one consistent transaction per poll.
+"""Reads the source over aioodbc: the catalog, versions, and changes or whole tables, each
+read in one consistent transaction.
 
 In one transaction: the table's minimum valid version, the database's current version,
 and every change since the caller's last version left-joined to the table on each key
@@ -12,12 +13,11 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import aioodbc
 import pyodbc
 
-from ctstream.bigquery.schema import bigquery_type
 from ctstream.errors import (
     ConfigError,
     SchemaChanged,
@@ -25,22 +25,15 @@ from ctstream.errors import (
     SourceUnavailable,
     VersionTooOld,
 )
-from ctstream.models import ColumnSpec, JsonValue, Operation, TableSpec, normalise
+from ctstream.models import ColumnSpec, TableSpec
+from ctstream.models.column_types import bigquery_type
 from ctstream.models.masking import Masker, protect
 from ctstream.settings import SourceSettings
-from ctstream.source.dialects import ChangeQuery, Dialect, SnapshotQuery, Statement, dialect_for
-from ctstream.source.odbc_security import secure_dsn
+from ctstream.source.changes import ChangeSet, SnapshotSet
+from ctstream.source.dialects import Dialect, Statement, dialect_for
+from ctstream.source.odbc_security import SecureDsn
 
 log = logging.getLogger(__name__)
-
-
-class SourceChange(NamedTuple):
-    """One fetched change (a tuple: made for every row, it costs a third of a dataclass)."""
-
-    operation: Operation
-    version: int
-    key: tuple[JsonValue, ...]
-    row: dict[str, JsonValue]  # deletes: key columns only
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,74 +50,6 @@ class TableHealth:
     current_version: int
     retention_seconds: float | None
     oldest_unpolled_change_age_s: float | None
-
-
-# Values whose JSON-native form is themselves (``normalise`` returns them unchanged);
-# a float too unless it is NaN or infinite (no comparison with those holds).
-_AS_IS = frozenset({type(None), bool, int, str})
-_INFINITY = float("inf")
-
-
-def _rows_to_changes(
-    rows: Sequence[Any], spec: TableSpec, key_count: int, values: tuple[str, ...]
-) -> list[SourceChange]:
-    key_names = tuple(c.name for c in spec.key_columns)
-    names = key_names + values
-    key_end = 2 + key_count
-    as_is, inf = _AS_IS, _INFINITY
-    batch: list[SourceChange] = []
-    append = batch.append
-    for r in rows:
-        op = r[0]
-        deleted = op == "D"  # a delete carries its key only
-        # Most values need no conversion: the type test is inline, normalise for the rest.
-        cells = [
-            v if type(v) in as_is or (type(v) is float and -inf < v < inf) else normalise(v)
-            for v in (r[2:key_end] if deleted else r[2:])
-        ]
-        row: dict[str, JsonValue] = dict(zip(key_names if deleted else names, cells, strict=True))
-        append(SourceChange(op, int(r[1]), tuple(cells[:key_count]), row))
-    return batch
-
-
-@dataclass(slots=True)
-class ChangeSet:
-    """An open read of one table's changes; iterate :meth:`batches` inside the context."""
-
-    spec: TableSpec
-    last_version: int
-    min_valid_version: int
-    current_version: int
-    _cursor: Any
-    _query: ChangeQuery
-    _fetch_size: int
-
-    async def batches(self) -> AsyncIterator[list[SourceChange]]:
-        query = self._query
-        await self._cursor.execute(query.sql, *((self.last_version,) * query.last_version_params))
-        while rows := await self._cursor.fetchmany(self._fetch_size):
-            yield _rows_to_changes(rows, self.spec, query.key_count, query.value_columns)
-
-
-@dataclass(slots=True)
-class SnapshotSet:
-    """An open read of a whole table at ``version``; its rows come as operation 'S'."""
-
-    spec: TableSpec
-    version: int
-    min_valid_version: int
-    _cursor: Any
-    _query: SnapshotQuery
-    _fetch_size: int
-
-    async def batches(self) -> AsyncIterator[list[SourceChange]]:
-        query = self._query
-        prefix = ("S", self.version)
-        await self._cursor.execute(query.sql)
-        while rows := await self._cursor.fetchmany(self._fetch_size):
-            yield _rows_to_changes(
-                [(*prefix, *r) for r in rows], self.spec, query.key_count, query.value_columns
-            )
 
 
 def _columns(rows: Sequence[Any]) -> tuple[ColumnSpec, ...]:
@@ -151,6 +76,7 @@ class SourceReader:
         self._dialect = dialect or dialect_for(settings.dialect)
         self._conn: Any = None
         self._lock = asyncio.Lock()
+        self._secure_dsn = SecureDsn()
 
     @property
     def dialect(self) -> Dialect:
@@ -165,7 +91,9 @@ class SourceReader:
 
             try:
                 conn = await aioodbc.connect(
-                    dsn=secure_dsn(self._settings.dsn.get_secret_value(), self._settings.dialect),
+                    dsn=self._secure_dsn(
+                        self._settings.dsn.get_secret_value(), self._settings.dialect
+                    ),
                     autocommit=False,
                     after_created=configure,
                 )

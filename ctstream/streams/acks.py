@@ -34,3 +34,20 @@ def discard(futures: Sequence[Any]) -> None:
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+class Sent:
+    """Records handed to the producer, as one delivery: ``acknowledged()`` returns when
+    Kafka acknowledged every one (raising the first failure), ``discard()`` when nobody
+    will wait for them."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self, futures: Sequence[Any]) -> None:
+        self.futures = futures
+
+    async def acknowledged(self) -> None:
+        await acknowledged(self.futures)
+
+    def discard(self) -> None:
+        discard(self.futures)

@@ -1,65 +1,31 @@
-"""Builds the faust.App from settings. A leaf: it imports nothing else of ctstream's."""
+"""Builds the worker's faust App (``PipelineApp``) from settings."""
 
 from __future__ import annotations
 
-import ssl
 from typing import TYPE_CHECKING, Any
 
 import faust
-from aiokafka.helpers import create_ssl_context
+
+from ctstream.streams.in_flight import InFlightBatches
+from ctstream.streams.security import broker_credentials
 
 if TYPE_CHECKING:
-    from faust.types.auth import CredentialsT
-
-    from ctstream.settings import KafkaSettings, Settings
+    from ctstream.settings import Settings
 
 
-def _no_key_password() -> bytes:
-    # Without a password callback OpenSSL would prompt on the terminal for an encrypted key.
-    raise ValueError("encrypted private keys are not supported")
+class PipelineApp(faust.App):
+    """faust's App, owning the state ctstream's agents and faust patches share.
 
-
-def kafka_ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
-    """The TLS context for ``SSL`` and ``SASL_SSL``; None for the plaintext protocols.
-
-    Here rather than in streams/security.py (which re-exports it) so that this module
-    stays a leaf; the aiokafka clients of the CLI commands use the same context.
+    ``in_flight``: the batches the agents are running, below which commits are capped.
     """
-    if not kafka.security_protocol.endswith("SSL"):
-        return None
-    context: ssl.SSLContext = create_ssl_context(
-        cafile=kafka.ssl_cafile,  # None: the system's CA certificates
-        certfile=kafka.ssl_certfile,
-        keyfile=kafka.ssl_keyfile,
-        password=_no_key_password if kafka.ssl_certfile is not None else None,
-    )
-    context.check_hostname = kafka.ssl_check_hostname  # the settings warned when false
-    return context
+
+    def __init__(self, id: str, **options: Any) -> None:
+        super().__init__(id, **options)
+        self.in_flight = InFlightBatches()
 
 
-def broker_credentials(kafka: KafkaSettings) -> CredentialsT | None:
-    """Faust's ``broker_credentials`` for the ``[kafka]`` settings; None for plaintext.
-
-    Faust hands them to every aiokafka client it makes (security_protocol, ssl_context,
-    sasl_mechanism — PLAIN or SCRAM-SHA-256/512 —, sasl_plain_username/password).
-    """
-    context = kafka_ssl_context(kafka)
-    if kafka.security_protocol.startswith("SASL_"):
-        assert kafka.sasl_password is not None  # checked by the settings
-        # SASL_SSL when a context is given, SASL_PLAINTEXT without one (faust.auth).
-        credentials: CredentialsT = faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value(),
-            ssl_context=context,
-            mechanism=kafka.sasl_mechanism,
-        )
-        return credentials
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
-
-
-def create_app(settings: Settings, **overrides: Any) -> faust.App:
+def create_app(settings: Settings, **overrides: Any) -> PipelineApp:
+    """The worker's app, configured from ``settings`` (``overrides``: faust settings)."""
     kafka = settings.kafka
     brokers = [f"kafka://{hp.strip()}" for hp in kafka.bootstrap_servers.split(",")]
     config: dict[str, Any] = {
@@ -105,4 +71,4 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "logging_config": None,
     }
     config.update(overrides)
-    return faust.App(settings.app.id, **config)
+    return PipelineApp(settings.app.id, **config)

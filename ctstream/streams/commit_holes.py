@@ -1,16 +1,16 @@
 """Re-reading a partition whose commit is stuck behind a message never processed.
 
-faust commits a partition up to the first offset not acknowledged (streams/faust_compat/patches.py
-makes sure it never passes one). A message that was fetched but never reached a stream is
-such a hole: later messages are processed and acknowledged, the commit stays at the hole,
-and nothing reads the hole again until the next rebalance seeks to the committed offset.
-faust drops fetched messages in a few places: at the end of table recovery (closed by
-patch 9 in faust_patches.py), or when a stream skips what it fetched as a rebalance starts
-(patch 8 leaves those to the rebalance's seek). Each leaves the data in Kafka, but a
-worker that never rebalanced again would sit on a hole nobody found yet. This watch
-seeks such a partition back to its committed offset once the hole has outlived ``after``
-seconds: what follows the hole is read again (duplicates, which dedup and BigQuery's
-insertId drop), and the hole is processed.
+faust commits a partition up to the first offset not acknowledged (streams/faust_compat/
+commits.py makes sure it never passes one). A message that was fetched but never reached a
+stream is such a hole: later messages are processed and acknowledged, the commit stays at
+the hole, and nothing reads the hole again until the next rebalance seeks to the committed
+offset. faust drops fetched messages in a few places: at the end of table recovery (closed
+by faust patch 9, docs/faust-patches.md), or when a stream skips what it fetched as a
+rebalance starts (patch 8 leaves those to the rebalance's seek). Each leaves the data in
+Kafka, but a worker that never rebalanced again would sit on a hole nobody found yet. This
+watch seeks such a partition back to its committed offset once the hole has outlived
+``after`` seconds: what follows the hole is read again (duplicates, which dedup and
+BigQuery's insertId drop), and the hole is processed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+
+from ctstream.streams.faust_compat.internals import acked_offsets, committed_offsets
 
 log = logging.getLogger("ctstream.commit_holes")
 
@@ -41,9 +43,10 @@ class HoleWatch:
         due: dict[Any, int] = {}
         stuck: dict[Any, tuple[int, float]] = {}
         acks_enabled_for = consumer.app.topics.acks_enabled_for
+        acked_of, committed_of = acked_offsets(consumer), committed_offsets(consumer)
         for tp in consumer.assignment():
-            acked = consumer._acked.get(tp)
-            committed = consumer._committed_offset.get(tp)
+            acked = acked_of.get(tp)
+            committed = committed_of.get(tp)
             if not acked or committed is None or min(acked) <= committed:
                 continue  # nothing done past the committed offset, or no hole at it
             if not acks_enabled_for(tp.topic):

@@ -8,10 +8,10 @@ aiokafka ``BatchBuilder`` per partition, and handed over with ``send_batch``: on
 per record batch. Within a partition the messages keep their order, and a batch holds at
 most the producer's ``max_batch_size`` (a full one is sent and a new one begun).
 
-It reads aiokafka's private ``_metadata``, ``_partitioner`` and
-``client._wait_on_metadata`` (aiokafka is held below 0.15 in pyproject.toml), and faust's
-``Producer._ensure_producer`` (faust is pinned); tests/integration/test_kafka_batches.py
-checks partitions, order and timestamps on the real broker.
+The producer's metadata, partitioner and metadata wait are aiokafka's private parts, read
+through streams/faust_compat/internals.py; the partitioner gets the arguments aiokafka's own
+``AIOKafkaProducer._partition`` passes it (the fingerprint test holds that function to the
+verified source).
 """
 
 from __future__ import annotations
@@ -22,23 +22,25 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from ctstream.models.change_event import Record
 from ctstream.streams.acks import discard
-
-# (key, value, timestamp in seconds; None: now)
-
-Record = tuple[bytes | None, bytes | None, float | None]
+from ctstream.streams.faust_compat.internals import (
+    aiokafka_producer_of,
+    producer_metadata,
+    producer_partitioner,
+    wait_on_metadata,
+)
 
 
 def aiokafka_producer(app: Any) -> AIOKafkaProducer:
     """The aiokafka producer inside faust's (raises faust's NotReady before it started)."""
-    producer: AIOKafkaProducer = app.producer._ensure_producer()
-    return producer
+    return aiokafka_producer_of(app.producer)
 
 
 async def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
     """How many partitions ``topic`` has, as the producer's metadata knows it."""
-    await producer.client._wait_on_metadata(topic)
-    return len(producer._metadata.partitions_for_topic(topic) or ())
+    await wait_on_metadata(producer, topic)
+    return len(producer_metadata(producer).partitions_for_topic(topic) or ())
 
 
 async def send_batched(
@@ -53,15 +55,15 @@ async def send_batched(
     dedup stage forwards a record to the partition its copy was read from, when the two
     topics have as many partitions: the key hashed there). Else the partitioner decides.
 
-    Await the result with ``kafka_acks.acknowledged``. Raises as ``send`` does when the
+    Await the result with ``streams.acks.acknowledged``. Raises as ``send`` does when the
     producer is closed or has failed; then nothing may be taken as written.
     """
-    await producer.client._wait_on_metadata(topic)
-    metadata = producer._metadata
+    await wait_on_metadata(producer, topic)
+    metadata = producer_metadata(producer)
     # The same arguments aiokafka's own ``_partition`` passes to the partitioner.
     all_partitions = list(metadata.partitions_for_topic(topic))
     available = list(metadata.available_partitions_for_topic(topic))
-    partitioner = producer._partitioner
+    partitioner = producer_partitioner(producer)
     given = iter(partitions) if partitions is not None else None
     builders: dict[int, Any] = {}
     futures: list[asyncio.Future[Any]] = []

@@ -19,11 +19,12 @@ import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-# Built in streams/app.py, which may import nothing of ctstream's: the Faust app and these
-# clients share one implementation of the settings → TLS context / credentials mapping.
-from ctstream.streams.app import broker_credentials, kafka_ssl_context
+import faust
+from aiokafka.helpers import create_ssl_context
 
 if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
     from ctstream.settings import KafkaSettings
 
 __all__ = [
@@ -35,6 +36,51 @@ __all__ = [
 ]
 
 _PROBE_TIMEOUT_S = 5.0
+
+
+def _no_key_password() -> bytes:
+    # Without a password callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise ValueError("encrypted private keys are not supported")
+
+
+def kafka_ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context for ``SSL`` and ``SASL_SSL``; None for the plaintext protocols.
+
+    Here rather than in streams/security.py (which re-exports it) so that this module
+    stays a leaf; the aiokafka clients of the CLI commands use the same context.
+    """
+    if not kafka.security_protocol.endswith("SSL"):
+        return None
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=kafka.ssl_cafile,  # None: the system's CA certificates
+        certfile=kafka.ssl_certfile,
+        keyfile=kafka.ssl_keyfile,
+        password=_no_key_password if kafka.ssl_certfile is not None else None,
+    )
+    context.check_hostname = kafka.ssl_check_hostname  # the settings warned when false
+    return context
+
+
+def broker_credentials(kafka: KafkaSettings) -> CredentialsT | None:
+    """Faust's ``broker_credentials`` for the ``[kafka]`` settings; None for plaintext.
+
+    Faust hands them to every aiokafka client it makes (security_protocol, ssl_context,
+    sasl_mechanism — PLAIN or SCRAM-SHA-256/512 —, sasl_plain_username/password).
+    """
+    context = kafka_ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL_"):
+        assert kafka.sasl_password is not None  # checked by the settings
+        # SASL_SSL when a context is given, SASL_PLAINTEXT without one (faust.auth).
+        credentials: CredentialsT = faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism,
+        )
+        return credentials
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:

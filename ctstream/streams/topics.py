@@ -15,12 +15,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ctstream.errors import CtstreamError
+from ctstream.errors import KafkaUnavailable
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, TopicRetention
+from ctstream.streams.faust_compat.internals import (
+    callbacks_being_rebuilt,
+    flag_subscription_change,
+    set_resubscribe_delay,
+    subscribed_topics,
+)
 from ctstream.streams.security import tls_failure
 from ctstream.streams.seen_ids import SeenIds
 
@@ -70,10 +77,6 @@ class TopicNames:
         for spec in specs:
             names += self.per_table(spec)
         return names
-
-
-class KafkaUnavailable(CtstreamError):
-    retriable = True
 
 
 async def ensure_topics(
@@ -191,9 +194,9 @@ class PipelineTopics:
         faust's conductor ignores a change signalled while a rebalance is under way.
         """
         conductor = self.app.topics
-        if self.app.rebalancing or conductor._tp_to_callback_lock.locked():
+        if self.app.rebalancing or callbacks_being_rebuilt(conductor):
             return []  # mid-change: the index is being rebuilt; look again next round
-        subscribed = set(conductor._topic_name_index)
+        subscribed = set(subscribed_topics(conductor))
         wanted: list[str] = []
         for source in (self.raw_source, self.deduped_source):
             # Only a source an agent iterates over (its clones are registered).
@@ -201,11 +204,11 @@ class PipelineTopics:
                 wanted += source.topics
         missing = [t for t in wanted if t not in subscribed]
         if missing:
-            self.app.topics._flag_changes()
+            flag_subscription_change(self.app.topics)
         return missing
 
 
-def widen_subscription(app: Any, source: Any, names: Sequence[str]) -> None:
+def widen_subscription(app: faust.App, source: Any, names: Sequence[str]) -> None:
     """Add topics to a running agent's source and to the clones its stream iterates over.
 
     faust's clones of a topic share its ``topics`` list (a clone gets the same object), so
@@ -219,10 +222,10 @@ def widen_subscription(app: Any, source: Any, names: Sequence[str]) -> None:
     clones = sum(1 for c in app.topics if c.topics is shared)
     shared.extend(new)
     log.info("subscribing %d streams to %s", clones, ", ".join(new))
-    app.topics._flag_changes()
+    flag_subscription_change(app.topics)
 
 
-def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> PipelineTopics:
+def declare(app: faust.App, settings: Settings, specs: Sequence[TableSpec]) -> PipelineTopics:
     names = TopicNames(settings.kafka.topic_prefix)
     n = settings.kafka.partitions
 
@@ -242,8 +245,8 @@ def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> Pipelin
     # Tables only where a stage uses them: each has a changelog topic to restore.
     seen_ids = versions = None
     if "dedup" in roles:
-        # Named apart from the per-id windowed table of earlier versions, whose
-        # changelog this format cannot read.
+        # Its changelog holds one entry per batch (streams/seen_ids.py); the name says so,
+        # so that no table of another format is ever read as this one.
         seen_ids = SeenIds(
             app.Table(
                 "seen-id-batches",
@@ -265,7 +268,7 @@ def declare(app: Any, settings: Settings, specs: Sequence[TableSpec]) -> Pipelin
         )
     # faust waits 45 s after a subscription change before resubscribing (to gather
     # changes into one rebalance); a table found while running should flow sooner.
-    app.topics._resubscribe_sleep_lock_seconds = 2.0
+    set_resubscribe_delay(app.topics, 2.0)
     return PipelineTopics(
         app=app,
         names=names,

@@ -7,7 +7,7 @@ label or a value.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -19,6 +19,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ctstream.agents.stats import Histogram
+from ctstream.streams.app import PipelineApp
+from ctstream.streams.faust_compat.internals import committed_offsets, consumer_if_created
 
 if TYPE_CHECKING:
     from ctstream.agents import Pipeline
@@ -104,15 +106,15 @@ class PipelineCollector(Collector):
         yield lag
 
 
-def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
+def consumer_lag(app: PipelineApp) -> dict[tuple[str, int], int]:
     """Highwater minus committed offset for each partition this worker owns."""
-    consumer = getattr(app, "_consumer", None)
+    consumer = consumer_if_created(app)
     if consumer is None:
         return {}
     lags: dict[tuple[str, int], int] = {}
     try:
         for tp in consumer.assignment():
-            committed = consumer._committed_offset.get(tp)
+            committed = committed_offsets(consumer).get(tp)
             highwater = consumer.highwater(tp)
             if committed is None or highwater is None or highwater < 0:
                 continue  # changelogs are read, never committed: no lag to speak of

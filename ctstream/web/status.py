@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ctstream.agents.stats import Histogram
+from ctstream.streams.app import PipelineApp
+from ctstream.streams.faust_compat.internals import consumer_if_created
 from ctstream.web.dashboard import DASHBOARD_HTML, TABLES_HTML
 from ctstream.web.metrics import consumer_lag, metrics_text
 from ctstream.web.tables import install_table_views
@@ -86,15 +88,15 @@ def _percentile(histogram: Histogram | None, q: float) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _owned(app: Any) -> set[tuple[str, int]]:
-    consumer = getattr(app, "_consumer", None)
+def _owned(app: PipelineApp) -> set[tuple[str, int]]:
+    consumer = consumer_if_created(app)
     try:
         return {(tp.topic, tp.partition) for tp in consumer.assignment()} if consumer else set()
     except Exception:  # the consumer is not started yet
         return set()
 
 
-def require_token(app: Any, token: str) -> None:
+def require_token(app: PipelineApp, token: str) -> None:
     """Refuse every request to the worker's web server that lacks the token."""
     from aiohttp import web as aioweb
 
@@ -110,10 +112,11 @@ def require_token(app: Any, token: str) -> None:
             )
         return await handler(request)
 
-    app.web.web_app.middlewares.append(check)
+    web: Any = app.web  # faust's aiohttp driver; the abstract Web lacks its ``web_app``
+    web.web_app.middlewares.append(check)
 
 
-def install_views(app: Any, pipeline: Pipeline) -> None:
+def install_views(app: PipelineApp, pipeline: Pipeline) -> None:
     token = pipeline.settings.web.token
     if token is not None:
         require_token(app, token.get_secret_value())

@@ -21,6 +21,7 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from ctstream.models import encode_key, parse_unique_id
+from ctstream.streams.app import PipelineApp
 from ctstream.streams.seen_ids import SeenIds, digest
 
 if TYPE_CHECKING:
@@ -53,8 +54,16 @@ def _partition_of(name: str, key: str, partitions: int) -> int:
     return int(DefaultPartitioner()(raw, list(range(partitions)), list(range(partitions))))
 
 
-def _owner_url(app: Any, topic: str, partition: int) -> str | None:
-    for url, tps in app.assignor.changelog_distribution.items():
+def changelog_owners(app: PipelineApp) -> dict[Any, Any]:
+    """Worker URL → {changelog topic: partitions} (faust's ``PartitionAssignor``, which
+    the abstract ``PartitionAssignorT`` does not declare)."""
+    assignor: Any = app.assignor
+    owners: dict[Any, Any] = assignor.changelog_distribution
+    return owners
+
+
+def _owner_url(app: PipelineApp, topic: str, partition: int) -> str | None:
+    for url, tps in changelog_owners(app).items():
         if partition in tps.get(topic, ()):
             return str(url)
     return None
@@ -78,12 +87,12 @@ def _json_key(entry: Mapping[str, Any]) -> bytes:
     return orjson.dumps(entry["key"], default=str)
 
 
-async def _fetch(app: Any, url: str, path: str, headers: Mapping[str, str]) -> Any:
+async def _fetch(app: PipelineApp, url: str, path: str, headers: Mapping[str, str]) -> Any:
     async with app.http_client.get(url.rstrip("/") + path, headers=dict(headers)) as response:
         return orjson.loads(await response.read())
 
 
-def install_table_views(app: Any, pipeline: Pipeline) -> None:
+def install_table_views(app: PipelineApp, pipeline: Pipeline) -> None:
     partitions = pipeline.settings.kafka.partitions
 
     @app.page("/api/tables/")
@@ -136,7 +145,7 @@ def install_table_views(app: Any, pipeline: Pipeline) -> None:
             )
         entries = _entries(table)
         if query.get("scope", "all") == "all":
-            urls = {str(u) for u in app.assignor.changelog_distribution}
+            urls = {str(u) for u in changelog_owners(app)}
             urls.discard(str(app.conf.canonical_url))
             path = f"/api/tables/{name}/?scope=local&size=1000000"
             others = await asyncio.gather(

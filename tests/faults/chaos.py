@@ -20,8 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctstream.commands.demo import WorkerProcess, _worker_status, start_worker, wait_until_polling
 from ctstream.devstack.local_stack import StackInfo
+from ctstream.devstack.workers import (
+    WorkerProcess,
+    start_worker,
+    wait_until_polling,
+    worker_status,
+)
 from ctstream.models import TableSpec
 from ctstream.source.sqlite_tracking import cleanup_database
 from ctstream.streams.commit_holes import REREAD_NOTICE
@@ -150,7 +155,7 @@ class FaultRun:
 
     async def _kill(self, slot: _Slot) -> None:
         assert slot.worker is not None
-        status = await asyncio.to_thread(_worker_status, slot.worker.web_port) or {}
+        status = await asyncio.to_thread(worker_status, slot.worker.web_port) or {}
         if any(t.get("polls") for t in status.get("tables", {}).values()):
             self.summary.poller_kills += 1
         self.h.stop_worker(slot.worker, signal.SIGKILL)
@@ -168,7 +173,7 @@ class FaultRun:
     async def _wait_answering(self, worker: WorkerProcess, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and worker.proc.poll() is None:
-            if await asyncio.to_thread(_worker_status, worker.web_port) is not None:
+            if await asyncio.to_thread(worker_status, worker.web_port) is not None:
                 return
             await asyncio.sleep(0.5)
 
@@ -390,7 +395,7 @@ class FaultRun:
         s.problems += problems[:20]
         for slot in self.slots:  # the pipeline kept running: every worker still answers
             w = slot.worker
-            if w is None or w.proc.poll() is not None or _worker_status(w.web_port) is None:
+            if w is None or w.proc.poll() is not None or worker_status(w.web_port) is None:
                 s.problems.append(f"worker {slot.index} is not running at the end")
         names = TopicNames(h.settings.kafka.topic_prefix)
         specs = [TableSpec(t, None, t, ()) for t in h.tables]

@@ -8,7 +8,6 @@ import itertools
 import signal
 import sqlite3
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ctstream.bigquery.writer import BigQueryWriter
-from ctstream.commands.demo import WorkerProcess, start_worker, stop_worker, wait_until_polling
 from ctstream.devstack.demo_check import compare_table
 from ctstream.devstack.local_stack import StackInfo
+from ctstream.devstack.workers import (
+    WorkerProcess,
+    fetch_worker_status,
+    start_worker,
+    stop_worker,
+    wait_until_polling,
+)
 from ctstream.errors import SinkError
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, load_settings
@@ -138,11 +143,7 @@ storage_endpoint = "{stack.bigquery_grpc}"
         )
 
     def status(self, worker: WorkerProcess) -> dict[str, Any]:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{worker.web_port}/api/status/", timeout=5
-        ) as response:
-            data: dict[str, Any] = orjson.loads(response.read())
-            return data
+        return fetch_worker_status(worker.web_port, timeout=5)
 
     def logs(self) -> str:
         return "\n".join(

@@ -12,9 +12,10 @@ from aiokafka.errors import ProducerClosed
 from aiokafka.partitioner import DefaultPartitioner
 
 from ctstream.devstack.local_stack import StackInfo
+from ctstream.models.change_event import Record
 from ctstream.streams.acks import acknowledged
 from ctstream.streams.partitioner import kafka_partitioner
-from ctstream.streams.producer import Record, partition_count, send_batched
+from ctstream.streams.producer import partition_count, send_batched
 from ctstream.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

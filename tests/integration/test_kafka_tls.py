@@ -30,12 +30,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ctstream.commands.snapshot import request_snapshots
 from ctstream.devstack import local_stack
+from ctstream.errors import KafkaUnavailable
 from ctstream.models import PollTick
 from ctstream.settings import Settings, load_settings
 from ctstream.streams.app import create_app
 from ctstream.streams.offsets import true_end_offsets
 from ctstream.streams.security import client_options
-from ctstream.streams.topics import KafkaUnavailable, TopicNames, ensure_topics
+from ctstream.streams.topics import TopicNames, ensure_topics
 
 pytestmark = pytest.mark.integration
 

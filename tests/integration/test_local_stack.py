@@ -20,17 +20,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from google.cloud import bigquery
 
-from ctstream.devstack import local_stack
+from ctstream.devstack import detached_stack, probes
+from ctstream.devstack.detached_stack import stack_down, stack_up, state_path
 from ctstream.devstack.local_stack import (
     BROKER_LOG,
     EMULATOR_LOG,
     LocalStack,
     StackInfo,
     running_stack,
-    stack_down,
     stack_running,
-    stack_up,
-    state_path,
 )
 from ctstream.errors import StackError
 
@@ -186,9 +184,9 @@ def test_stack_end_to_end(tmp_path: Path) -> None:
 async def test_running_stack_async(tmp_path: Path) -> None:
     async with running_stack(tmp_path) as info:
         assert LocalStack.is_running(info)
-        assert await asyncio.to_thread(local_stack.kafka_ready, info.kafka_bootstrap)
+        assert await asyncio.to_thread(probes.kafka_ready, info.kafka_bootstrap)
         url = f"{info.bigquery_endpoint}/bigquery/v2/projects/local/datasets"
-        assert await asyncio.to_thread(local_stack.http_ready, url)
+        assert await asyncio.to_thread(probes.http_ready, url)
     await asyncio.to_thread(assert_stopped, info)
 
 
@@ -202,7 +200,7 @@ def test_stack_up_and_down(tmp_path: Path) -> None:
     try:
         assert first.already_running is False
         assert StackInfo.from_json(path.read_text()) == first.info
-        assert local_stack.running_info(base) == first.info
+        assert detached_stack.running_info(base) == first.info
 
         second = stack_up(base)
         assert second.already_running is True
@@ -212,7 +210,7 @@ def test_stack_up_and_down(tmp_path: Path) -> None:
     assert not path.exists()
     assert_stopped(first.info)
     assert stack_down(base) is False
-    assert local_stack.running_info(base) is None
+    assert detached_stack.running_info(base) is None
 
 
 def test_stale_state_file_is_replaced(tmp_path: Path) -> None:
@@ -221,7 +219,7 @@ def test_stale_state_file_is_replaced(tmp_path: Path) -> None:
     # Kill the stack behind the launcher's back: the state file is now stale.
     LocalStack().stop(up.info)
     assert state_path(base).exists()
-    assert local_stack.running_info(base) is None
+    assert detached_stack.running_info(base) is None
 
     again = stack_up(base)
     try:
@@ -242,7 +240,7 @@ def test_stack_up_outlives_its_process(tmp_path: Path) -> None:
     base = tmp_path / ".ctstream"
     script = (
         "import sys; from pathlib import Path; "
-        "from ctstream.devstack.local_stack import stack_up; "
+        "from ctstream.devstack.detached_stack import stack_up; "
         "print(stack_up(Path(sys.argv[1])).info.to_json())"
     )
     repo_root = Path(__file__).resolve().parents[2]
@@ -257,11 +255,9 @@ def test_stack_up_outlives_its_process(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     info = StackInfo.from_json(done.stdout)
     try:
-        assert local_stack.running_info(base) == info
-        assert local_stack.kafka_ready(info.kafka_bootstrap)
-        assert local_stack.http_ready(
-            f"{info.bigquery_endpoint}/bigquery/v2/projects/local/datasets"
-        )
+        assert detached_stack.running_info(base) == info
+        assert probes.kafka_ready(info.kafka_bootstrap)
+        assert probes.http_ready(f"{info.bigquery_endpoint}/bigquery/v2/projects/local/datasets")
         assert stack_up(base).already_running is True
     finally:
         assert stack_down(base) is True

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from ctstream.agents.batches import commit_ceiling, run_batch, run_in_flight, withhold
-from ctstream.errors import SinkUnavailable
-from ctstream.retry import RetryAborted, retry_forever
+from ctstream.agents.batches import run_batch, run_in_flight
+from ctstream.errors import RetryAborted, SinkUnavailable
+from ctstream.retry import retry_forever
+from ctstream.streams.in_flight import InFlightBatches
 
 
 def events(n: int) -> list[Any]:
@@ -20,9 +21,16 @@ def events(n: int) -> list[Any]:
     ]
 
 
+# One ledger for the module's tests, as a worker has one per app.
+LEDGER = InFlightBatches()
+commit_ceiling = LEDGER.commit_ceiling
+withhold = LEDGER.withhold
+
+
 class App:
     def __init__(self) -> None:
         self.should_stop = False
+        self.in_flight = LEDGER
 
 
 async def test_a_finished_batch_is_left_to_faust_to_acknowledge() -> None:
@@ -151,11 +159,12 @@ class FakeConsumer:
         self._committed_offset: Any = defaultdict(lambda: None, {tp: committed})
         self._acked: Any = defaultdict(list, {tp: list(acked)})
         self._acked_index: Any = defaultdict(set, {tp: set(acked)})
+        self.app = App()
 
     def _new_offset(self, tp: Any) -> int | None:
-        from ctstream.streams.faust_compat import patches as faust_patches
+        from ctstream.streams.faust_compat import commits
 
-        return faust_patches.new_offset(self, tp)
+        return commits.new_offset(self, tp)
 
     def _should_commit(self, tp: Any, offset: int) -> bool:
         from faust.transport.consumer import Consumer
@@ -164,9 +173,12 @@ class FakeConsumer:
 
 
 def test_faust_commit_filter_applies_the_ceiling_and_keeps_what_it_cannot_commit() -> None:
+    from faust.transport.consumer import Consumer
     from faust.types import TP
 
-    from ctstream.streams.faust_compat.patches import filter_committable_offsets
+    from ctstream.streams.faust_compat.register import replacement_for
+
+    filter_committable_offsets = replacement_for(Consumer, "_filter_committable_offsets")
 
     tp = TP("ceil-c", 0)
     withhold(tp_events("ceil-c", 0, [8, 9]))

@@ -11,13 +11,13 @@ from ctstream.bigquery.schema import (
     METADATA_FIELDS,
     RowValidator,
     _check_value,
-    bigquery_type,
     change_row,
     payload_row,
     table_schema,
 )
 from ctstream.models import METADATA_COLUMNS, ChangeEvent, ColumnSpec, TableSpec, unique_id
 from ctstream.models.change_event import parse_payload
+from ctstream.models.column_types import bigquery_type
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import pytest
 
 from ctstream.models import ChangeEvent, ColumnSpec, TableSpec, encode_key, unique_id
-from ctstream.source.change_capture import _produce, iso_utc
-from ctstream.source.reader import SourceChange
-from ctstream.streams.producer import Record
+from ctstream.models.change_event import Record
+from ctstream.models.values import iso_utc
+from ctstream.source.change_capture import _produce
+from ctstream.source.changes import SourceChange
+from ctstream.streams.acks import Sent
 from tests.loop_steps import after_scheduled_callbacks
 
 SPEC = TableSpec(
@@ -43,7 +45,7 @@ class RecordingSend:
         self.fail_on_call = fail_on_call
         self.called = asyncio.Condition()
 
-    async def __call__(self, records: list[Record]) -> Sequence[asyncio.Future[None]]:
+    async def __call__(self, records: list[Record]) -> Sent:
         if self.fail_on_call == len(self.calls) + 1:
             raise SendFailed("producer closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -51,7 +53,7 @@ class RecordingSend:
         self.futures.append(future)
         async with self.called:
             self.called.notify_all()
-        return [future]
+        return Sent([future])
 
     async def until_calls(self, n: int) -> None:
         async with asyncio.timeout(5), self.called:

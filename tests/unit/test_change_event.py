@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from ctstream.errors import BadEvent
 from ctstream.models.change_event import (
     FIELDS,
-    BadEvent,
     ChangeEvent,
     parse_payload,
     peek_unique_id,

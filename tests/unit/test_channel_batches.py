@@ -1,4 +1,4 @@
-"""Batches from an agent's channel (ctstream/streams/channel_batches.py).
+"""Batches from an agent's channel (streams/channel_batches.py, faust_compat/batch_steps.py).
 
 The queue, flow control, messages, events and the acknowledgement bookkeeping are faust's
 and mode's own; only the app and the consumer around them are stand-ins.
@@ -17,18 +17,18 @@ from weakref import WeakSet
 
 import pytest
 from faust.events import Event
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from ctstream.streams.channel_batches import (
-    ack_all,
-    channel_batches,
-    take_now,
-    track_all,
-    untrack_all,
-)
-from ctstream.streams.faust_compat import patches as faust_patches
+from ctstream.streams.channel_batches import channel_batches
+from ctstream.streams.faust_compat import commits
+from ctstream.streams.faust_compat.batch_steps import ack_all, take_now, track_all, untrack_all
+from ctstream.streams.faust_compat.register import replacement_for
+
+# faust's Consumer.ack with ctstream's patch 8, over faust's own.
+patched_ack = replacement_for(FaustConsumer, "ack")
 
 TOPIC = "raw"
 PARTITION = TP(TOPIC, 0)
@@ -54,7 +54,7 @@ class Consumer:
         return self._unacked_messages
 
     def ack(self, message: Any) -> bool:
-        return faust_patches.ack(self, message)
+        return bool(patched_ack(self, message))
 
     def acked(self) -> list[int]:
         return sorted(self._acked[PARTITION])
@@ -147,7 +147,7 @@ async def test_events_of_a_rebalance_are_skipped_and_stay_holes() -> None:
     await batches.aclose()
     assert p.consumer.acked() == [1, 3]
     # 0 was never processed, so nothing is committed past it.
-    assert faust_patches.new_offset(p.consumer, PARTITION) is None
+    assert commits.new_offset(p.consumer, PARTITION) is None
 
 
 async def test_a_withheld_batch_is_not_acknowledged() -> None:

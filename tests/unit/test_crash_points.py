@@ -31,20 +31,20 @@ def test_settings_refuse_an_unknown_point_and_a_bad_probability() -> None:
     assert load_settings(**BASE).faults.crash_points == {}
 
 
-def test_arm_refuses_unknown_names() -> None:
+def test_arming_refuses_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown crash point"):
-        crash_points.arm({"nowhere": 1.0})
+        crash_points.CrashPoints({"nowhere": 1.0})
 
 
 def test_an_unarmed_point_returns_and_an_armed_one_kills_the_process() -> None:
-    crash_points.arm({})
-    crash_points.crash_point("sink.written")  # still alive
+    crash_points.CrashPoints().reach("sink.written")  # still alive
+    crash_points.CrashPoints({"sink.written": 0}).reach("sink.written")  # 0 disarms
     code = (
-        "from ctstream.devstack import crash_points as c\n"
-        "c.arm({'sink.written': 1.0})\n"
-        "c.crash_point('poll.acked')\n"
+        "from ctstream.devstack.crash_points import CrashPoints\n"
+        "c = CrashPoints({'sink.written': 1.0})\n"
+        "c.reach('poll.acked')\n"
         "print('passed poll.acked', flush=True)\n"
-        "c.crash_point('sink.written')\n"
+        "c.reach('sink.written')\n"
         "print('not reached')\n"
     )
     proc = subprocess.run(

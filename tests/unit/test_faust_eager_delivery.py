@@ -9,9 +9,12 @@ from faust.transport.consumer import Consumer
 from mode import Service
 from mode.utils.locks import Event
 
-from ctstream.streams.faust_compat import eager_delivery as faust_eager_delivery
-from ctstream.streams.faust_compat import patches as faust_patches
-from ctstream.streams.faust_compat.eager_delivery import eager_wait_first
+from ctstream.streams.faust_compat import apply_patches
+from ctstream.streams.faust_compat.patching import applied_patch
+from ctstream.streams.faust_compat.register import replacement_for
+
+# The patch's wait_first over mode's own, as faust's Consumer gets it.
+eager_wait_first = replacement_for(Consumer, "wait_first")
 
 
 class Fetcher(Service):
@@ -23,8 +26,10 @@ def tasks_now() -> int:
 
 
 def test_applied_with_the_other_faust_patches() -> None:
-    faust_patches.apply()
-    assert Consumer.wait_first is faust_eager_delivery.eager_wait_first
+    apply_patches()
+    mark = applied_patch(Consumer, "wait_first")
+    assert mark is not None and mark.patch.number == 12
+    assert mark.original is Service.wait_first  # mode's, which it calls when a delivery waits
 
 
 async def test_a_delivery_that_does_not_suspend_makes_no_task() -> None:

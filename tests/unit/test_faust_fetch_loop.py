@@ -16,8 +16,8 @@ from aiokafka.structs import ConsumerRecord
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
+from ctstream.streams.faust_compat import apply_patches
 from ctstream.streams.faust_compat import fetch_loop as faust_fetch_loop
-from ctstream.streams.faust_compat import patches as faust_patches
 from ctstream.streams.faust_compat.fetch_loop import NOT_ASSIGNED, _deliver_one_fetch
 
 
@@ -49,7 +49,7 @@ class Fetches:
 
 @pytest.fixture
 def app() -> Iterator[Any]:
-    faust_patches.apply()  # before the conductor is built, as a worker does
+    apply_patches()  # before the conductor is built, as a worker does
     app = faust.App("ctstream-test-fetch-loop", broker="kafka://127.0.0.1:9", web_enabled=False)
     app.flow_control.resume()
     app.consumer.flow_active = True
@@ -74,7 +74,7 @@ def queued(channel: Any) -> list[bytes]:
 
 
 def test_applied_with_the_other_faust_patches() -> None:
-    faust_patches.apply()
+    apply_patches()
     assert Consumer._drain_messages is faust_fetch_loop.drain_messages
 
 

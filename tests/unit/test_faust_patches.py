@@ -1,4 +1,5 @@
-"""The offset bookkeeping fixes applied to faust (see ctstream/streams/faust_compat/patches.py)."""
+"""The offset, recovery and fetch fixes applied to faust (ctstream/streams/faust_compat/;
+the register of patches is docs/faust-patches.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from ctstream.streams.faust_compat import patches as faust_patches
+from ctstream.streams.faust_compat import apply_patches, commits, fetching, recovery
+from ctstream.streams.faust_compat.patching import applied_patch, original_of
+from ctstream.streams.faust_compat.register import PATCHES, replacement_for
 
 
 class FakeConsumer:
@@ -29,7 +32,7 @@ class FakeConsumer:
 
 def new_offset(committed: int | None, acked: list[int]) -> int | None:
     fake: Any = FakeConsumer(committed, acked)
-    return faust_patches.new_offset(fake, "tp")
+    return commits.new_offset(fake, "tp")
 
 
 def test_a_hole_at_the_committed_offset_is_not_committed_past() -> None:
@@ -50,28 +53,33 @@ def test_without_a_committed_offset_the_first_run_counts() -> None:
 
 def test_acked_offsets_left_after_a_commit_stay_for_the_next() -> None:
     fake: Any = FakeConsumer(10, [10, 11, 13])
-    assert faust_patches.new_offset(fake, "tp") == 12
+    assert commits.new_offset(fake, "tp") == 12
     assert fake._acked["tp"] == [13]
     assert fake._acked_index["tp"] == {13}
 
 
 def test_gaps_never_become_acknowledgements() -> None:
     fake: Any = FakeConsumer(0, [])
-    asyncio.run(faust_patches.add_gap(fake, "tp", 5, 9))
+    asyncio.run(commits.add_gap(fake, "tp", 5, 9))
     assert fake._acked["tp"] == []
 
 
 def test_apply_patches_faust_once() -> None:
-    faust_patches.apply()
-    faust_patches.apply()
-    assert Consumer._new_offset is faust_patches.new_offset
-    assert Consumer._add_gap is faust_patches.add_gap
-    assert Consumer.ack is faust_patches.ack
-    assert AIOKafkaConsumerThread._fetch_records is faust_patches.fetch_records
-    assert Consumer.perform_seek is faust_patches.perform_seek
-    assert Recovery.on_recovery_completed is faust_patches.on_recovery_completed
-    assert Recovery._resume_streams is faust_patches.resume_streams
-    assert Recovery._seek_offsets is faust_patches.seek_offsets
+    apply_patches()
+    installed = {p.where: getattr(p.owner, p.name) for p in PATCHES}
+    apply_patches()
+    for patch in PATCHES:
+        replacement = getattr(patch.owner, patch.name)
+        assert replacement is installed[patch.where]  # the second apply changed nothing
+        mark = applied_patch(patch.owner, patch.name)
+        assert mark is not None and mark.patch is patch
+        # What it replaced is upstream's own function, not an earlier replacement.
+        assert mark.original.__module__.partition(".")[0] in {"faust", "mode"}
+    assert Consumer._new_offset is commits.new_offset
+    assert Consumer._add_gap is commits.add_gap
+    assert Recovery.on_recovery_completed is recovery.on_recovery_completed
+    assert Recovery._resume_streams is recovery.resume_streams
+    assert Recovery._seek_offsets is recovery.seek_offsets
 
 
 class SeekRecorder:
@@ -93,7 +101,7 @@ async def test_a_standby_partition_added_by_a_rebalance_during_recovery_is_read_
     offsets: Counter[str] = Counter({"built": 41, "empty": -1})
     offsets["added-late"] = None  # type: ignore[assignment]
     tps = {"built", "empty", "added-late"}
-    faust_original = faust_patches._original_seek_offsets
+    faust_original = original_of(Recovery, "_seek_offsets")
     recorder = SeekRecorder()
     try:
         await faust_original(object(), recorder, tps, offsets, "standby")
@@ -101,7 +109,7 @@ async def test_a_standby_partition_added_by_a_rebalance_during_recovery_is_read_
         pass
     else:
         raise AssertionError("faust's own seek is expected to fail on None")
-    await faust_patches.seek_offsets(object(), recorder, tps, offsets, "standby")
+    await recovery.seek_offsets(object(), recorder, tps, offsets, "standby")
     assert recorder.sought == {"built": 41, "empty": 0, "added-late": 0}
 
 
@@ -128,16 +136,17 @@ def test_a_message_a_stream_skipped_is_not_acknowledged() -> None:
     # During a rebalance or a stop a stream skips what it fetched (flow control suspended)
     # and faust acknowledges it, so a commit could pass a message nobody processed.
     faust_book: Any = AckBook(committed=10)
-    assert faust_patches._original_ack(faust_book, fetched(10, tracked=False)) is True
+    assert original_of(Consumer, "ack")(faust_book, fetched(10, tracked=False)) is True
     assert faust_book._acked[TP("t", 0)] == [10]  # faust's own: the skip counts as done
 
     book: Any = AckBook(committed=10)
+    ack = replacement_for(Consumer, "ack")
     skipped, processed = fetched(10, tracked=False), fetched(11, tracked=True)
-    assert faust_patches.ack(book, skipped) is False
+    assert ack(book, skipped) is False
     assert skipped.acked  # nothing waits for it ...
-    assert faust_patches.ack(book, processed) is True
+    assert ack(book, processed) is True
     assert book._acked[TP("t", 0)] == [11]  # ... but its offset stays a hole
-    assert faust_patches.new_offset(book, TP("t", 0)) is None  # and holds the commit
+    assert commits.new_offset(book, TP("t", 0)) is None  # and holds the commit
 
 
 class FetchedBatch:
@@ -173,20 +182,22 @@ async def test_a_fetch_while_no_partition_is_active_hands_out_nothing() -> None:
     # faust then dropped the stream records it was handed — they were never read again.
     tp = TP("deduped", 0)
     thread: Any = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
+    faust_fetch_records = original_of(AIOKafkaConsumerThread, "_fetch_records")
+    fetch_records = replacement_for(AIOKafkaConsumerThread, "_fetch_records")
 
     batch = FetchedBatch()
     consumer = aiokafka_consumer_holding(tp, batch)
-    await faust_patches._original_fetch_records(thread, consumer, set(), timeout=0)
+    await faust_fetch_records(thread, consumer, set(), timeout=0)
     assert batch.taken  # faust's own: handed out although no partition is active
 
     batch = FetchedBatch()
     consumer = aiokafka_consumer_holding(tp, batch)
-    assert await faust_patches.fetch_records(thread, consumer, set(), timeout=0) == {}
+    assert await fetch_records(thread, consumer, set(), timeout=0) == {}
     assert not batch.taken  # left in aiokafka's buffer for when the partition resumes
 
     batch = FetchedBatch()
     consumer = aiokafka_consumer_holding(tp, batch)
-    await faust_patches.fetch_records(thread, consumer, {tp}, timeout=0)
+    await fetch_records(thread, consumer, {tp}, timeout=0)
     assert batch.taken  # an active partition's records are handed out as before
 
 
@@ -195,12 +206,12 @@ async def test_the_worker_consumer_waits_at_most_fetch_max_wait_ms() -> None:
 
     app = faust.App("ctstream-test-fetch-wait", broker="kafka://127.0.0.1:9")
     thread = app.consumer._thread
-    faust_patches.apply()
-    original = faust_patches._original_create_worker_consumer(thread, app.transport)
+    apply_patches()
+    original = original_of(AIOKafkaConsumerThread, "_create_worker_consumer")(thread, app.transport)
     patched = thread._create_worker_consumer(app.transport)
     try:
         assert original._fetch_max_wait_ms == 1500  # faust's, fixed in its code
-        assert patched._fetch_max_wait_ms == faust_patches.FETCH_MAX_WAIT_MS == 100
+        assert patched._fetch_max_wait_ms == fetching.FETCH_MAX_WAIT_MS == 100
     finally:
         await original.stop()
         await patched.stop()

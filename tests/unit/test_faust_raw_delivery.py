@@ -19,13 +19,13 @@ from faust.types.tuples import ConsumerMessage
 
 from ctstream.settings import load_settings
 from ctstream.streams.app import create_app
-from ctstream.streams.faust_compat import patches as faust_patches
-from ctstream.streams.faust_compat import raw_delivery as faust_raw_delivery
+from ctstream.streams.faust_compat import apply_patches
+from ctstream.streams.faust_compat.patching import applied_patch
 from ctstream.streams.faust_compat.raw_delivery import RawDelivery
 
 
 def make_app(**conf: Any) -> Any:
-    faust_patches.apply()  # before the conductor is built, as a worker does
+    apply_patches()  # before the conductor is built, as a worker does
     app = faust.App(
         "ctstream-test-raw-delivery", broker="kafka://127.0.0.1:9", web_enabled=False, **conf
     )
@@ -66,8 +66,10 @@ def run_at_once(coro: Any) -> None:
 
 
 def test_applied_with_the_other_faust_patches() -> None:
-    faust_patches.apply()
-    assert Conductor._build_handler is faust_raw_delivery.build_handler
+    apply_patches()
+    for name in ("_build_handler", "_compile_message_handler"):
+        mark = applied_patch(Conductor, name)
+        assert mark is not None and mark.patch.number == 13
 
 
 async def test_a_raw_message_is_queued_without_suspending(app: Any) -> None:

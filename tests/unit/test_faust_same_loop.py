@@ -17,14 +17,14 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from mode.threads import QueueServiceThread, WorkerThread
 
-from ctstream.streams.faust_compat import patches as faust_patches
+from ctstream.streams.faust_compat import apply_patches
 from ctstream.streams.faust_compat import same_loop as faust_same_loop
 from ctstream.streams.faust_compat.same_loop import LoopTask
 
 
 @pytest.fixture
 def app() -> Iterator[Any]:
-    faust_patches.apply()
+    apply_patches()
     # Port 9 (discard) on loopback: nothing listens there, a connection is refused at once.
     yield faust.App("ctstream-test-same-loop", broker="kafka://127.0.0.1:9", web_enabled=False)
 

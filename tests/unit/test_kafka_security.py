@@ -20,8 +20,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from ctstream.errors import ConfigError
 from ctstream.settings import KafkaSettings, Settings, load_settings
-from ctstream.source import odbc_security
-from ctstream.source.odbc_security import secure_dsn
+from ctstream.source.odbc_security import SecureDsn
 from ctstream.streams.app import create_app
 from ctstream.streams.security import (
     broker_credentials,
@@ -339,24 +338,24 @@ async def test_tls_probe_is_silent_without_tls_or_a_listener() -> None:
 MSSQL = "Driver={ODBC Driver 18 for SQL Server};Server=db,1433;UID=ct;PWD={p;w}"
 
 
-@pytest.fixture(autouse=True)
-def _forget_odbc_warnings() -> None:
-    odbc_security._warned.clear()
+@pytest.fixture
+def secure_dsn() -> SecureDsn:
+    return SecureDsn()  # a reader's: it warns once per DSN
 
 
-def test_sqlite_dsn_is_left_alone() -> None:
+def test_sqlite_dsn_is_left_alone(secure_dsn: SecureDsn) -> None:
     dsn = "Driver=SQLite3;Database=./demo.db"
     assert secure_dsn(dsn, "sqlite") == dsn
 
 
 @pytest.mark.parametrize("suffix", ["", ";", " ; "])
-def test_mssql_gets_encrypt_yes_by_default(suffix: str) -> None:
+def test_mssql_gets_encrypt_yes_by_default(secure_dsn: SecureDsn, suffix: str) -> None:
     assert secure_dsn(MSSQL + suffix, "mssql") == MSSQL + ";Encrypt=yes"
 
 
 @pytest.mark.parametrize("value", ["yes", "Yes", "true", "strict", "mandatory"])
 def test_mssql_encrypt_given_is_kept_without_warning(
-    value: str, caplog: pytest.LogCaptureFixture
+    secure_dsn: SecureDsn, value: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     dsn = f"{MSSQL};Encrypt={value}"
     with caplog.at_level(logging.WARNING):
@@ -366,7 +365,7 @@ def test_mssql_encrypt_given_is_kept_without_warning(
 
 @pytest.mark.parametrize("value", ["no", "false", "optional"])
 def test_mssql_encryption_off_is_a_loud_warning(
-    value: str, caplog: pytest.LogCaptureFixture
+    secure_dsn: SecureDsn, value: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     dsn = f"{MSSQL};ENCRYPT={value}"
     with caplog.at_level(logging.WARNING):
@@ -377,7 +376,7 @@ def test_mssql_encryption_off_is_a_loud_warning(
 
 @pytest.mark.parametrize("value", ["yes", "{Yes}", "true"])
 def test_trusting_any_server_certificate_is_a_loud_warning(
-    value: str, caplog: pytest.LogCaptureFixture
+    secure_dsn: SecureDsn, value: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     dsn = f"{MSSQL};TrustServerCertificate={value}"
     with caplog.at_level(logging.WARNING):
@@ -386,7 +385,9 @@ def test_trusting_any_server_certificate_is_a_loud_warning(
     assert "p;w" not in caplog.text
 
 
-def test_the_warning_is_given_once_per_dsn(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_warning_is_given_once_per_dsn(
+    secure_dsn: SecureDsn, caplog: pytest.LogCaptureFixture
+) -> None:
     dsn = f"{MSSQL};TrustServerCertificate=yes"
     with caplog.at_level(logging.WARNING):
         for _ in range(3):  # reconnects

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from ctstream.agents.poll import PollStats, TablePoller
+from ctstream.agents.poll import TablePoller
+from ctstream.agents.stats import PollStats
+from ctstream.devstack.crash_points import CrashPoints
 from ctstream.models import TableSpec
 
 
@@ -22,7 +24,14 @@ def _poller(should_stop: bool) -> TablePoller:
     registry: Any = SimpleNamespace(specs={"accounts": spec})
     none: Any = None
     poller = TablePoller(
-        SimpleNamespace(should_stop=should_stop), none, registry, none, none, none, PollStats()
+        SimpleNamespace(should_stop=should_stop),
+        none,
+        registry,
+        none,
+        none,
+        none,
+        PollStats(),
+        CrashPoints(),
     )
 
     async def closed_under_the_read(_spec: TableSpec) -> None:

@@ -459,13 +459,30 @@ def test_a_web_host_off_localhost_needs_a_token(tmp_path: Path) -> None:
         load_settings(write(tmp_path, text.replace('"0.0.0.0"', '"0.0.0.0"\ntoken = "short"')))
 
 
-def test_the_readme_configuration_example_loads(tmp_path: Path) -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Configuration") :]
-    example = section[section.index("```toml") + len("```toml") : section.index("```\n", 10)]
-    settings = load_settings(write(tmp_path, example))
+def toml_blocks(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return [block.split("```", 1)[0] for block in text.split("```toml")[1:]]
+
+
+def test_the_readme_example_and_the_complete_file_of_the_docs_load(tmp_path: Path) -> None:
+    root = Path(__file__).parents[2]
+    (readme,) = toml_blocks(root / "README.md")
+    settings = load_settings(write(tmp_path, readme))
     assert settings.source.tables == ["items", "order_lines"]
-    assert settings.bigquery.options_for("order_lines").partition_column is not None
+    complete = toml_blocks(root / "docs" / "configuration.md")[0]
+    settings = load_settings(write(tmp_path, complete))
+    assert settings.source.tables == ["items", "order_lines"]
+    documented = {
+        line.split("=")[0].strip().lstrip("# ")
+        for line in complete.splitlines()
+        if "=" in line and not line.startswith("[")
+    } | {  # a sub-table such as [kafka.retention]
+        line.split("]")[0].split(".")[-1] for line in complete.splitlines() if line.startswith("[")
+    }
+    for section in ("app", "source", "kafka", "dedup", "sink", "bigquery", "web"):
+        model = type(getattr(settings, section))
+        missing = set(model.model_fields) - documented
+        assert not missing, f"docs/configuration.md lacks [{section}] {sorted(missing)}"
 
 
 # --- log levels per logger -------------------------------------------------------------

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctstream.agents.sink import SinkStats
-from ctstream.agents.stats import LATENCY_BUCKETS, Histogram
+from ctstream.agents.stats import LATENCY_BUCKETS, Histogram, SinkStats
 
 
 def test_each_row_counts_once_and_unreadable_times_are_skipped() -> None:

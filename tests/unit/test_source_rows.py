@@ -8,7 +8,7 @@ import math
 
 from ctstream.models import ColumnSpec, TableSpec
 from ctstream.models.values import normalise
-from ctstream.source.reader import SourceChange, _rows_to_changes
+from ctstream.source.changes import SourceChange, rows_to_changes
 
 SPEC = TableSpec(
     "orders",
@@ -32,7 +32,7 @@ def test_every_value_is_normalised_as_normalise_does() -> None:
     odd = [decimal.Decimal("12.50"), math.nan, True, b"\x00\x01", naive]
     plain = [None, 0.25, False, None, None]
     rows = [("U", 7, "eu", 1, *odd), ("I", 8, "us", 2, *plain)]
-    changes = _rows_to_changes(rows, SPEC, 2, VALUES)
+    changes = rows_to_changes(rows, SPEC, 2, VALUES)
     assert changes[0] == SourceChange(
         "U",
         7,
@@ -53,14 +53,14 @@ def test_every_value_is_normalised_as_normalise_does() -> None:
 
 
 def test_a_delete_carries_its_key_only() -> None:
-    (change,) = _rows_to_changes([("D", 9, "eu", 3, None, None, None, None, None)], SPEC, 2, VALUES)
+    (change,) = rows_to_changes([("D", 9, "eu", 3, None, None, None, None, None)], SPEC, 2, VALUES)
     assert change == SourceChange("D", 9, ("eu", 3), {"region": "eu", "id": 3})
 
 
 def test_a_key_value_is_normalised_too() -> None:
     when = dt.datetime(2026, 1, 2, 3, 4, 5)  # noqa: DTZ001 - as ODBC returns DATETIME
     spec = TableSpec("t", None, "t", (ColumnSpec("at", "DATETIME", key_ordinal=1),))
-    (change,) = _rows_to_changes([("I", 1, when)], spec, 1, ())
+    (change,) = rows_to_changes([("I", 1, when)], spec, 1, ())
     assert change.key == (normalise(when),) and change.row == {"at": normalise(when)}
 
 
@@ -69,6 +69,6 @@ def test_infinite_floats_are_normalised_and_finite_ones_kept() -> None:
         ("I", 1, "eu", n, None, ratio, None, None, None)
         for n, ratio in enumerate([math.inf, -math.inf, math.nan, -0.0, 1e308])
     ]
-    ratios = [c.row["ratio"] for c in _rows_to_changes(rows, SPEC, 2, VALUES)]
+    ratios = [c.row["ratio"] for c in rows_to_changes(rows, SPEC, 2, VALUES)]
     assert ratios[:3] == ["Infinity", "-Infinity", "NaN"]
     assert [(type(r), r) for r in ratios[3:]] == [(float, -0.0), (float, 1e308)]

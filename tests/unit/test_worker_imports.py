@@ -7,7 +7,7 @@ import sys
 
 PROBE = """
 import sys
-from ctstream.cli import _skip_dataframe_libraries
+from ctstream.commands.worker import skip_dataframe_libraries as _skip_dataframe_libraries
 _skip_dataframe_libraries()
 import ctstream.worker
 from ctstream.bigquery import storage_write

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ctstream.models import TableSpec
-from ctstream.source.dialects import ChangeQuery, SnapshotQuery, Statement, split_columns
+from ctstream.source.dialects.base import ChangeQuery, SnapshotQuery, Statement, split_columns
 
 if TYPE_CHECKING:
-    from ctstream.source.dialects import Dialect
+    from ctstream.source.dialects.base import Dialect
 
 # sysname is nvarchar(128): at most 128 UTF-16 code units.
 _MAX_IDENTIFIER_UNITS = 128

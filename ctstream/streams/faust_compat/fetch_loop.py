@@ -1,14 +1,12 @@
-"""faust's fetch loop with its ``getmany`` inline, partition by partition (faust_patches 14).
+"""faust's fetch loop with its ``getmany`` inline, partition by partition (patch 14).
 
-A speed change, not a fix. faust's ``Consumer._drain_messages`` iterates ``getmany``, an
-async generator that hands out one message at a time: round-robin across topics through
-two more generators (the scheduler), a flow and generation check, then ``highwater`` of
-the message's partition (through the consumer service's delegate into aiokafka) for the
-monitor, then the message itself; ctstream's patch 11 wrapped that generator once more.
-Each message so crossed three generator layers and asked aiokafka for its partition's
-highwater, and every row is consumed twice (raw, deduped). Measured on the dedup stage
-alone (benchmarks/README.md, seventh session): 4.9 → 3.5 to 3.7 worker CPU-s for 100,000
-events.
+A speed change, not a fix (docs/faust-patches.md). faust's ``Consumer._drain_messages``
+iterates ``getmany``, an async generator that hands out one message at a time:
+round-robin across topics through two more generators (the scheduler), a flow and
+generation check, then ``highwater`` of the message's partition (through the consumer
+service's delegate into aiokafka) for the monitor, then the message itself. Each message
+so crosses three generator layers and asks aiokafka for its partition's highwater, and
+every row is consumed twice (raw, deduped).
 
 Here one fetch's records are delivered partition by partition, in a plain loop:
 
@@ -20,14 +18,14 @@ Here one fetch's records are delivered partition by partition, in a plain loop:
   nothing would wait, else through faust's ``wait_first(callback(message), …)``;
 - per partition, and again after anything that awaited: the partition must still be
   assigned (aiokafka's ``highwater`` asserts it), and its highwater goes to the monitor.
-  A partition unassigned under the loop (a subscription change, see patch 11) ends the
-  round quietly: the rest is never delivered nor acknowledged, and the partition's next
-  owner reads it from the committed offset.
+  A partition unassigned under the loop (a subscription change makes aiokafka forget the
+  assignment before the rebalance revokes anything: patch 11) ends the round quietly: the
+  rest is never delivered nor acknowledged, and the partition's next owner reads it from
+  the committed offset.
 
 A message therefore meets faust's own checks in faust's order; only the partition's
 assignment is looked at once per stretch without an await instead of once per message.
 The loop yields to the event loop every 100 messages, as faust's does.
-Covered by every test that runs a worker, and by tests/unit/test_faust_fetch_loop.py.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.transport.consumer import CONSUMER_FETCHING
 
 log = logging.getLogger("ctstream.faust")
 
@@ -169,7 +167,3 @@ def ended_by_unassignment(exc: AssertionError) -> bool:
 
 def _no_delivery(tp: Any) -> None:
     return None
-
-
-def apply() -> None:
-    Consumer._drain_messages = drain_messages  # type: ignore[method-assign]

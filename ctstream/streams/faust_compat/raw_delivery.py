@@ -1,12 +1,12 @@
 """Putting a fetched message of a raw-bytes topic on its stream's queue without coroutines.
 
-A speed change, not a fix (faust_patches 13). For every message faust's conductor takes a
-lock to look up the partition's delivery handler (faust's Cython ``ConductorHandler``,
-installed with faust, or its Python closure), and the handler awaits flow control, the
-producer buffer and the channel's ``decode`` — a schema and two codecs which, for
-ctstream's topics (raw bytes, no key or value type), return the key and value unchanged —
-before it puts an event on the channel's queue: a chain of coroutines per message around
-work that almost never waits.
+A speed change, not a fix (patch 13, docs/faust-patches.md). For every message faust's
+conductor takes a lock to look up the partition's delivery handler (faust's Cython
+``ConductorHandler``, installed with faust, or its Python closure), and the handler awaits
+flow control, the producer buffer and the channel's ``decode`` — a schema and two codecs
+which, for ctstream's topics (raw bytes, no key or value type), return the key and value
+unchanged — before it puts an event on the channel's queue: a chain of coroutines per
+message around work that almost never waits.
 
 :class:`RawDelivery` keeps faust's handler and adds ``deliver_now``, which does the same
 work synchronously when nothing would wait: flow control active, the producer buffer
@@ -30,12 +30,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any
 
-from faust.transport.conductor import Conductor
-
 RAW = "raw"
-
-_original_build_handler = Conductor._build_handler
-_original_compile_message_handler = Conductor._compile_message_handler
 
 
 def is_raw(channel: Any) -> bool:
@@ -145,46 +140,54 @@ class RawDelivery:
         )
 
 
-def build_handler(self: Any, tp: Any, channels: MutableSet[Any]) -> RawDelivery:
-    """faust's per-partition delivery callback (its Cython ``ConductorHandler`` where
-    installed, else the compiled closure), wrapped in a :class:`RawDelivery`."""
-    return RawDelivery(self, tp, channels, _original_build_handler(self, tp, channels))
+def wrap_build_handler(faust_build_handler: Callable[..., Any]) -> Callable[..., RawDelivery]:
+    """``Conductor._build_handler`` whose callbacks are :class:`RawDelivery`."""
+
+    def build_handler(self: Any, tp: Any, channels: MutableSet[Any]) -> RawDelivery:
+        """faust's per-partition delivery callback (its Cython ``ConductorHandler`` where
+        installed, else the compiled closure), wrapped in a :class:`RawDelivery`."""
+        return RawDelivery(self, tp, channels, faust_build_handler(self, tp, channels))
+
+    return build_handler
 
 
-def compile_message_handler(self: Any) -> Callable[[Any], Awaitable[None]]:
-    """faust's conductor handler: the partition's callback, its ``deliver_now`` first."""
-    if self.app.client_only:
-        handler: Callable[[Any], Awaitable[None]] = _original_compile_message_handler(self)
-        return handler
-    get_callback_for_tp = self._tp_to_callback.__getitem__
-    lock = self._tp_to_callback_lock
+def wrap_compile_message_handler(
+    faust_compile_message_handler: Callable[..., Any],
+) -> Callable[..., Callable[[Any], Awaitable[None]]]:
+    """``Conductor._compile_message_handler`` trying each callback's ``deliver_now`` first."""
 
-    async def on_message(message: Any) -> None:
-        if lock.locked():  # the callbacks are being rebuilt: wait for them
-            async with lock:
+    def compile_message_handler(self: Any) -> Callable[[Any], Awaitable[None]]:
+        """faust's conductor handler: the partition's callback, its ``deliver_now`` first
+        (a client-only app keeps faust's handler)."""
+        if self.app.client_only:
+            handler: Callable[[Any], Awaitable[None]] = faust_compile_message_handler(self)
+            return handler
+        get_callback_for_tp = self._tp_to_callback.__getitem__
+        lock = self._tp_to_callback_lock
+
+        async def on_message(message: Any) -> None:
+            if lock.locked():  # the callbacks are being rebuilt: wait for them
+                async with lock:
+                    callback = get_callback_for_tp(message.tp)
+            else:
                 callback = get_callback_for_tp(message.tp)
-        else:
-            callback = get_callback_for_tp(message.tp)
-        if type(callback) is not RawDelivery:
-            await callback(message)
-        elif not callback.deliver_now(message):
-            await callback.deliver(message)
+            if type(callback) is not RawDelivery:
+                await callback(message)
+            elif not callback.deliver_now(message):
+                await callback.deliver(message)
 
-    find_callback = self._tp_to_callback.get
+        find_callback = self._tp_to_callback.get
 
-    def delivery_for(tp: Any) -> RawDelivery | None:
-        """The partition's RawDelivery, for ``deliver_now`` of its messages until the caller
-        next awaits; None: call ``on_message`` (another kind of callback, or the callbacks
-        are being rebuilt)."""
-        if lock.locked():
-            return None
-        callback = find_callback(tp)
-        return callback if type(callback) is RawDelivery else None
+        def delivery_for(tp: Any) -> RawDelivery | None:
+            """The partition's RawDelivery, for ``deliver_now`` of its messages until the
+            caller next awaits; None: call ``on_message`` (another kind of callback, or the
+            callbacks are being rebuilt)."""
+            if lock.locked():
+                return None
+            callback = find_callback(tp)
+            return callback if type(callback) is RawDelivery else None
 
-    on_message.delivery_for = delivery_for  # type: ignore[attr-defined]
-    return on_message
+        on_message.delivery_for = delivery_for  # type: ignore[attr-defined]
+        return on_message
 
-
-def apply() -> None:
-    Conductor._build_handler = build_handler  # type: ignore[method-assign]
-    Conductor._compile_message_handler = compile_message_handler  # type: ignore[method-assign]
+    return compile_message_handler

@@ -1,15 +1,11 @@
 """faust's Kafka consumer on the worker's event loop instead of a thread of its own.
 
-Not a fix, speed (faust patch 15). faust runs aiokafka's consumer in a dedicated thread
-with a second event loop (``mode.threads.ServiceThread``): every fetch is a call handed
-from one thread to the other, and the two threads contend for the GIL and for the
-machine's cores. Here that service runs as a task of the worker's own loop. mode's thread
-machinery stays as it is (the method queue, the ``call_soon_threadsafe`` hand-offs, which
-work within one loop as well); only the thread is replaced, by ``LoopTask``.
-
-Measured (``benchmarks.burst --rows 400000 --workers 2``, four runs alternating with the
-code before, benchmarks/README.md): workers 41.2 against 44.2 CPU-s on average (-7 %),
-9,776 against 9,145 rows/s (+7 %).
+Not a fix, speed (patch 15, docs/faust-patches.md). faust runs aiokafka's consumer in a
+dedicated thread with a second event loop (``mode.threads.ServiceThread``): every fetch is
+a call handed from one thread to the other, and the two threads contend for the GIL and
+for the machine's cores. Here that service runs as a task of the worker's own loop. mode's
+thread machinery stays as it is (the method queue, the ``call_soon_threadsafe`` hand-offs,
+which work within one loop as well); only the thread is replaced, by ``LoopTask``.
 
 What the thread gave: fetching and heartbeats went on while the worker's loop was busy.
 ctstream's agents work in batches and leave blocking work (database, HTTP) to executor
@@ -27,8 +23,6 @@ from typing import Any
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger("ctstream.faust")
-
-_APPLIED = False
 
 
 class LoopTask:
@@ -73,12 +67,3 @@ def new_consumer_thread(self: Any) -> Any:
 async def gather_remaining_tasks(self: Any) -> None:
     """Nothing: mode would cancel every task left on the thread's loop, which is now the
     worker's. aiokafka's own tasks end with the consumer's ``stop``, which runs before."""
-
-
-def apply() -> None:
-    global _APPLIED
-    if _APPLIED:
-        return
-    faust_aiokafka.Consumer._new_consumer_thread = new_consumer_thread  # type: ignore[method-assign]
-    faust_aiokafka.AIOKafkaConsumerThread._gather_remaining_tasks = gather_remaining_tasks  # type: ignore[method-assign]
-    _APPLIED = True

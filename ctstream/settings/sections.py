@@ -1,0 +1,148 @@
+"""The other sections: ``[dedup]``, ``[sink]``, ``[bigquery]``, ``[web]``, ``[app]``,
+``[faults]``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from ctstream.settings.fields import Duration, Section
+
+_POLICY_TAG = r"^projects/[^/]+/locations/[^/]+/taxonomies/[^/]+/policyTags/[^/]+$"
+
+
+class DedupSettings(Section):
+    window: Duration = 600.0
+
+
+class SinkSettings(Section):
+    batch_rows: int = Field(default=1000, ge=1, le=50_000)
+    batch_wait: Duration = 0.5
+    retry_initial: Duration = 0.2
+    retry_max: Duration = 30.0
+    request_timeout: Duration = 60.0
+    # insertAll requests are cut to this size (BigQuery refuses requests over 10 MB); a
+    # request BigQuery still finds too large is split in halves, down to one row.
+    max_request_bytes: int = Field(default=9_000_000, ge=1_000, le=10_485_760)
+    # Batches written at once; while this many are unfinished the sink reads no more.
+    max_in_flight: int = Field(default=2, ge=1, le=32)
+
+
+class BigQueryTableOptions(Section):
+    """How one source table's BigQuery table is laid out (applied when it is created)."""
+
+    # A source column or a metadata column (e.g. changetrack_start_time) of type DATE,
+    # DATETIME or TIMESTAMP; None: not partitioned.
+    partition_column: str | None = None
+    partition_granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
+    partition_expiration: Duration | None = None
+    # Up to four columns; None: the primary key (those of its columns BigQuery can cluster).
+    cluster_by: list[str] | None = Field(default=None, min_length=1, max_length=4)
+    # Source column → BigQuery policy tag (column-level access control), applied when the
+    # table is created or evolved, and to existing columns at start.
+    policy_tags: dict[str, Annotated[str, Field(pattern=_POLICY_TAG)]] = Field(default_factory=dict)
+
+
+class BigQuerySettings(Section):
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    dataset: str = Field(pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    location: str | None = None
+    # Path to a service-account key file; never the key itself. None: Application
+    # Default Credentials, or anonymous when an emulator endpoint is set.
+    credentials_file: Path | None = None
+    # How rows are written: insertAll (with insertIds) or the Storage Write API's
+    # default stream (at-least-once; duplicates are left to the latest-state views).
+    write_api: Literal["insert_all", "storage_write"] = "insert_all"
+    # host:port of a Storage Write API emulator (plaintext gRPC); None: Google's endpoint.
+    storage_endpoint: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]+:\d{1,5}$")
+    # Per source table (as named in source.tables): partitioning and clustering.
+    tables: dict[str, BigQueryTableOptions] = Field(default_factory=dict)
+
+    def options_for(self, table: str) -> BigQueryTableOptions:
+        return self.tables.get(table) or BigQueryTableOptions()
+
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+class WebSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=6066, ge=1, le=65535)
+    enabled: bool = True
+    # Required when host is not a loopback address: every request then needs
+    # "Authorization: Bearer <token>" (or ?token=<token> in a browser's address bar).
+    token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _token_off_localhost(self) -> WebSettings:
+        if self.enabled and self.host not in _LOOPBACK_HOSTS and self.token is None:
+            raise ValueError(
+                f"web.token is required when web.host is {self.host!r} (not a loopback "
+                "address); set CTSTREAM_WEB__TOKEN to a long random string"
+            )
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("web.token must be at least 16 characters")
+        return self
+
+
+Role = Literal["poll", "dedup", "sink"]
+ALL_ROLES: tuple[Role, ...] = ("poll", "dedup", "sink")
+LogLevel = Literal["debug", "info", "warning", "error"]
+_LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*")
+
+
+def _logger_name(name: str) -> str:
+    if not _LOGGER_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a logger's name: dotted words as Python's logging names them, "
+            "e.g. aiokafka.consumer.group_coordinator"
+        )
+    return name
+
+
+class AppSettings(Section):
+    id: str = Field(default="ctstream", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    # Which stages this app's workers run. A redundant poller (the seed system ran two
+    # collectors) is a second app — another id, the same kafka.topic_prefix — with
+    # roles = ["poll"]: it keeps its own versions, and dedup drops its copies.
+    roles: list[Role] = Field(default_factory=lambda: list(ALL_ROLES), min_length=1)
+    data_dir: Path = Path(".ctstream/data")
+    log_level: LogLevel = "info"
+    # Levels of single loggers over log_level, e.g. {"aiokafka.consumer.group_coordinator"
+    # = "debug"} to see a consumer group's joins and syncs without every debug line.
+    log_levels: dict[Annotated[str, AfterValidator(_logger_name)], LogLevel] = Field(
+        default_factory=dict
+    )
+    log_format: Literal["plain", "json"] = "plain"
+    # Start even if faust-streaming, mode-streaming or aiokafka is not the version ctstream's
+    # faust patches were verified with (a warning instead of an error): for a trial run.
+    allow_unverified_versions: bool = False
+
+    @field_validator("roles")
+    @classmethod
+    def _unique_roles(cls, roles: list[str]) -> list[str]:
+        if len(set(roles)) != len(roles):
+            raise ValueError("a role is listed twice")
+        return roles
+
+
+CrashPoint = Literal["poll.acked", "snapshot.acked", "dedup.forwarded", "sink.written"]
+
+
+class FaultSettings(Section):
+    """For fault tests only (tests/faults): leave empty in production."""
+
+    # point → probability of a SIGKILL each time a worker passes it (devstack/crash_points.py)
+    crash_points: dict[CrashPoint, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict
+    )

@@ -1,0 +1,100 @@
+"""What a source dialect provides: statements with bound parameters, the change and
+snapshot queries, and the Protocol every dialect implements.
+
+Identifiers in generated SQL come only from the catalog and are always quoted; versions,
+names and object ids are bound parameters. Each method returns the statement and its
+parameters together, so the reader never builds SQL itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ctstream.models import TableSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement and its bound parameters."""
+
+    sql: str
+    params: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeQuery:
+    """The changes of a table after a version, joined to its current rows."""
+
+    sql: str
+    # The query's parameters are (last_version,) * last_version_params.
+    last_version_params: int
+    # Column order of each result row: operation, version, key columns, other columns.
+    key_count: int
+    value_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotQuery:
+    """Every row of a table; result rows are key columns (in key order), other columns."""
+
+    sql: str
+    key_count: int
+    value_columns: tuple[str, ...]
+
+
+class Dialect(Protocol):
+    """The SQL a source database needs, one method per question the reader asks."""
+
+    name: str
+
+    def split_name(self, configured: str) -> tuple[str | None, str]:
+        """(schema, table) of a name as configured in ``source.tables``."""
+
+    def session_sql(self, lock_timeout_ms: int) -> tuple[str, ...]:
+        """Statements run once on every new connection (isolation level, lock timeout)."""
+
+    def configure_connection(self, connection: Any) -> None:
+        """Adjust a new pyodbc connection (output converters for types pyodbc lacks)."""
+
+    def database_info(self) -> Statement:
+        """One row: (change tracking on, snapshot isolation on, retention seconds,
+        auto cleanup on); NULL where the dialect has no such setting."""
+
+    def tracked_table(self, schema: str | None, table: str) -> Statement:
+        """One row (tracking reference) when the table is change-tracked, none otherwise.
+
+        The reference is the change table (SQLite stand-in) or the object id (SQL Server).
+        """
+
+    def tracked_tables(self) -> Statement:
+        """Rows (schema or NULL, table): every change-tracked table, for table patterns."""
+
+    def columns(self, schema: str | None, table: str) -> Statement:
+        """Rows (name, type, is_nullable, key_ordinal, precision, scale, max_length) in
+        column order; no rows when the table does not exist."""
+
+    def min_valid_version(self, spec: TableSpec) -> Statement:
+        """One row: the table's minimum valid version (NULL when no longer tracked)."""
+
+    def current_version(self) -> Statement: ...
+
+    def changes_query(self, spec: TableSpec) -> ChangeQuery: ...
+
+    def snapshot_query(self, spec: TableSpec) -> SnapshotQuery: ...
+
+    def table_health(self, spec: TableSpec, saved_version: int) -> Statement:
+        """One row: (retention seconds or NULL, age in seconds of the oldest change after
+        ``saved_version`` or NULL when there is none)."""
+
+    def cleanup_backlog(self) -> Statement | None:
+        """One row: age in seconds of the oldest commit Change Tracking still keeps, when
+        the dialect keeps a database-wide commit table (SQL Server's syscommittab)."""
+
+
+def split_columns(spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(key columns in key order, the other columns in column order)."""
+    keys = tuple(c.name for c in spec.key_columns)
+    key_set = set(keys)
+    others = tuple(c.name for c in spec.columns if c.name not in key_set)
+    return keys, others

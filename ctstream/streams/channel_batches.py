@@ -27,6 +27,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import faust
+
 from ctstream.streams.faust_compat.batch_steps import ack_all, take_now, track_all
 from ctstream.streams.faust_compat.internals import unacked_messages
 
@@ -35,10 +37,11 @@ IDLE_CHECK_SECONDS = 1.0
 
 
 async def channel_batches(
-    app: Any, stream: Any, max_events: int, within: float
+    app: faust.App, stream: faust.StreamT[Any], max_events: int, within: float
 ) -> AsyncIterator[list[Any]]:
     """Up to ``max_events`` events at a time, at most ``within`` s after the first came."""
-    queue = stream.channel.queue
+    channel: Any = stream.channel  # a faust Channel (StreamT says AsyncIterator)
+    queue = channel.queue
     consumer = app.consumer
     flow_control = app.flow_control
     acking_topics = app.topics.acking_topics

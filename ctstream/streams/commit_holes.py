@@ -19,6 +19,8 @@ import logging
 import time
 from typing import Any
 
+import faust
+
 from ctstream.streams.faust_compat.internals import acked_offsets, committed_offsets
 
 log = logging.getLogger("ctstream.commit_holes")
@@ -63,7 +65,7 @@ class HoleWatch:
         return due
 
 
-def install_hole_repair(app: Any, after: float = HOLE_AFTER_SECONDS) -> HoleWatch:
+def install_hole_repair(app: faust.App, after: float = HOLE_AFTER_SECONDS) -> HoleWatch:
     """A timer on ``app`` that seeks partitions stuck behind a hole back to the hole."""
     watch = HoleWatch(after)
 

@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import faust
 from aiokafka import AIOKafkaProducer
 
 from ctstream.models.change_event import Record
@@ -32,7 +33,7 @@ from ctstream.streams.faust_compat.internals import (
 )
 
 
-def aiokafka_producer(app: Any) -> AIOKafkaProducer:
+def aiokafka_producer(app: faust.App) -> AIOKafkaProducer:
     """The aiokafka producer inside faust's (raises faust's NotReady before it started)."""
     return aiokafka_producer_of(app.producer)
 

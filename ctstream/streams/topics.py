@@ -144,7 +144,7 @@ class PipelineTopics:
     in place and the dedup and sink agents' subscriptions are widened.
     """
 
-    app: Any
+    app: faust.App
     names: TopicNames
     partitions: int
     raw: dict[str, Any]  # table name → faust Topic

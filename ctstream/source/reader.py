@@ -91,8 +91,10 @@ class SourceReader:
 
             try:
                 conn = await aioodbc.connect(
-                    dsn=self._secure_dsn(
-                        self._settings.dsn.get_secret_value(), self._settings.dialect
+                    dsn=dialect.connection_string(
+                        self._secure_dsn(
+                            self._settings.dsn.get_secret_value(), self._settings.dialect
+                        )
                     ),
                     autocommit=False,
                     after_created=configure,

@@ -54,6 +54,10 @@ class Dialect(Protocol):
     def session_sql(self, lock_timeout_ms: int) -> tuple[str, ...]:
         """Statements run once on every new connection (isolation level, lock timeout)."""
 
+    def connection_string(self, dsn: str) -> str:
+        """The ODBC connection string to open for ``source.dsn`` (driver options the
+        dialect needs added; never logged: it may hold a password)."""
+
     def configure_connection(self, connection: Any) -> None:
         """Adjust a new pyodbc connection (output converters for types pyodbc lacks)."""
 

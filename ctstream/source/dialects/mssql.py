@@ -198,6 +198,9 @@ class MssqlDialect:
             f"SET LOCK_TIMEOUT {lock_timeout_ms:d}",
         )
 
+    def connection_string(self, dsn: str) -> str:
+        return dsn
+
     def configure_connection(self, connection: Any) -> None:
         connection.add_output_converter(SQL_SS_TIMESTAMPOFFSET, decode_datetimeoffset)
 

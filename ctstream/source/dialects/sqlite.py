@@ -31,6 +31,9 @@ class SqliteDialect:
     def session_sql(self, lock_timeout_ms: int) -> tuple[str, ...]:
         return ()  # SQLite reads in WAL mode never wait for writers
 
+    def connection_string(self, dsn: str) -> str:
+        return dsn
+
     def configure_connection(self, connection: Any) -> None:
         return None
 

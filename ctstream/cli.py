@@ -267,6 +267,32 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config", "-c", required=True, help="TOML config file")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
     doctor.set_defaults(func=_command("doctor"))
+
+    config = sub.add_parser(
+        "config",
+        help="work with config files: check one without connecting to anything",
+        description="Tools for ctstream's TOML config file and its CTSTREAM_ environment "
+        "(docs/configuration.md).",
+    )
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    check = config_sub.add_parser(
+        "check",
+        help="validate a config file and the environment; print the effective settings",
+        description="Read the config file and the CTSTREAM_ environment variables as a "
+        "worker would, without connecting to anything. Valid: print the effective settings "
+        "(environment over file over defaults; durations in seconds) with every secret "
+        "masked, and exit 0. Invalid: print every problem, one line each as 'key: problem "
+        "(expected ...)', and exit 2. Secrets (source.dsn passwords, source.mask_key, "
+        "kafka.sasl_password, web.token) are never printed.",
+    )
+    check.add_argument("--config", "-c", required=True, help="TOML config file")
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"valid", "settings" (masked, or null), "problems": '
+        '[{"key", "message"}], "environment" (names of the CTSTREAM_ variables set)}',
+    )
+    check.set_defaults(func=_command("config"))
     return parser
 
 

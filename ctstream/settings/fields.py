@@ -39,9 +39,8 @@ MaskRule = Annotated[str, AfterValidator(check_rule)]
 _DSN_PAIR = re.compile(r"^\s*[A-Za-z][A-Za-z0-9 _-]*\s*=\s*(\{[^}]*\}|[^;]*)\s*$")
 
 
-def dsn_pairs(dsn: str) -> dict[str, str]:
-    """Split an ODBC connection string into ``{lower-case key: value}``; raise if malformed."""
-    pairs: dict[str, str] = {}
+def _dsn_parts(dsn: str) -> list[str]:
+    """The ``Key=Value`` parts of an ODBC connection string, as written."""
     # Split on ';' outside braces: ODBC lets a value hold ';' as in PWD={a;b}.
     parts: list[str] = []
     current: list[str] = []
@@ -57,7 +56,13 @@ def dsn_pairs(dsn: str) -> dict[str, str]:
         else:
             current.append(char)
     parts.append("".join(current))
-    for part in parts:
+    return parts
+
+
+def dsn_pairs(dsn: str) -> dict[str, str]:
+    """Split an ODBC connection string into ``{lower-case key: value}``; raise if malformed."""
+    pairs: dict[str, str] = {}
+    for part in _dsn_parts(dsn):
         if not part.strip():
             continue
         if not _DSN_PAIR.match(part):
@@ -68,6 +73,27 @@ def dsn_pairs(dsn: str) -> dict[str, str]:
         key, _, value = part.partition("=")
         pairs[key.strip().lower()] = value.strip()
     return pairs
+
+
+MASK = "**********"
+_DSN_SECRET_KEY = re.compile(r"pwd|passw|secret|token")
+
+
+def mask_dsn(dsn: str) -> str:
+    """The ODBC connection string with the value of every secret key masked (``PWD``,
+    ``Password``, ``KeyStoreSecret``, any key naming a password, secret or token); keys
+    and the other values as written. A string that does not parse is masked whole."""
+    try:
+        dsn_pairs(dsn)
+    except ValueError:
+        return MASK
+    masked = []
+    for part in _dsn_parts(dsn):
+        key, sep, _ = part.partition("=")
+        if sep and _DSN_SECRET_KEY.search(key.lower()):
+            part = f"{key}={MASK}"
+        masked.append(part)
+    return ";".join(masked)
 
 
 class Section(BaseModel):

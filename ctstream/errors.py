@@ -11,6 +11,7 @@ say what is wrong and what to do about it. A leaf module: it imports nothing of 
     ├── BadEvent (also ValueError)  a message is not a valid change event
     ├── SourceError                 the source database is not usable as configured
     │   ├── SourceUnavailable       cannot be reached or timed out                 (retriable)
+    │   ├── SourcePermissionDenied  the login lacks a permission; ``grant`` fixes it
     │   ├── VersionTooOld           the saved version is below the minimum valid one
     │   └── SchemaChanged           the table's columns changed; ``spec`` has them  (retriable)
     ├── KafkaError                  Kafka refused or failed a request
@@ -56,6 +57,15 @@ class SourceUnavailable(SourceError):
     """The source database could not be reached or timed out; polling retries."""
 
     retriable = True
+
+
+class SourcePermissionDenied(SourceError):
+    """The source login lacks a permission a query needs; ``grant`` is the statement that
+    gives it."""
+
+    def __init__(self, message: str, grant: str) -> None:
+        super().__init__(message)
+        self.grant = grant
 
 
 class VersionTooOld(SourceError):

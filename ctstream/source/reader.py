@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import aioodbc
@@ -22,50 +22,30 @@ from ctstream.errors import (
     ConfigError,
     SchemaChanged,
     SourceError,
+    SourcePermissionDenied,
     SourceUnavailable,
     VersionTooOld,
 )
-from ctstream.models import ColumnSpec, TableSpec
+from ctstream.models import TableSpec
 from ctstream.models.column_types import bigquery_type
 from ctstream.models.masking import Masker, protect
 from ctstream.settings import SourceSettings
+from ctstream.source.catalog import (
+    SERVER_STATE_GRANT,
+    TABLE_GRANT,
+    DatabaseInfo,
+    TableHealth,
+    catalog_columns,
+    enable_tracking_advice,
+    odbc_message,
+    query_error,
+)
 from ctstream.source.changes import ChangeSet, SnapshotSet
 from ctstream.source.dialects import Dialect, Statement, dialect_for
+from ctstream.source.odbc_driver import connect_failure, login_timeout
 from ctstream.source.odbc_security import SecureDsn
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DatabaseInfo:
-    change_tracking_on: bool
-    snapshot_isolation_on: bool | None  # None: not a setting of this dialect
-    retention_seconds: float | None
-    auto_cleanup_on: bool | None
-
-
-@dataclass(frozen=True, slots=True)
-class TableHealth:
-    min_valid_version: int | None
-    current_version: int
-    retention_seconds: float | None
-    oldest_unpolled_change_age_s: float | None
-
-
-def _columns(rows: Sequence[Any]) -> tuple[ColumnSpec, ...]:
-    """Catalog rows (name, type, is_nullable, key_ordinal, precision, scale, max_length)."""
-    return tuple(
-        ColumnSpec(
-            name=str(r[0]),
-            source_type=str(r[1] or ""),
-            nullable=bool(r[2]),
-            key_ordinal=int(r[3]) if r[3] else None,
-            precision=None if r[4] is None else int(r[4]),
-            scale=None if r[5] is None else int(r[5]),
-            max_length=None if r[6] is None else int(r[6]),
-        )
-        for r in rows
-    )
 
 
 class SourceReader:
@@ -89,20 +69,17 @@ class SourceReader:
             async def configure(raw: Any) -> None:
                 dialect.configure_connection(raw)
 
+            dsn = self._secure_dsn(self._settings.dsn.get_secret_value(), self._settings.dialect)
             try:
                 conn = await aioodbc.connect(
-                    dsn=dialect.connection_string(
-                        self._secure_dsn(
-                            self._settings.dsn.get_secret_value(), self._settings.dialect
-                        )
-                    ),
+                    dsn=dialect.connection_string(dsn),
                     autocommit=False,
+                    timeout=login_timeout(dsn),
                     after_created=configure,
                 )
             except pyodbc.Error as exc:
                 raise SourceUnavailable(
-                    f"cannot connect to the source ({self._settings.dialect}): "
-                    f"{_odbc_message(exc)}; check source.dsn and that the database is up"
+                    connect_failure(dsn, self._settings.dialect, odbc_message(exc))
                 ) from None
             try:
                 lock_ms = round(self._settings.lock_timeout * 1000)
@@ -114,7 +91,7 @@ class SourceReader:
                 with suppress(pyodbc.Error):
                     await conn.close()
                 raise SourceUnavailable(
-                    f"setting up the source session: {_odbc_message(exc)}"
+                    f"setting up the source session: {odbc_message(exc)}"
                 ) from None
             self._conn = conn
         return self._conn
@@ -125,8 +102,15 @@ class SourceReader:
             with suppress(pyodbc.Error):
                 await conn.close()
 
-    async def _fetch(self, what: str, stmt: Statement, *, all_rows: bool = False) -> Any:
-        """One catalog or version query in its own short transaction."""
+    async def _fetch(
+        self, what: str, stmt: Statement, *, all_rows: bool = False, grant: str | None = None
+    ) -> Any:
+        """One catalog or version query in its own short transaction.
+
+        Raises SourcePermissionDenied (with ``grant``, the statement that fixes it) when
+        the server refuses the query for the login's permissions, SourceUnavailable for
+        any other ODBC error.
+        """
         async with self._lock:
             conn = await self._connection()
             try:
@@ -136,7 +120,7 @@ class SourceReader:
                 await conn.rollback()
             except pyodbc.Error as exc:
                 await self.close()
-                raise SourceUnavailable(f"{what}: {_odbc_message(exc)}") from None
+                raise query_error(what, exc, grant or TABLE_GRANT) from None
         return result
 
     async def database_info(self) -> DatabaseInfo:
@@ -159,9 +143,8 @@ class SourceReader:
         info = await self.database_info()
         if not info.change_tracking_on:
             raise SourceError(
-                "change tracking is not enabled on the source database; run "
-                "ALTER DATABASE <db> SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 2 DAYS, "
-                "AUTO_CLEANUP = ON)"
+                f"change tracking is not enabled on the source database; run "
+                f"{enable_tracking_advice(self._settings.dialect)}"
             )
         if info.snapshot_isolation_on is False:
             raise SourceError(
@@ -190,7 +173,7 @@ class SourceReader:
                 f"`ctstream sqlite track DB {name}` (SQL Server: ALTER TABLE {name} "
                 "ENABLE CHANGE_TRACKING)"
             )
-        columns = _columns(rows)
+        columns = catalog_columns(rows)
         ref = tracked[0]
         spec = TableSpec(
             name=name,
@@ -254,7 +237,13 @@ class SourceReader:
         min_row = await self._fetch(what, self._dialect.min_valid_version(spec))
         current = await self._fetch(what, self._dialect.current_version())
         since = saved_version if saved_version is not None else int(current[0])
-        row = await self._fetch(what, self._dialect.table_health(spec, since))
+        denied: SourcePermissionDenied | None = None
+        try:
+            row = await self._fetch(
+                what, self._dialect.table_health(spec, since), grant=SERVER_STATE_GRANT
+            )
+        except SourcePermissionDenied as exc:
+            row, denied = None, exc
         return TableHealth(
             min_valid_version=None if min_row is None or min_row[0] is None else int(min_row[0]),
             current_version=int(current[0]),
@@ -262,13 +251,16 @@ class SourceReader:
             oldest_unpolled_change_age_s=(
                 None if row is None or row[1] is None else max(0.0, float(row[1]))
             ),
+            age_denied=denied,
         )
 
     async def cleanup_backlog_s(self) -> float | None:
         stmt = self._dialect.cleanup_backlog()
         if stmt is None:
             return None
-        row = await self._fetch("reading the change tracking commit table", stmt)
+        row = await self._fetch(
+            "reading the change tracking commit table", stmt, grant=SERVER_STATE_GRANT
+        )
         return None if row is None or row[0] is None else float(row[0])
 
     async def _check_columns(self, cur: Any, spec: TableSpec) -> None:
@@ -280,7 +272,7 @@ class SourceReader:
         """
         stmt = self._dialect.columns(spec.schema, spec.table)
         await cur.execute(stmt.sql, *stmt.params)
-        columns = _columns(await cur.fetchall())
+        columns = catalog_columns(await cur.fetchall())
         if columns == spec.catalog_columns:
             return
         if not columns:
@@ -326,7 +318,7 @@ class SourceReader:
                         await conn.rollback()  # read-only: end the snapshot
             except pyodbc.Error as exc:
                 await self.close()
-                raise SourceUnavailable(f"{what} {spec.name!r}: {_odbc_message(exc)}") from None
+                raise SourceUnavailable(f"{what} {spec.name!r}: {odbc_message(exc)}") from None
 
     @asynccontextmanager
     async def changes(self, spec: TableSpec, last_version: int) -> AsyncIterator[ChangeSet]:
@@ -368,12 +360,6 @@ class SourceReader:
                 self._dialect.snapshot_query(spec),
                 self._settings.fetch_size,
             )
-
-
-def _odbc_message(exc: pyodbc.Error) -> str:
-    # pyodbc errors carry (sqlstate, message); never the connection string.
-    parts = [str(a) for a in exc.args]
-    return " ".join(parts)[:500] or type(exc).__name__
 
 
 async def selected_tables(source: SourceSettings, reader: SourceReader | None = None) -> list[str]:

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from ctstream.errors import SourceError
 from ctstream.settings import SourceSettings
 from ctstream.source.dialects.mssql import quote_mssql
+from ctstream.source.odbc_driver import resolve_driver
 from ctstream.source.reader import SourceReader
 
 DSN = os.environ.get("CTSTREAM_TEST_MSSQL_DSN")
@@ -49,7 +50,8 @@ def server() -> Iterator[Any]:
     import pyodbc
 
     assert DSN is not None
-    conn = pyodbc.connect(DSN, autocommit=True)
+    # The DSN ctstream would open: the driver from the mssql extra when none is registered.
+    conn = pyodbc.connect(resolve_driver(DSN), autocommit=True)
     q = quote_mssql
     try:
         db = conn.cursor().execute("SELECT DB_NAME()").fetchone()[0]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctstream.models import TableSpec
 from ctstream.source.dialects.base import ChangeQuery, SnapshotQuery, Statement, split_columns
+from ctstream.source.odbc_driver import resolve_driver
 
 if TYPE_CHECKING:
     from ctstream.source.dialects.base import Dialect
@@ -199,7 +200,10 @@ class MssqlDialect:
         )
 
     def connection_string(self, dsn: str) -> str:
-        return dsn
+        """``dsn`` opened by ODBC Driver 18 as registered with unixODBC, else by the
+        ``mssql-python-odbc`` wheel's library (``Driver=<path>``); other drivers untouched.
+        SourceError (not retriable) when the driver is nowhere: see odbc_driver."""
+        return resolve_driver(dsn)
 
     def configure_connection(self, connection: Any) -> None:
         connection.add_output_converter(SQL_SS_TIMESTAMPOFFSET, decode_datetimeoffset)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -296,12 +298,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that set up logging of their own (a worker's log, the demo's progress).
+_LOGGING_COMMANDS = frozenset({"worker", "demo", "stack"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ctstream`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in _LOGGING_COMMANDS:
+        # These report a failed Kafka request themselves, in one line; aiokafka would
+        # print its own error about the same connection first.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         code: int = args.func(args)
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): nothing more can be printed.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except ConfigError as exc:
         print(f"ctstream: {exc}", file=sys.stderr)
         return 2

@@ -67,7 +67,13 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> TableRegistry
                 registry.schema_notes[spec.name] = drift.notes()
     except CtstreamError as exc:
         where = settings.bigquery.endpoint or "Google's endpoint"
-        raise type(exc)(f"BigQuery at {where}: {exc}") from None
+        advice = (
+            "; check that BigQuery is reachable from this host (bigquery.endpoint, proxy, "
+            "firewall) and start again"
+            if exc.retriable
+            else ""
+        )
+        raise type(exc)(f"BigQuery at {where}: {exc}{advice}") from None
     return registry
 
 

@@ -14,7 +14,7 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery
 
-from ctstream.errors import RequestTooLarge, SinkError, SinkUnavailable
+from ctstream.errors import ConfigError, RequestTooLarge, SinkError, SinkUnavailable
 from ctstream.settings import BigQuerySettings
 
 _TOO_LARGE_WORDS = ("payload size", "too large", "request size")
@@ -22,6 +22,14 @@ _RETRIABLE_REASONS = {"quotaExceeded", "rateLimitExceeded", "backendError", "int
 
 
 def make_client(settings: BigQuerySettings) -> bigquery.Client:
+    """The client for ``settings``: anonymous against ``endpoint`` (an emulator), else
+    the service-account key in ``credentials_file``, else Application Default Credentials.
+
+    Raises ConfigError when no credentials can be had (naming the file or ADC, never the
+    key's contents).
+    """
+    from google.auth.exceptions import DefaultCredentialsError
+
     options: dict[str, Any] = {}
     credentials: Credentials | None = None
     if settings.endpoint:
@@ -29,17 +37,34 @@ def make_client(settings: BigQuerySettings) -> bigquery.Client:
     if settings.credentials_file is not None:
         from google.oauth2 import service_account
 
-        credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
-            str(settings.credentials_file)
-        )
+        try:
+            credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                str(settings.credentials_file)
+            )
+        except (OSError, ValueError) as exc:
+            # The key's text never goes into the message: it is a secret.
+            raise ConfigError(
+                f"bigquery.credentials_file {str(settings.credentials_file)!r} is not a "
+                f"usable service-account key ({type(exc).__name__}); download a JSON key "
+                "of the service account, or remove the key to use Application Default "
+                "Credentials"
+            ) from None
     elif settings.endpoint:
         credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-    return bigquery.Client(
-        project=settings.project,
-        credentials=credentials,
-        location=settings.location,
-        client_options=options or None,
-    )
+    try:
+        return bigquery.Client(
+            project=settings.project,
+            credentials=credentials,
+            location=settings.location,
+            client_options=options or None,
+        )
+    except DefaultCredentialsError:
+        raise ConfigError(
+            "BigQuery: no Google credentials found; set bigquery.credentials_file to a "
+            "service-account key file, or set up Application Default Credentials "
+            "(GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`), "
+            "or set bigquery.endpoint to use a local emulator"
+        ) from None
 
 
 def classify(exc: BaseException, what: str) -> SinkError:

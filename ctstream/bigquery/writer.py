@@ -89,6 +89,12 @@ class BigQueryWriter:
         )
 
     async def ensure_dataset(self) -> None:
+        """Create the dataset and ctstream's own tables if missing.
+
+        The first call to BigQuery at start: the client retries it for at most the request
+        timeout (not its default 10 minutes), so an unreachable endpoint fails the start
+        with a clear error instead of a silent wait.
+        """
         dataset = bigquery.Dataset(f"{self.settings.project}.{self.settings.dataset}")
         if self.settings.location:
             dataset.location = self.settings.location
@@ -98,6 +104,7 @@ class BigQueryWriter:
             dataset,
             exists_ok=True,
             timeout=self._timeout,
+            retry=bigquery.DEFAULT_RETRY.with_timeout(self._timeout),
         )
         fields = list(ERROR_RECORDS_FIELDS)
         table = bigquery.Table(self.ref(ERROR_RECORDS_TABLE), schema=fields)

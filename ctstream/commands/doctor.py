@@ -18,15 +18,12 @@ from typing import Any, Literal
 from aiokafka.errors import KafkaError
 
 from ctstream.commands.saved_state import saved_states
-from ctstream.errors import CtstreamError
+from ctstream.errors import CtstreamError, SourcePermissionDenied
 from ctstream.models import SourceState, TableSpec
 from ctstream.settings import Settings, load_settings
-from ctstream.source.reader import (
-    DatabaseInfo,
-    SourceReader,
-    TableHealth,
-    selected_tables,
-)
+from ctstream.source.catalog import DatabaseInfo, TableHealth, enable_tracking_advice
+from ctstream.source.odbc_driver import describe_driver, resolve_driver
+from ctstream.source.reader import SourceReader, selected_tables
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,8 +78,7 @@ def database_findings(dialect: str, info: DatabaseInfo) -> list[Finding]:
                 "change_tracking",
                 None,
                 "change tracking is off for the database",
-                "ALTER DATABASE <db> SET CHANGE_TRACKING = ON "
-                "(CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)",
+                enable_tracking_advice(dialect),
             )
         )
     if info.snapshot_isolation_on is not None:
@@ -226,48 +222,118 @@ def cleanup_finding(backlog_s: float | None, retention_s: float | None) -> Findi
 
 
 async def run_doctor(settings: Settings) -> list[Finding]:
+    """Every check that can run: the source, Kafka's saved versions, each table, cleanup.
+
+    A check that cannot run is a finding, and the others still run: an unreachable source
+    still leaves the Kafka check, a missing permission (a warning with the GRANT that gives
+    it) still leaves the other checks.
+    """
     reader = SourceReader(settings.source)
-    found: list[Finding] = []
     try:
-        try:
-            info = await reader.database_info()
-        except CtstreamError as exc:
-            return [Finding("error", "connect", None, str(exc), "check source.dsn")]
-        found += database_findings(settings.source.dialect, info)
-        try:
-            states: dict[str, SourceState] | None = await saved_states(settings)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            states = None
-            found.append(
-                Finding(
-                    "warn",
-                    "saved_versions",
-                    None,
-                    f"cannot read the saved versions from Kafka ({type(exc).__name__})",
-                    "check kafka.bootstrap_servers; lag checks are skipped",
-                )
-            )
-        try:
-            names = await selected_tables(settings.source, reader)
-        except CtstreamError as exc:
-            found.append(Finding("error", "tables", None, str(exc), "check source.tables"))
-            names = []
-        for name in names:
-            try:
-                spec = await reader.describe(name)
-            except CtstreamError as exc:
-                found.append(Finding("error", "tracked", name, str(exc)))
-                continue
-            found.append(Finding("ok", "tracked", name, "change-tracked, with a primary key"))
-            state = None if states is None else states.get(name)
-            health = await reader.table_health(spec, state.version if state else None)
-            mode = settings.source.snapshot_mode_of(name)
-            found += table_findings(spec, state, health, info.retention_seconds, mode)
-        cleanup = cleanup_finding(await reader.cleanup_backlog_s(), info.retention_seconds)
-        if cleanup is not None:
-            found.append(cleanup)
+        found, info = await _database_checks(settings, reader)
+        states = await _saved_states(settings, found)
+        if info is not None:
+            found += await _table_checks(settings, reader, info, states)
     finally:
         await reader.close()
+    return found
+
+
+def driver_finding(dialect: str, dsn: str) -> Finding:
+    """Which ODBC driver opens ``dsn`` (never the DSN itself: it may hold a password)."""
+    try:
+        if dialect == "mssql":
+            resolve_driver(dsn)
+    except CtstreamError as exc:
+        return Finding("error", "odbc_driver", None, str(exc))
+    return Finding("ok", "odbc_driver", None, f"driver: {describe_driver(dsn)}")
+
+
+async def _database_checks(
+    settings: Settings, reader: SourceReader
+) -> tuple[list[Finding], DatabaseInfo | None]:
+    dialect = settings.source.dialect
+    found = [driver_finding(dialect, settings.source.dsn.get_secret_value())]
+    try:
+        info = await reader.database_info()
+    except SourcePermissionDenied as exc:
+        return [*found, Finding("error", "permission", None, str(exc), exc.grant)], None
+    except CtstreamError as exc:
+        return [*found, Finding("error", "connect", None, str(exc), "check source.dsn")], None
+    return [*found, *database_findings(dialect, info)], info
+
+
+async def _saved_states(settings: Settings, found: list[Finding]) -> dict[str, SourceState] | None:
+    try:
+        return await saved_states(settings)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        found.append(
+            Finding(
+                "warn",
+                "saved_versions",
+                None,
+                f"cannot read the saved versions from Kafka at "
+                f"{settings.kafka.bootstrap_servers} ({type(exc).__name__})",
+                "check kafka.bootstrap_servers and that the brokers are up; lag checks are skipped",
+            )
+        )
+        return None
+
+
+async def _table_checks(
+    settings: Settings,
+    reader: SourceReader,
+    info: DatabaseInfo,
+    states: dict[str, SourceState] | None,
+) -> list[Finding]:
+    found: list[Finding] = []
+    try:
+        names = await selected_tables(settings.source, reader)
+    except CtstreamError as exc:
+        found.append(Finding("error", "tables", None, str(exc), "check source.tables"))
+        names = []
+    denied: SourcePermissionDenied | None = None
+    for name in names:
+        try:
+            spec = await reader.describe(name)
+        except SourcePermissionDenied as exc:
+            found.append(Finding("error", "permission", name, str(exc), exc.grant))
+            continue
+        except CtstreamError as exc:
+            found.append(Finding("error", "tracked", name, str(exc)))
+            continue
+        found.append(Finding("ok", "tracked", name, "change-tracked, with a primary key"))
+        state = None if states is None else states.get(name)
+        try:
+            health = await reader.table_health(spec, state.version if state else None)
+        except CtstreamError as exc:
+            found.append(Finding("error", "health", name, str(exc)))
+            continue
+        denied = denied or health.age_denied
+        mode = settings.source.snapshot_mode_of(name)
+        found += table_findings(spec, state, health, info.retention_seconds, mode)
+    try:
+        backlog = await reader.cleanup_backlog_s()
+    except SourcePermissionDenied as exc:
+        denied = denied or exc
+    except CtstreamError as exc:
+        found.append(Finding("error", "cleanup_backlog", None, str(exc)))
+    else:
+        cleanup = cleanup_finding(backlog, info.retention_seconds)
+        if cleanup is not None:
+            found.append(cleanup)
+    if denied is not None:
+        found.append(
+            Finding(
+                "warn",
+                "permission",
+                None,
+                "the login may not read sys.dm_tran_commit_table, so the age of the oldest "
+                "change not yet polled and the cleanup backlog are not checked "
+                "(workers do not need it)",
+                denied.grant,
+            )
+        )
     return found
 
 

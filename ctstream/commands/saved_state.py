@@ -29,9 +29,10 @@ async def saved_states(settings: Settings, timeout: float = 15.0) -> dict[str, S
         request_timeout_ms=int(timeout * 1000),
         **options,
     )
-    await asyncio.wait_for(consumer.start(), timeout)
     states: dict[str, SourceState] = {}
     try:
+        # Inside the try: a consumer whose start failed (no broker) must still be stopped.
+        await asyncio.wait_for(consumer.start(), timeout)
         if topic not in await consumer.topics():  # also refreshes the metadata
             return states
         partitions = consumer.partitions_for_topic(topic) or set()

@@ -17,12 +17,13 @@ from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
+from google.api_core.exceptions import NotFound
 
 from ctstream.bigquery.layout import quote_bq
 from ctstream.bigquery.schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.commands.saved_state import saved_states
-from ctstream.errors import CtstreamError
+from ctstream.errors import CtstreamError, SinkError
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, load_settings
 from ctstream.source.reader import SourceReader, selected_tables
@@ -119,6 +120,16 @@ async def _from_bigquery(
 ) -> None:
     writer = BigQueryWriter(settings.bigquery, timeout=30)
     try:
+        try:
+            await writer.table(ERROR_RECORDS_TABLE)
+        except SinkError as exc:
+            if not isinstance(exc.__cause__, NotFound):
+                raise
+            problems.append(
+                f"BigQuery: {writer.ref(ERROR_RECORDS_TABLE)} does not exist yet; a worker "
+                "creates the dataset and its tables when it starts"
+            )
+            return
         errors = await writer.query(
             "SELECT source_table, COUNT(*) AS n FROM "
             f"{quote_bq(writer.ref(ERROR_RECORDS_TABLE))} GROUP BY source_table"

@@ -10,6 +10,9 @@ insertAll requests, which it answers according to ``mode`` while one is set:
 * ``invalid_value``: a request with a row holding this value is answered as BigQuery
   answers one with an invalid row (without ``skipInvalidRows``): nothing inserted,
   ``invalid`` for that row and ``stopped`` for every other, whatever the mode.
+
+and, while ``refuse_datasets`` is set, answers a dataset create as BigQuery answers a
+login without ``bigquery.datasets.create``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class FaultProxy:
         self.delay = 2.0
         self.max_body: int | None = None
         self.invalid_value: str | None = None
+        self.refuse_datasets = False
         self.name_invalid_rows = True  # False: answer "stopped" rows only (a malformed answer)
         self.stopped_requests = 0
         self.refused = 0
@@ -58,6 +62,13 @@ class FaultProxy:
             path.endswith("/tables") or path.rsplit("/", 2)[-2] == "tables"
         ):
             self.table_writes.append((request.method, request.path, body))
+        if self.refuse_datasets and request.method == "POST" and path.endswith("/datasets"):
+            return _error(
+                403,
+                "accessDenied",
+                "Access Denied: Project local: User does not have bigquery.datasets.create "
+                "permission in project local.",
+            )
         if request.path.endswith("/insertAll"):
             if self.max_body is not None and len(body) > self.max_body:
                 self.too_large += 1

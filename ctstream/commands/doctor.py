@@ -1,10 +1,11 @@
 """``ctstream doctor``: is the source healthy for Change Tracking, and is ctstream keeping up?
 
 Each finding has a level (ok, warn, error), the table it is about (or none), what was
-seen, and what to do. Checks: change tracking and snapshot isolation on the database,
-every configured table tracked with a primary key, the saved version against the
-minimum valid version, the age of the oldest change not yet polled against the
-retention, and whether Change Tracking's own cleanup is falling behind.
+seen, and what to do. Checks: the ODBC driver, change tracking and snapshot isolation on
+the database, every configured table tracked with a primary key, the saved version
+against the minimum valid version, the age of the oldest change not yet polled against
+the retention, and whether Change Tracking's own cleanup is falling behind. A check that
+cannot run is a finding; the others still run.
 """
 
 from __future__ import annotations
@@ -221,14 +222,14 @@ def cleanup_finding(backlog_s: float | None, retention_s: float | None) -> Findi
     )
 
 
-async def run_doctor(settings: Settings) -> list[Finding]:
+async def run_doctor(settings: Settings, reader: SourceReader | None = None) -> list[Finding]:
     """Every check that can run: the source, Kafka's saved versions, each table, cleanup.
 
     A check that cannot run is a finding, and the others still run: an unreachable source
     still leaves the Kafka check, a missing permission (a warning with the GRANT that gives
     it) still leaves the other checks.
     """
-    reader = SourceReader(settings.source)
+    reader = reader or SourceReader(settings.source)
     try:
         found, info = await _database_checks(settings, reader)
         states = await _saved_states(settings, found)

@@ -11,17 +11,25 @@ has no saved version (snapshot modes ``initial``, ``when_needed``), when its sav
 version fell below the minimum valid version (``when_needed``), or when
 ``ctstream snapshot`` asked for it — the request is a tick too, saved in the state
 before the snapshot starts, so it survives a crash.
+
+The source lag of a table (PollStats.record_lag) is measured by the worker that polls it:
+each successful poll or snapshot leaves none (it saved the current version its
+transaction read), and at most every ``LAG_CHECK_INTERVAL`` seconds per table one
+``table_health`` query reads the source's current version and the age of the oldest
+change after the saved version, also while polls fail, unless the source just could not
+be reached (the query would only wait again).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ctstream.agents.registry import TableRegistry
-from ctstream.agents.stats import PollStats
+from ctstream.agents.stats import PollStats, failure_reason
 from ctstream.bigquery.drift import adopt_schema
 from ctstream.bigquery.error_sink import ErrorReporter
 from ctstream.bigquery.writer import BigQueryWriter
@@ -45,6 +53,14 @@ from ctstream.streams.producer import aiokafka_producer, send_batched
 from ctstream.streams.topics import PipelineTopics
 
 log = logging.getLogger("ctstream.poll")
+lag_log = logging.getLogger("ctstream.poll.lag")
+
+# Seconds between two measures of a table's source lag (one table_health query). A
+# constant: every poll already refreshes the lag, this only bounds how stale it gets
+# while polls fail, and one query per table every 30 s costs the source nothing.
+LAG_CHECK_INTERVAL = 30.0
+# Failures after which the source is not asked for its lag: it just did not answer.
+_UNREACHABLE = frozenset({"source_unavailable", "timeout"})
 
 
 class TablePoller:
@@ -72,6 +88,8 @@ class TablePoller:
         self.reader = reader
         self.writer = writer
         self.stats = stats
+        self._lag_checked: dict[str, float] = {}  # table → time.monotonic() of the last try
+        self._age_denied: set[str] = set()  # tables whose change ages the login may not read
 
     def state(self, name: str) -> SourceState:
         try:
@@ -88,7 +106,9 @@ class TablePoller:
         log.info("table %s: snapshot requested (%s)", name, reason)
 
     async def run(self, name: str) -> None:
-        """One poll (or snapshot) of table ``name``; never raises: the next tick tries again."""
+        """One poll (or snapshot) of table ``name``, a failure counted by its reason, and
+        the source lag measured when due; never raises: the next tick tries again."""
+        reason: str | None = None
         try:
             try:
                 await self._run(self.specs[name])
@@ -97,6 +117,7 @@ class TablePoller:
                 if await self._adopt(exc):
                     await self._run(self.specs[name])
         except CtstreamError as exc:
+            reason = failure_reason(exc)
             self.stats.last_error[name] = str(exc)
             log.warning(
                 "table %s: poll failed, will retry on the next tick: %s",
@@ -112,9 +133,53 @@ class TablePoller:
                 # and the worker that takes the table over polls it again.
                 log.info("table %s: poll interrupted by the worker stopping: %s", name, exc)
                 return
+            reason = failure_reason(exc)
             log.exception("table %s: poll failed, will retry on the next tick", name)
         finally:
             self.stats.snapshotting.pop(name, None)
+        if self.app.should_stop:
+            return  # a poll cut short by the stop is not a failure, nor worth a measure
+        if reason is not None:
+            self.stats.failed(name, reason)
+        if reason not in _UNREACHABLE:
+            await self._measure_lag(name)
+
+    async def _measure_lag(self, name: str) -> None:
+        """At most every LAG_CHECK_INTERVAL s per table: one ``table_health`` query for the
+        source's current version and the age of the oldest change not yet sent. Never
+        raises: a failed measure leaves the last values, and the time they were taken."""
+        now = time.monotonic()
+        if now - self._lag_checked.get(name, -math.inf) < LAG_CHECK_INTERVAL:
+            return
+        self._lag_checked[name] = now
+        try:
+            saved = self.state(name).version
+            if saved is None:
+                return  # nothing saved yet (a first snapshot pending): no lag to speak of
+            checked_at = time.time()
+            health = await self.reader.table_health(self.specs[name], saved)
+        except Exception as exc:
+            fields = {"ctstream": {"table": name}}
+            lag_log.warning(
+                "table %s: could not measure the source lag: %s", name, exc, extra=fields
+            )
+            return
+        denied = health.age_denied
+        if denied is None:
+            self._age_denied.discard(name)
+        elif name not in self._age_denied:
+            self._age_denied.add(name)
+            lag_log.warning(
+                "table %s: the source does not tell this login the age of changes not yet "
+                "sent (ctstream_source_oldest_unsent_change_age_seconds is left out); run %s",
+                name,
+                denied.grant,
+                extra={"ctstream": {"table": name}},
+            )
+        # No unsent change: the source reports no age, which is an age of 0.
+        age = None if denied is not None else health.oldest_unpolled_change_age_s or 0.0
+        lag = health.current_version - saved
+        self.stats.record_lag(name, lag, age, health.retention_seconds, checked_at)
 
     async def _run(self, spec: TableSpec) -> None:
         name = spec.name
@@ -213,6 +278,10 @@ class TablePoller:
         stats.versions[name] = result.to_version
         stats.last_error.pop(name, None)
         stats.stopped.pop(name, None)
+        # The poll saved the current version its transaction read: as of that read nothing
+        # was left unsent (to_version is max(current version, saved version)).
+        age = None if name in self._age_denied else 0.0
+        stats.record_lag(name, 0, age, None, result.started_at)
 
     def _stop(self, spec: TableSpec, exc: VersionTooOld, mode: str) -> None:
         self._stop_with(

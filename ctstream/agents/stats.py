@@ -1,5 +1,23 @@
 """What the agents did, per table, for the status views and /metrics: counters, and a
-histogram with fixed buckets (for /metrics) and recent samples (for percentiles)."""
+histogram with fixed buckets (for /metrics) and recent samples (for percentiles).
+
+A failed poll is counted under one of :data:`POLL_FAILURE_REASONS`, named from its
+exception's class by :func:`failure_reason`:
+
+- ``source_unavailable``: the source could not be reached, timed out or was locked
+  (SourceUnavailable);
+- ``permission_denied``: the source login lacks a permission (SourcePermissionDenied);
+- ``schema_changed``: the table's columns changed again right after they were adopted
+  (SchemaChanged; a single change is adopted without a failure);
+- ``source_error``: any other SourceError (the table vanished or is no longer tracked,
+  new columns that cannot be carried);
+- ``kafka``: producing the events failed or was not acknowledged (ctstream's or
+  aiokafka's KafkaError);
+- ``bigquery``: BigQuery refused what a poll writes there (a snapshot's record, new
+  columns) in a way retrying cannot fix (SinkError);
+- ``timeout``: something the poll waited for timed out (TimeoutError);
+- ``unexpected``: anything else (a bug: the log has its traceback).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +28,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
+
+from aiokafka.errors import KafkaError as AioKafkaError
+
+from ctstream.errors import (
+    KafkaError,
+    SchemaChanged,
+    SinkError,
+    SourceError,
+    SourcePermissionDenied,
+    SourceUnavailable,
+)
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600, math.inf)
 BATCH_BUCKETS: tuple[float, ...] = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, math.inf)
@@ -68,6 +97,72 @@ class PollStats:
     snapshotting: dict[str, str] = field(default_factory=dict)
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopped: dict[str, str] = field(default_factory=dict)
+    # The source lag, as measured at lag_checked_at (epoch s): the source's current Change
+    # Tracking version minus the saved version, the age of the oldest change not yet sent
+    # (absent when the source cannot tell), and the source's change retention (when known).
+    version_lag: dict[str, int] = field(default_factory=dict)
+    unsent_age: dict[str, float] = field(default_factory=dict)
+    retention: dict[str, float] = field(default_factory=dict)
+    lag_checked_at: dict[str, float] = field(default_factory=dict)
+    # Failed polls: table → reason (POLL_FAILURE_REASONS) → count.
+    failures: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def failed(self, table: str, reason: str) -> None:
+        """Count one failed poll of ``table`` for ``reason``."""
+        counts = self.failures.get(table)
+        if counts is None:
+            counts = self.failures[table] = Counter()
+        counts[reason] += 1
+
+    def record_lag(
+        self,
+        table: str,
+        version_lag: int,
+        unsent_age: float | None,
+        retention: float | None,
+        checked_at: float,
+    ) -> None:
+        """The source lag of ``table`` measured at ``checked_at``. ``unsent_age`` None: the
+        source cannot tell (the series is left out); ``retention`` None: unchanged."""
+        self.version_lag[table] = max(0, version_lag)
+        if unsent_age is None:
+            self.unsent_age.pop(table, None)
+        else:
+            self.unsent_age[table] = max(0.0, unsent_age)
+        if retention is not None:
+            self.retention[table] = retention
+        self.lag_checked_at[table] = checked_at
+
+
+POLL_FAILURE_REASONS: tuple[str, ...] = (
+    "source_unavailable",
+    "permission_denied",
+    "schema_changed",
+    "source_error",
+    "kafka",
+    "bigquery",
+    "timeout",
+    "unexpected",
+)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason (one of POLL_FAILURE_REASONS) a poll failed with ``exc``."""
+    if isinstance(exc, SourceUnavailable):
+        return "source_unavailable"
+    if isinstance(exc, SourcePermissionDenied):
+        return "permission_denied"
+    if isinstance(exc, SchemaChanged):
+        return "schema_changed"
+    if isinstance(exc, SourceError):
+        return "source_error"
+    if isinstance(exc, KafkaError | AioKafkaError):
+        return "kafka"
+    if isinstance(exc, SinkError):
+        return "bigquery"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "unexpected"
 
 
 @dataclass

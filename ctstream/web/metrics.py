@@ -1,14 +1,17 @@
 """``/metrics``: the worker's counters in the Prometheus text format.
 
 Read from the same statistics as ``/api/status/`` at scrape time; nothing secret is ever a
-label or a value.
+label or a value. The source lag of a table is measured by the poller (see
+``agents/poll.py``), not at scrape time, and shown only by the worker that polls the table
+now, so a worker that lost the table to a rebalance does not report a stale lag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -18,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ctstream.agents.stats import Histogram
+from ctstream.agents.stats import POLL_FAILURE_REASONS, Histogram, PollStats
 from ctstream.streams.app import PipelineApp
 from ctstream.streams.faust_compat.internals import committed_offsets, consumer_if_created
 
@@ -69,6 +72,17 @@ class PipelineCollector(Collector):
         yield saved
         yield stopped
         yield drift
+        yield from _source_lag(poll, polled_here(p))
+        failures = CounterMetricFamily(
+            "ctstream_poll_failures", "Failed polls, by reason", labels=["table", "reason"]
+        )
+        # Every reason of every table this worker polled, from 0: a first failure is an
+        # increase, not a new series.
+        for table in sorted(poll.polls.keys() | poll.failures.keys()):
+            counts: Mapping[str, int] = poll.failures.get(table, {})
+            for reason in POLL_FAILURE_REASONS:
+                failures.add_metric([table, reason], counts.get(reason, 0))
+        yield failures
         yield _counter("ctstream_dedup_events", "Events seen by the dedup stage", dedup.seen)
         yield _counter("ctstream_duplicates_dropped", "Duplicate events dropped", dedup.dropped)
         yield _counter("ctstream_rows_written", "Rows BigQuery accepted", sink.rows_written)
@@ -104,6 +118,53 @@ class PipelineCollector(Collector):
         for (topic, partition), value in sorted(consumer_lag(p.app).items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
+
+
+def _source_lag(poll: PollStats, tables: set[str]) -> Iterator[Metric]:
+    families = {
+        name: GaugeMetricFamily(name, doc, labels=["table"])
+        for name, doc in (
+            ("ctstream_source_version_lag", "Source's current CT version minus the saved one"),
+            (
+                "ctstream_source_oldest_unsent_change_age_seconds",
+                "Age of the oldest source change not yet sent (0: none); absent when the "
+                "source cannot tell",
+            ),
+            ("ctstream_source_retention_seconds", "The source's Change Tracking retention"),
+            (
+                "ctstream_source_lag_checked_timestamp_seconds",
+                "When the source lag and age were last measured (epoch)",
+            ),
+        )
+    }
+    values: tuple[Mapping[str, float], ...] = (
+        poll.version_lag,
+        poll.unsent_age,
+        poll.retention,
+        poll.lag_checked_at,
+    )
+    for family, by_table in zip(families.values(), values, strict=True):
+        for table in sorted(tables & by_table.keys()):
+            family.add_metric([table], by_table[table])
+        yield family
+
+
+def polled_here(pipeline: Pipeline) -> set[str]:
+    """The tables whose source lag this worker reports: those whose poll ticks it receives
+    now (one worker polls a table), or every table it measured when it cannot tell."""
+    measured = set(pipeline.poll_stats.lag_checked_at)
+    consumer = consumer_if_created(pipeline.app)
+    if consumer is None:
+        return measured
+    topic = pipeline.topics.names.poll_ticks
+    try:
+        owned = {tp.partition for tp in consumer.assignment() if tp.topic == topic}
+    except Exception:  # the consumer is not started yet
+        return measured
+    # Ticks are keyed by table name and hashed as Kafka's default partitioner does.
+    partitions = list(range(pipeline.topics.partitions))
+    partitioner = DefaultPartitioner()
+    return {t for t in measured if partitioner(t.encode("utf-8"), partitions, partitions) in owned}
 
 
 def consumer_lag(app: PipelineApp) -> dict[tuple[str, int], int]:

@@ -12,7 +12,7 @@ from ctstream.agents.stats import Histogram
 from ctstream.streams.app import PipelineApp
 from ctstream.streams.faust_compat.internals import consumer_if_created
 from ctstream.web.dashboard import DASHBOARD_HTML, TABLES_HTML
-from ctstream.web.metrics import consumer_lag, metrics_text
+from ctstream.web.metrics import consumer_lag, metrics_text, polled_here
 from ctstream.web.tables import install_table_views
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
     tables = {}
     source = pipeline.settings.source
     registry = pipeline.registry
+    lag_here = polled_here(pipeline)  # the source lag as /metrics shows it
     for name in pipeline.specs:
         if name in registry.untracked:
             state = "untracked"
@@ -47,6 +48,12 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "events_produced": poll.events.get(name, 0),
             "saved_version": poll.versions.get(name),
             "poll_error": poll.last_error.get(name),
+            "poll_failures": dict(poll.failures.get(name, {})),
+            "source_version_lag": poll.version_lag.get(name) if name in lag_here else None,
+            "oldest_unsent_change_age_s": (
+                _round(poll.unsent_age.get(name)) if name in lag_here else None
+            ),
+            "lag_checked_at": poll.lag_checked_at.get(name) if name in lag_here else None,
             "dedup_seen": dedup.seen.get(name, 0),
             "duplicates_dropped": dedup.dropped.get(name, 0),
             "rows_written": sink.rows_written.get(name, 0),
@@ -84,7 +91,10 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def _percentile(histogram: Histogram | None, q: float) -> float | None:
-    value = histogram.percentile(q) if histogram is not None else None
+    return _round(histogram.percentile(q) if histogram is not None else None)
+
+
+def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 

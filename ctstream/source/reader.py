@@ -65,8 +65,13 @@ class SourceReader:
     async def _connection(self) -> Any:
         if self._conn is None:
             dialect = self._dialect
+            # The ODBC query timeout: SQL Server's driver cancels a statement that runs
+            # longer than source.poll_timeout, so a stuck poll fails and is tried again.
+            # (The SQLite driver ignores it.)
+            query_timeout = max(1, round(self._settings.poll_timeout))
 
             async def configure(raw: Any) -> None:
+                raw.timeout = query_timeout
                 dialect.configure_connection(raw)
 
             dsn = self._secure_dsn(self._settings.dsn.get_secret_value(), self._settings.dialect)

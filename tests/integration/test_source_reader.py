@@ -164,3 +164,21 @@ async def test_a_database_without_snapshot_isolation_is_refused(db: Path) -> Non
         assert info.change_tracking_on and info.snapshot_isolation_on is None
     finally:
         await reader.close()
+
+
+async def test_source_statements_get_poll_timeout_as_their_query_timeout(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+        conn.commit()
+    track_database(db, ["items"])
+    source = SourceSettings(
+        dialect="sqlite", dsn=f"Driver=SQLite3;Database={db}", tables=["items"], poll_timeout=7
+    )
+    reader = SourceReader(source)
+    try:
+        await reader.database_info()
+        # The ODBC statement attribute SQL Server's driver enforces (SQL_ATTR_QUERY_TIMEOUT).
+        assert reader._conn.timeout == 7
+    finally:
+        await reader.close()

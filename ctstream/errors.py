@@ -19,6 +19,7 @@ say what is wrong and what to do about it. A leaf module: it imports nothing of 
     │   └── KafkaSendFailed         produced messages were not acknowledged        (retriable)
     ├── SinkError                   BigQuery rejected a request; retrying cannot fix it
     │   ├── RequestTooLarge         refused for its size; send fewer rows at once
+    │   ├── TableMissing            a table ctstream needs does not exist (yet)
     │   └── SinkUnavailable         slow, throttling or down                       (retriable)
     ├── RetryAborted                retrying stopped because the worker is stopping
     └── StackError                  the local broker or emulator could not be started
@@ -107,6 +108,10 @@ class SinkError(CtstreamError):
 
 class RequestTooLarge(SinkError):
     """BigQuery refused a request for its size; sending fewer rows at once helps."""
+
+
+class TableMissing(SinkError):
+    """A BigQuery table ctstream needs does not exist; a worker creates it at start."""
 
 
 class SinkUnavailable(SinkError):

@@ -390,8 +390,14 @@ class BigQueryWriter:
         return rejected
 
     async def table(self, name: str) -> bigquery.Table:
+        # Retried by the client for at most the request timeout (its default is 10
+        # minutes): callers retry themselves, and a command should fail in that time.
         table: bigquery.Table = await self._call(
-            f"reading table {name}", self._client.get_table, self.ref(name), timeout=self._timeout
+            f"reading table {name}",
+            self._client.get_table,
+            self.ref(name),
+            timeout=self._timeout,
+            retry=bigquery.DEFAULT_RETRY.with_timeout(self._timeout),
         )
         return table
 

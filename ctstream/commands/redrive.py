@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from ctstream.bigquery.layout import quote_bq
 from ctstream.bigquery.schema import ERROR_RECORDS_TABLE, change_row
 from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.commands.bigquery_tables import existing_table
 from ctstream.errors import BadEvent, ConfigError
 from ctstream.models import ChangeEvent, TableSpec
 from ctstream.models.values import iso_utc
@@ -140,6 +141,7 @@ async def redrive(
     )
     result = RedriveResult()
     try:
+        await existing_table(writer, ERROR_RECORDS_TABLE)
         records = await select_records(writer, set(tables), since, until)
         result.selected = len(records)
         by_table: dict[str, list[ChangeEvent]] = {}

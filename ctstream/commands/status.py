@@ -17,13 +17,13 @@ from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
-from google.api_core.exceptions import NotFound
 
 from ctstream.bigquery.layout import quote_bq
 from ctstream.bigquery.schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
 from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.commands.bigquery_tables import existing_table
 from ctstream.commands.saved_state import saved_states
-from ctstream.errors import CtstreamError, SinkError
+from ctstream.errors import CtstreamError, TableMissing
 from ctstream.models import TableSpec
 from ctstream.settings import Settings, load_settings
 from ctstream.source.reader import SourceReader, selected_tables
@@ -121,14 +121,9 @@ async def _from_bigquery(
     writer = BigQueryWriter(settings.bigquery, timeout=30)
     try:
         try:
-            await writer.table(ERROR_RECORDS_TABLE)
-        except SinkError as exc:
-            if not isinstance(exc.__cause__, NotFound):
-                raise
-            problems.append(
-                f"BigQuery: {writer.ref(ERROR_RECORDS_TABLE)} does not exist yet; a worker "
-                "creates the dataset and its tables when it starts"
-            )
+            await existing_table(writer, ERROR_RECORDS_TABLE)
+        except TableMissing as exc:
+            problems.append(f"BigQuery: {exc}")
             return
         errors = await writer.query(
             "SELECT source_table, COUNT(*) AS n FROM "

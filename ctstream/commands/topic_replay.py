@@ -27,7 +27,6 @@ from typing import Any, TypeAlias
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from ctstream.bigquery.client import classify, make_client
@@ -40,6 +39,7 @@ from ctstream.bigquery.schema import (
     change_row,
 )
 from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.commands.bigquery_tables import existing_table
 from ctstream.commands.replay_result import PartitionSpan, ReplayResult
 from ctstream.errors import (
     BadEvent,
@@ -109,15 +109,7 @@ class TopicReplay:
     async def prepare(self) -> None:
         """The target table (created for --to-table) and its validator; Kafka."""
         source, target = self.spec.bq_table, self.result.target_table
-        try:
-            src = await self.writer.table(source)
-        except SinkError as exc:
-            if isinstance(exc.__cause__, NotFound):
-                raise SinkError(
-                    f"BigQuery table {self.writer.ref(source)} does not exist; "
-                    "`ctstream worker` creates it at start"
-                ) from None
-            raise
+        src = await existing_table(self.writer, source)
         if target != source and self.dry_run:  # validate against the schema it would get
             self.validator = RowValidator(list(src.schema))
         else:
@@ -294,6 +286,8 @@ class TopicReplay:
             try:
                 await asyncio.wait_for(self.producer.start(), 30)
             except (TimeoutError, KafkaError, OSError) as exc:
+                producer, self.producer = self.producer, None
+                await producer.stop()  # a producer whose start failed holds a client too
                 raise KafkaUnavailable(
                     await unreachable_message(self.bootstrap, self.kafka_options, exc)
                 ) from None

@@ -25,8 +25,8 @@ async def true_end_offsets(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, **(client_options or {})
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer whose start failed is stopped too
         reported = await consumer.end_offsets(list(parts))
         ends = dict(reported)
         todo = [tp for tp in parts if reported[tp] > 0]
@@ -78,8 +78,8 @@ async def group_lag(
         enable_auto_commit=False,
         **(client_options or {}),
     )
-    await consumer.start()
     try:
+        await consumer.start()
         lag = 0
         for tp in parts:
             lag += ends[tp] - (await consumer.committed(tp) or 0)

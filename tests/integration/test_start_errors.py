@@ -287,3 +287,20 @@ def test_commands_that_need_kafka_say_so_in_one_line(tmp_path: Path, db: Path) -
     line = one_clear_line(result)
     assert "Kafka at 127.0.0.1:1" in line
     assert result.stderr.strip() == line  # aiokafka's own error is not printed too
+
+
+def test_status_and_redrive_before_any_worker_ran(
+    tmp_path: Path, db: Path, stack: StackInfo
+) -> None:
+    config = tmp_path / "fresh.toml"
+    text = config_text(db, bigquery=stack.bigquery_endpoint)  # Kafka at 127.0.0.1:1
+    config.write_text(text.replace('dataset = "cdc"', 'dataset = "never_made"'), "utf-8")
+    status = run_command("status", "--config", str(config))
+    assert status.returncode == 0, status.stderr
+    assert "Unclosed" not in status.stderr and "Traceback" not in status.stderr
+    assert "local.never_made._error_records does not exist" in status.stdout
+    assert "saved versions: KafkaConnectionError" in status.stdout
+    redrive = run_command("redrive", "--config", str(config))
+    assert redrive.returncode == 1
+    line = one_clear_line(redrive)
+    assert "local.never_made._error_records does not exist" in line and "ctstream worker" in line

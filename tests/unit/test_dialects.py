@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 
 from ctstream.models import ColumnSpec, TableSpec
+from ctstream.source.changes import exact_rows_to_changes
 from ctstream.source.dialects import SqliteDialect, Statement, dialect_for, quote_sqlite
+from ctstream.source.dialects.sqlite import ExactChangeQuery, ExactSnapshotQuery
 from ctstream.source.sqlite_tracking import enable_tracking
 
 TABLE = 'we"ird;tab'
@@ -75,9 +78,22 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
         c.close()
 
 
+def decoded(
+    rows: list[tuple[Any, ...]], spec: TableSpec, query: ExactChangeQuery | ExactSnapshotQuery
+) -> list[tuple[Any, ...]]:
+    """Result rows as the reader decodes them: (operation, version, keys, other columns)."""
+    changes = exact_rows_to_changes(rows, spec, query.key_count, query.value_columns, query.exact)
+    return [
+        (c.operation, c.version, *c.key, *(c.row.get(n) for n in query.value_columns))
+        for c in changes
+    ]
+
+
 def run(conn: sqlite3.Connection, spec: TableSpec, last: int) -> list[tuple[Any, ...]]:
     query = SqliteDialect().changes_query(spec)
-    return conn.execute(query.sql, (last,) * query.last_version_params).fetchall()
+    assert isinstance(query, ExactChangeQuery)
+    rows = conn.execute(query.sql, (last,) * query.last_version_params).fetchall()
+    return decoded(rows, spec, query)
 
 
 def insert(conn: sqlite3.Connection, k1: int, k2: str, v1: str, v2: float) -> None:
@@ -139,12 +155,17 @@ def test_changes_query_quotes_every_identifier() -> None:
 
 def test_changes_query_selects_keys_from_change_table_and_values_from_table() -> None:
     sql = SqliteDialect().changes_query(hostile_spec()).sql
-    select = sql[: sql.index(" FROM ")]
-    items = select.removeprefix("SELECT ").split(", ")
-    # operation CASE, version, keys in key order (K2 has ordinal 1), then other columns.
+    query = SqliteDialect().changes_query(hostile_spec())
+    assert isinstance(query, ExactChangeQuery)
+    items = sql[: sql.index(" FROM ")].removeprefix("SELECT ").split(", ", 2)
+    # operation CASE, version, keys in key order (K2 has ordinal 1), then other columns,
+    # each read exactly (the REAL through printf), then the odd-row column.
     assert items[0].startswith("CASE ")
     assert items[1] == "c.sys_change_version"
-    assert items[2:] == ['c."k 2"', 'c."k""1"', 't."v al"', 't."x""y"']
+    reads = ", ".join((*query.exact.expressions, query.exact.odd_expression))
+    assert items[2] == reads
+    assert query.exact.expressions[:3] == ('c."k 2"', 'c."k""1"', 't."v al"')
+    assert 'printf(\'%!.20g\', t."x""y")' in query.exact.expressions[3]
     assert 'AS c LEFT JOIN "we""ird;tab" AS t' in sql
     assert 't."k 2" = c."k 2"' in sql
     assert 't."k""1" = c."k""1"' in sql
@@ -198,10 +219,13 @@ def test_untracked_table_has_no_tracking_row(conn: sqlite3.Connection) -> None:
 def test_snapshot_query_reads_every_row_keys_first(conn: sqlite3.Connection) -> None:
     insert(conn, 1, "a", "one", 1.5)
     insert(conn, 2, "b;--", 'tw"o', None)
-    query = SqliteDialect().snapshot_query(spec_from_catalog(conn, TABLE))
+    spec = spec_from_catalog(conn, TABLE)
+    query = SqliteDialect().snapshot_query(spec)
+    assert isinstance(query, ExactSnapshotQuery)
     assert query.key_count == 2
     assert query.value_columns == (V1, V2)
-    assert sorted(conn.execute(query.sql).fetchall()) == [
+    rows = [("S", 0, *r) for r in conn.execute(query.sql).fetchall()]
+    assert sorted(r[2:] for r in decoded(rows, spec, query)) == [
         ("a", 1, "one", 1.5),
         ("b;--", 2, 'tw"o', None),
     ]
@@ -220,9 +244,12 @@ def test_table_health(conn: sqlite3.Connection) -> None:
     assert d.cleanup_backlog() is None
 
 
-def test_database_info_says_tracking_on() -> None:
-    with sqlite3.connect(":memory:") as c:
+def test_database_info_says_tracking_on_once_a_table_is_tracked() -> None:
+    with contextlib.closing(sqlite3.connect(":memory:")) as c:
         stmt = SqliteDialect().database_info()
+        assert c.execute(stmt.sql, stmt.params).fetchone() == (0, None, None, None)
+        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        enable_tracking(c, "t")
         assert c.execute(stmt.sql, stmt.params).fetchone() == (1, None, None, None)
 
 
@@ -283,4 +310,4 @@ def test_version_is_bound_not_pasted(conn: sqlite3.Connection) -> None:
     assert SqliteDialect().changes_query(spec).sql == query.sql
     rows = conn.execute(query.sql, ("0 OR 1=1; --", "0 OR 1=1; --")).fetchall()
     assert rows == []  # text compares greater than any integer in SQLite
-    assert conn.execute(query.sql, (0, 0)).fetchall() == [("I", 1, "a", 1, "one", 1.0)]
+    assert run(conn, spec, 0) == [("I", 1, "a", 1, "one", 1.0)]

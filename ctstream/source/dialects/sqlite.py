@@ -1,12 +1,21 @@
-"""SQL text for the SQLite Change Tracking stand-in (see source/sqlite_tracking.py)."""
+"""SQL text for the SQLite Change Tracking stand-in (see source/sqlite_tracking.py).
+
+Change and snapshot queries read every value exactly (source/sqlite_values.py): each
+column through an expression chosen by its declared type, then one odd-row column.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import pyodbc
+
 from ctstream.models import TableSpec
+from ctstream.source import sqlite_values
 from ctstream.source.dialects.base import ChangeQuery, SnapshotQuery, Statement, split_columns
 from ctstream.source.sqlite_tracking import CATALOG_TABLE, VERSION_TABLE
+from ctstream.source.sqlite_values import ExactRead, column_read
 
 
 def quote_sqlite(name: str) -> str:
@@ -14,6 +23,39 @@ def quote_sqlite(name: str) -> str:
     if "\x00" in name:
         raise ValueError(f"identifier {name!r} contains a NUL character")
     return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class ExactChangeQuery(ChangeQuery):
+    """A change query whose result rows end with the odd-row column of ``exact``."""
+
+    exact: ExactRead
+
+
+@dataclass(frozen=True, slots=True)
+class ExactSnapshotQuery(SnapshotQuery):
+    """A snapshot query whose result rows end with the odd-row column of ``exact``."""
+
+    exact: ExactRead
+
+
+def exact_read(spec: TableSpec, keys_alias: str = "t") -> ExactRead:
+    """The exact read of ``spec``'s key columns (from ``keys_alias``), then the others
+    (from ``t``), in the order ``split_columns`` gives."""
+    keys, others = split_columns(spec)
+    columns = {c.name: c for c in spec.columns}
+    return ExactRead.of(
+        [
+            (
+                f"{alias}.{quote_sqlite(name)}",
+                column_read(
+                    columns[name].source_type, columns[name].precision, columns[name].scale
+                ),
+            )
+            for alias, names in ((keys_alias, keys), ("t", others))
+            for name in names
+        ]
+    )
 
 
 # Epoch seconds, millisecond precision (the stand-in stores sys_change_time this way).
@@ -32,13 +74,21 @@ class SqliteDialect:
         return ()  # SQLite reads in WAL mode never wait for writers
 
     def connection_string(self, dsn: str) -> str:
-        return dsn
+        return sqlite_values.connection_string(dsn)
 
     def configure_connection(self, connection: Any) -> None:
-        return None
+        # The driver's own UTF-8 → UTF-16 conversion garbles characters from U+100000 up
+        # (and can end in bytes pyodbc cannot decode): take its UTF-8 as it is.
+        for sql_type in (pyodbc.SQL_CHAR, pyodbc.SQL_WCHAR):
+            connection.setdecoding(sql_type, encoding="utf-8", ctype=pyodbc.SQL_CHAR)
 
     def database_info(self) -> Statement:
-        return Statement("SELECT 1, NULL, NULL, NULL")
+        # Change tracking is on once `ctstream sqlite track` made the catalog table.
+        return Statement(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?), "
+            "NULL, NULL, NULL",
+            (CATALOG_TABLE,),
+        )
 
     def tracked_table(self, schema: str | None, table: str) -> Statement:
         return Statement(
@@ -74,13 +124,14 @@ class SqliteDialect:
         change_table = self._change_table(spec)
         q = quote_sqlite
         keys, others = split_columns(spec)
+        exact = exact_read(spec, "c")
         select = [
             # Reported relative to the caller's last version, as CHANGETABLE does.
             "CASE WHEN c.sys_change_operation = 'D' THEN 'D' "
             "WHEN c.sys_change_creation_version > ? THEN 'I' ELSE 'U' END",
             "c.sys_change_version",
-            *(f"c.{q(name)}" for name in keys),
-            *(f"t.{q(name)}" for name in others),
+            *exact.expressions,
+            exact.odd_expression,
         ]
         join = " AND ".join(f"t.{q(name)} = c.{q(name)}" for name in keys)
         sql = (
@@ -88,13 +139,14 @@ class SqliteDialect:
             f"LEFT JOIN {q(spec.table)} AS t ON {join} "
             "WHERE c.sys_change_version > ? ORDER BY c.sys_change_version"
         )
-        return ChangeQuery(sql, 2, len(keys), others)
+        return ExactChangeQuery(sql, 2, len(keys), others, exact)
 
     def snapshot_query(self, spec: TableSpec) -> SnapshotQuery:
         keys, others = split_columns(spec)
-        columns = ", ".join(f"t.{quote_sqlite(name)}" for name in (*keys, *others))
-        return SnapshotQuery(
-            f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t", len(keys), others
+        exact = exact_read(spec)
+        columns = ", ".join((*exact.expressions, exact.odd_expression))
+        return ExactSnapshotQuery(
+            f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t", len(keys), others, exact
         )
 
     def table_health(self, spec: TableSpec, saved_version: int) -> Statement:

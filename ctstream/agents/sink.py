@@ -141,6 +141,7 @@ class BigQuerySink:
         sources: list[tuple[str, Any]] = []  # (unique id, event) per row
         bq_names = bigquery_names(spec)
         own_names = {name for name, bq_name in bq_names.items() if name == bq_name}
+        declared = {bq_names.get(c.name, c.name): c.source_type for c in spec.columns}
         for payload, event in items:
             row = payload_row(payload, now_iso, bq_names, own_names)
             unique_id: str = payload["message_unique_id"]
@@ -153,7 +154,12 @@ class BigQuerySink:
                 validator = await self._refreshed(bq_table, validator)
                 problems = validator.problems(row)
             if problems:
-                reason = "; ".join(str(p) for p in problems)
+                reason = "; ".join(
+                    f"{p} (source column declared {declared[p.column]!r})"
+                    if p.column in declared
+                    else str(p)
+                    for p in problems
+                )
                 bad.append(_record(f"invalid row: {reason}", event, table, unique_id))
                 continue
             rows.append(row)

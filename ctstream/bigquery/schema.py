@@ -148,15 +148,25 @@ def _check_decimal(kind: str, number: Decimal, value: Any) -> str | None:
     return None
 
 
+def _shown(value: Any) -> str:
+    """``value`` as an error reason shows it: its kind and its first 40 characters. A
+    value a source could not carry as JSON arrives wrapped (``{"sqlite_blob": …}``)."""
+    if isinstance(value, dict) and len(value) == 1:
+        [(key, inner)] = value.items()
+        if isinstance(key, str) and key.startswith("sqlite_"):
+            return f"a SQLite {key.removeprefix('sqlite_')} value {str(inner)[:40]!r}"
+    return f"{type(value).__name__} {str(value)[:40]!r}"
+
+
 def _check_value(kind: str, value: Any) -> str | None:
     """None if ``value`` is acceptable JSON for a BigQuery ``kind`` column, else why not."""
     if value is None:
         return None
     if kind == "STRING":
-        return None if isinstance(value, str) else f"expected text, got {type(value).__name__}"
+        return None if isinstance(value, str) else f"expected text, got {_shown(value)}"
     if kind == "INT64":
         if isinstance(value, bool) or not isinstance(value, int | str):
-            return f"expected an integer, got {type(value).__name__}"
+            return f"expected an integer, got {_shown(value)}"
         try:
             number = int(value)
         except ValueError:
@@ -167,32 +177,32 @@ def _check_value(kind: str, value: Any) -> str | None:
             return "expected a number, got bool"
         if isinstance(value, int | float) or value in ("NaN", "Infinity", "-Infinity"):
             return None
-        return f"expected a number, got {type(value).__name__}"
+        return f"expected a number, got {_shown(value)}"
     if kind in {"NUMERIC", "BIGNUMERIC"}:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            return f"expected a decimal number, got {type(value).__name__}"
+            return f"expected a decimal number, got {_shown(value)}"
         try:
             decimal = Decimal(str(value))
         except InvalidOperation:
             return f"expected a decimal number, got {str(value)[:40]!r}"
         return _check_decimal(kind, decimal, value)
     if kind == "GEOGRAPHY":
-        return None if isinstance(value, str) else f"expected WKT text, got {type(value).__name__}"
+        return None if isinstance(value, str) else f"expected WKT text, got {_shown(value)}"
     if kind == "BOOL":
         if isinstance(value, bool) or value in (0, 1, "true", "false"):
             return None
         return f"expected a boolean, got {str(value)[:40]!r}"
     if kind == "BYTES":
         if not isinstance(value, str):
-            return f"expected base64 bytes, got {type(value).__name__}"
+            return f"expected base64 bytes, got {_shown(value)}"
         try:
             base64.b64decode(value, validate=True)
         except binascii.Error:
-            return "expected base64-encoded bytes"
+            return f"expected base64-encoded bytes, got {_shown(value)}"
         return None
     if kind in {"DATE", "DATETIME", "TIMESTAMP", "TIME"}:
         if not isinstance(value, str):
-            return f"expected an ISO-8601 {kind.lower()}, got {type(value).__name__}"
+            return f"expected an ISO-8601 {kind.lower()}, got {_shown(value)}"
         try:
             if kind == "DATE":
                 dt.date.fromisoformat(value)

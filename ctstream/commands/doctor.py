@@ -233,7 +233,8 @@ async def run_doctor(settings: Settings, reader: SourceReader | None = None) -> 
     try:
         found, info = await _database_checks(settings, reader)
         states = await _saved_states(settings, found)
-        if info is not None:
+        # Without change tracking no table can be tracked: its finding says what to run.
+        if info is not None and info.change_tracking_on:
             found += await _table_checks(settings, reader, info, states)
     finally:
         await reader.close()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import contextlib
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path

@@ -28,13 +28,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka.errors import KafkaError as AioKafkaError
+
 from ctstream.agents.registry import TableRegistry
 from ctstream.agents.stats import PollStats, failure_reason
 from ctstream.bigquery.drift import adopt_schema
 from ctstream.bigquery.error_sink import ErrorReporter
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.devstack.crash_points import CrashPoints
-from ctstream.errors import CtstreamError, SchemaChanged, SourceError, VersionTooOld
+from ctstream.errors import (
+    CtstreamError,
+    KafkaSendFailed,
+    SchemaChanged,
+    SourceError,
+    VersionTooOld,
+)
 from ctstream.models import PollTick, SourceState, TableSpec
 from ctstream.models.change_event import Record
 from ctstream.models.values import iso_utc
@@ -266,7 +274,12 @@ class TablePoller:
         async def send(records: list[Record]) -> Sent:
             # Straight to aiokafka in one record batch per partition, by the producer's
             # own partitioner (as topic.send would); the futures complete on Kafka's ack.
-            return Sent(await send_batched(aiokafka_producer(self.app), raw_topic, records))
+            try:
+                return Sent(await send_batched(aiokafka_producer(self.app), raw_topic, records))
+            except AioKafkaError as exc:
+                raise KafkaSendFailed(
+                    f"sending to {raw_topic} failed ({type(exc).__name__}: {exc})"
+                ) from exc
 
         return send
 

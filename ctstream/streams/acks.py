@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka.errors import KafkaError as AioKafkaError
+
+from ctstream.errors import KafkaSendFailed
+
 
 async def acknowledged(futures: Sequence[Any]) -> None:
     """Until every producer future is done; raises the first failure, in send order.
@@ -47,7 +51,14 @@ class Sent:
         self.futures = futures
 
     async def acknowledged(self) -> None:
-        await acknowledged(self.futures)
+        """Raises KafkaSendFailed (retriable) when Kafka refused or did not acknowledge
+        a record; nothing of the delivery may then count as sent."""
+        try:
+            await acknowledged(self.futures)
+        except AioKafkaError as exc:
+            raise KafkaSendFailed(
+                f"Kafka did not acknowledge the records ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def discard(self) -> None:
         discard(self.futures)

@@ -6,8 +6,10 @@ import asyncio
 import gc
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
-from ctstream.streams.acks import acknowledged
+from ctstream.errors import KafkaSendFailed
+from ctstream.streams.acks import Sent, acknowledged
 from tests.loop_steps import after_scheduled_callbacks
 
 
@@ -46,3 +48,14 @@ async def test_a_failure_is_raised_and_no_other_error_is_left_unretrieved() -> N
 
 async def test_nothing_to_wait_for() -> None:
     await asyncio.wait_for(acknowledged([]), 5)
+
+
+async def test_a_delivery_kafka_refused_is_a_retriable_send_failure() -> None:
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(2)]
+    futures[0].set_result(None)
+    futures[1].set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaSendFailed, match="KafkaTimeoutError") as raised:
+        await asyncio.wait_for(Sent(futures).acknowledged(), 5)
+    assert raised.value.retriable
+    assert isinstance(raised.value.__cause__, KafkaTimeoutError)

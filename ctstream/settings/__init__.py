@@ -25,7 +25,15 @@ from pydantic_settings import (
 )
 
 from ctstream.errors import ConfigError
-from ctstream.settings.fields import MASK, Duration, MaskRule, dsn_pairs, mask_dsn, parse_duration
+from ctstream.settings.fields import (
+    MASK,
+    Duration,
+    MaskRule,
+    dsn_pairs,
+    dsn_parts,
+    mask_dsn,
+    parse_duration,
+)
 from ctstream.settings.kafka import KafkaSettings, TopicRetention
 from ctstream.settings.sections import (
     ALL_ROLES,
@@ -65,6 +73,7 @@ __all__ = [
     "WebSettings",
     "check_settings",
     "dsn_pairs",
+    "dsn_parts",
     "load_settings",
     "mask_dsn",
     "masked_settings",

@@ -39,8 +39,9 @@ MaskRule = Annotated[str, AfterValidator(check_rule)]
 _DSN_PAIR = re.compile(r"^\s*[A-Za-z][A-Za-z0-9 _-]*\s*=\s*(\{[^}]*\}|[^;]*)\s*$")
 
 
-def _dsn_parts(dsn: str) -> list[str]:
-    """The ``Key=Value`` parts of an ODBC connection string, as written."""
+def dsn_parts(dsn: str) -> list[str]:
+    """The ``Key=Value`` parts of an ODBC connection string, as written: joined with ``;``
+    they give ``dsn`` back exactly."""
     # Split on ';' outside braces: ODBC lets a value hold ';' as in PWD={a;b}.
     parts: list[str] = []
     current: list[str] = []
@@ -62,7 +63,7 @@ def _dsn_parts(dsn: str) -> list[str]:
 def dsn_pairs(dsn: str) -> dict[str, str]:
     """Split an ODBC connection string into ``{lower-case key: value}``; raise if malformed."""
     pairs: dict[str, str] = {}
-    for part in _dsn_parts(dsn):
+    for part in dsn_parts(dsn):
         if not part.strip():
             continue
         if not _DSN_PAIR.match(part):
@@ -88,7 +89,7 @@ def mask_dsn(dsn: str) -> str:
     except ValueError:
         return MASK
     masked = []
-    for part in _dsn_parts(dsn):
+    for part in dsn_parts(dsn):
         key, sep, _ = part.partition("=")
         if sep and _DSN_SECRET_KEY.search(key.lower()):
             part = f"{key}={MASK}"

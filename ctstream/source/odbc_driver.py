@@ -28,7 +28,7 @@ from pathlib import Path
 import pyodbc
 
 from ctstream.errors import ConfigError, SourceError
-from ctstream.settings import dsn_pairs
+from ctstream.settings import dsn_pairs, dsn_parts
 
 __all__ = [
     "DRIVER_NAME",
@@ -70,26 +70,6 @@ def _unbrace(value: str) -> str:
     if len(value) >= 2 and value[0] == "{" and value[-1] == "}":
         value = value[1:-1]
     return value.strip()
-
-
-def _parts(dsn: str) -> list[str]:
-    """``dsn`` split on ``;`` outside braces, as :func:`dsn_pairs` splits it; joining the
-    parts with ``;`` gives ``dsn`` back exactly."""
-    parts: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for char in dsn:
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth = max(0, depth - 1)
-        if char == ";" and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 def _names_our_driver(value: str) -> bool:
@@ -184,7 +164,7 @@ def with_driver(dsn: str, registered: Collection[str], wheel: Path | None) -> st
     Only ``Driver`` values naming :data:`DRIVER_NAME` (any case, with or without braces)
     are replaced, by ``{<absolute path>}``; every other character of ``dsn`` is kept.
     """
-    parts = _parts(dsn)
+    parts = dsn_parts(dsn)
     ours = _ours(parts)
     if not ours or DRIVER_NAME.casefold() in {name.casefold() for name in registered}:
         return dsn
@@ -208,7 +188,7 @@ def _why_missing() -> str:
 def resolve_driver(dsn: str) -> str:
     """``dsn`` as :func:`with_driver` makes it with this host's drivers (looked up once,
     and only for a DSN naming :data:`DRIVER_NAME`)."""
-    if not _ours(_parts(dsn)):
+    if not _ours(dsn_parts(dsn)):
         return dsn
     try:
         registered = registered_drivers()
@@ -220,7 +200,7 @@ def resolve_driver(dsn: str) -> str:
 
 
 def _pairs(dsn: str) -> list[tuple[str, str]]:
-    return [(p.partition("=")[0], p.partition("=")[2]) for p in _parts(dsn) if "=" in p]
+    return [(p.partition("=")[0], p.partition("=")[2]) for p in dsn_parts(dsn) if "=" in p]
 
 
 def describe_driver(dsn: str) -> str:

@@ -160,6 +160,8 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         problems = "\n  ".join(_describe(dict(e)) for e in exc.errors())
         where = f" in {path}" if path is not None else ""
         raise ConfigError(f"invalid configuration{where}:\n  {problems}") from None
+    except SettingsError as exc:
+        raise ConfigError(str(_environment_problem(exc, environment_names()))) from None
 
 
 # --- checking without starting: every problem, and the settings with secrets masked -----

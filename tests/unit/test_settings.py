@@ -509,3 +509,12 @@ def test_log_levels_per_logger_from_file_and_environment(
 def test_bad_log_levels_entry_names_the_key(tmp_path: Path, entry: str, named: str) -> None:
     msg = config_error(tmp_path, config(rest=f"[app]\nlog_levels = {{ {entry} }}"))
     assert "app.log_levels" in msg and named in msg
+
+
+def test_environment_that_is_not_json_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CTSTREAM_SOURCE__TABLES", "[not json")
+    with pytest.raises(ConfigError, match="CTSTREAM_SOURCE__TABLES") as raised:
+        load_settings(write(tmp_path, config()))
+    assert "not valid JSON" in str(raised.value)

@@ -155,6 +155,11 @@ def _shown(value: Any) -> str:
         [(key, inner)] = value.items()
         if isinstance(key, str) and key.startswith("sqlite_"):
             return f"a SQLite {key.removeprefix('sqlite_')} value {str(inner)[:40]!r}"
+        if key == "mssql_shape":
+            return (
+                "a SQL Server shape with no exact WKT (a non-finite coordinate or a type "
+                f"WKB lacks), WKB with SRID {str(inner)[:40]!r}"
+            )
     return f"{type(value).__name__} {str(value)[:40]!r}"
 
 
@@ -187,7 +192,15 @@ def _check_value(kind: str, value: Any) -> str | None:
             return f"expected a decimal number, got {str(value)[:40]!r}"
         return _check_decimal(kind, decimal, value)
     if kind == "GEOGRAPHY":
-        return None if isinstance(value, str) else f"expected WKT text, got {_shown(value)}"
+        if not isinstance(value, str):
+            return f"expected WKT text, got {_shown(value)}"
+        if value.startswith("SRID="):
+            srid = value[5:].partition(";")[0]
+            return (
+                f"a shape in SRID {srid} or with Z or M values ({value[:40]!r}): BigQuery's "
+                "GEOGRAPHY holds two-dimensional WGS 84 (SRID 4326) shapes only"
+            )
+        return None
     if kind == "BOOL":
         if isinstance(value, bool) or value in (0, 1, "true", "false"):
             return None
@@ -222,7 +235,6 @@ _NULL_ONLY: frozenset[type] = frozenset({type(None)})
 _ALWAYS_VALID: dict[str, frozenset[type]] = {
     "STRING": frozenset({str, type(None)}),
     "FLOAT64": frozenset({float, int, type(None)}),
-    "GEOGRAPHY": frozenset({str, type(None)}),
     "BOOL": frozenset({bool, type(None)}),
 }
 
@@ -265,7 +277,7 @@ class RowValidator:
         """``_check_value``, with the common cases of the rest taken first."""
         if type(value) is int and kind == "INT64":
             return None if _INT64[0] <= value <= _INT64[1] else "integer out of INT64 range"
-        if type(value) is str:
+        if type(value) is str and kind != "GEOGRAPHY":  # a shape's text may be long
             verdicts = self._text_verdicts
             key = (kind, value)
             if key in verdicts:

@@ -8,6 +8,7 @@ import re
 
 from ctstream.models.table_spec import ColumnSpec
 
+_MICROSECOND_DIGITS = 6
 _PARAMS = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
 
 
@@ -16,10 +17,20 @@ def bigquery_type(source_type: str, precision: int | None = None, scale: int | N
 
     ``precision``/``scale`` come from the SQL Server catalog; a declared ``decimal(p,s)``
     (SQLite) carries them in the text. Exact numerics that NUMERIC cannot hold (more than
-    29 integer digits or more than 9 decimals) become BIGNUMERIC.
+    29 integer digits or more than 9 decimals) become BIGNUMERIC. ``datetime2`` and
+    ``time`` with more than six fractional digits, and ``datetimeoffset``, become STRING:
+    no BigQuery time type holds them exactly (docs/types.md).
     """
     t = source_type.strip().lower()
     base = t.split("(")[0].strip()
+    if base in {"datetime2", "time"}:
+        # Seven fractional digits (100 ns) are more than DATETIME and TIME hold: the
+        # value is carried as SQL Server's text. The catalog gives the digits as the
+        # scale; a declared type (SQLite) as its one parameter.
+        match = _PARAMS.search(t)
+        digits = int(match.group(1)) if match else scale
+        if digits is not None and digits > _MICROSECOND_DIGITS:
+            return "STRING"
     exact = _SQL_SERVER_TYPES.get(base)
     if exact is not None:
         return exact
@@ -61,7 +72,7 @@ _SQL_SERVER_TYPES: dict[str, str] = {
     "datetime2": "DATETIME",
     "smalldatetime": "DATETIME",
     "timestamp": "DATETIME",  # SQLite's spelling; T-SQL's timestamp arrives as rowversion
-    "datetimeoffset": "TIMESTAMP",  # read as an aware time, sent in UTC
+    "datetimeoffset": "STRING",  # its local time, 7 fractional digits and its offset
     "char": "STRING",
     "varchar": "STRING",
     "nchar": "STRING",

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from ctstream.models import JsonValue, Operation, TableSpec, normalise
 from ctstream.source.dialects import ChangeQuery, SnapshotQuery
+from ctstream.source.dialects.base import Converts
 from ctstream.source.dialects.sqlite import ExactChangeQuery, ExactSnapshotQuery
 from ctstream.source.sqlite_values import ExactRead
 
@@ -36,10 +37,15 @@ _INFINITY = float("inf")
 
 
 def rows_to_changes(
-    rows: Sequence[Any], spec: TableSpec, key_count: int, values: tuple[str, ...]
+    rows: Sequence[Any],
+    spec: TableSpec,
+    key_count: int,
+    values: tuple[str, ...],
+    converts: Converts = (),
 ) -> list[SourceChange]:
     """Result rows (operation, version, key columns, other columns) → changes; a delete
-    keeps its key columns only."""
+    keeps its key columns only. ``converts`` replace the driver's non-NULL values of
+    their positions (the query's)."""
     key_names = tuple(c.name for c in spec.key_columns)
     names = key_names + values
     key_end = 2 + key_count
@@ -54,6 +60,10 @@ def rows_to_changes(
             v if type(v) in as_is or (type(v) is float and -inf < v < inf) else normalise(v)
             for v in (r[2:key_end] if deleted else r[2:])
         ]
+        if converts:
+            for i, convert in converts:
+                if i < len(cells) and (raw := r[2 + i]) is not None:
+                    cells[i] = convert(raw)
         row: dict[str, JsonValue] = dict(zip(key_names if deleted else names, cells, strict=True))
         append(SourceChange(op, int(r[1]), tuple(cells[:key_count]), row))
     return batch
@@ -125,7 +135,9 @@ class ChangeSet:
                     rows, self.spec, query.key_count, query.value_columns, query.exact
                 )
             else:
-                yield rows_to_changes(rows, self.spec, query.key_count, query.value_columns)
+                yield rows_to_changes(
+                    rows, self.spec, query.key_count, query.value_columns, query.converts
+                )
 
 
 @dataclass(slots=True)
@@ -150,4 +162,6 @@ class SnapshotSet:
                     prefixed, self.spec, query.key_count, query.value_columns, query.exact
                 )
             else:
-                yield rows_to_changes(prefixed, self.spec, query.key_count, query.value_columns)
+                yield rows_to_changes(
+                    prefixed, self.spec, query.key_count, query.value_columns, query.converts
+                )

@@ -146,7 +146,8 @@ async def test_changes_and_snapshot_at_one_version(server: Any) -> None:
         assert set(by_key) == {("23", 1), ("3", 12), ("x", 5)}
         assert by_key[("23", 1)].operation == "I"
         assert by_key[("23", 1)].row[NAME] == "first!"
-        assert by_key[("23", 1)].row[WHEN] == "2026-11-22T14:30:00.000000Z"  # in UTC
+        # Its local time, all seven digits and its offset (docs/types.md).
+        assert by_key[("23", 1)].row[WHEN] == "2026-11-22 09:30:00.0000000 -05:00"
         assert by_key[("x", 5)].operation == "D"
         assert by_key[("x", 5)].row == {K2: "x", K1: 5}
         async with r.snapshot(spec) as snapshot:
@@ -161,3 +162,51 @@ async def test_changes_and_snapshot_at_one_version(server: Any) -> None:
         assert health.oldest_unpolled_change_age_s < 3600
     finally:
         await r.close()
+
+
+async def test_values_arrive_exactly(server: Any) -> None:
+    """Each type docs/types.md lists as read through an expression, with a value the
+    plain read would change: 100 ns digits, a float's 17th digit, a Z value, an SRID."""
+    q = quote_mssql
+    table = f"types{next(_counter)}"
+    name = f"{SCHEMA}.{table}"
+    ref = f"{q(SCHEMA)}.{q(table)}"
+    _execute(
+        server,
+        f"CREATE TABLE {ref} (id int PRIMARY KEY, d2 datetime2(7), d6 datetime2(6), "
+        "t7 time(7), dto datetimeoffset(7), v1 sql_variant, v2 sql_variant, v3 sql_variant, "
+        "g geography, g2 geography, m geometry, h hierarchyid)",
+    )
+    try:
+        _execute(server, f"ALTER TABLE {ref} ENABLE CHANGE_TRACKING")
+        _execute(
+            server,
+            f"INSERT INTO {ref} VALUES (1, '2026-12-07 14:08:19.1234567', "
+            "'2026-12-07 14:08:19.123456', '23:59:59.9999999', "
+            "'2026-12-07 14:08:19.1234567 +05:30', CAST(0.1 AS float) + CAST(0.2 AS float), "
+            "CAST('2026-12-07 14:08:19.1234567' AS datetime2(7)), CAST(0x00ff AS varbinary(2)), "
+            "geography::STGeomFromText('POINT(-122.349 47.651)', 4326), "
+            "geography::STGeomFromText('POINT(-122.349 47.651 10)', 4269), "
+            "geometry::STGeomFromText('LINESTRING(0 0 1 2, 0.1 0.7 3 4)', 0), "
+            "hierarchyid::Parse('/1/3/'))",
+        )
+        r = SourceReader(SourceSettings(dialect="mssql", dsn=SecretStr(DSN or ""), tables=[name]))
+        try:
+            spec = await r.describe(name)
+            async with r.snapshot(spec) as snapshot:
+                [row] = [c.row for b in [b async for b in snapshot.batches()] for c in b]
+        finally:
+            await r.close()
+    finally:
+        _execute(server, f"DROP TABLE IF EXISTS {ref}")
+    assert row["d2"] == "2026-12-07 14:08:19.1234567"
+    assert row["d6"] == "2026-12-07T14:08:19.123456"
+    assert row["t7"] == "23:59:59.9999999"
+    assert row["dto"] == "2026-12-07 14:08:19.1234567 +05:30"
+    assert row["v1"] == '{"base_type":"float","value":"3.0000000000000004E-1"}'
+    assert row["v2"] == '{"base_type":"datetime2","value":"2026-12-07 14:08:19.1234567"}'
+    assert row["v3"] == '{"base_type":"varbinary","value":"0x00FF"}'
+    assert row["g"] == "POINT (-122.349 47.651)"
+    assert row["g2"] == "SRID=4269;POINT Z (-122.349 47.651 10)"
+    assert row["m"] == "SRID=0;LINESTRING ZM (0 0 1 2, 0.1 0.7 3 4)"
+    assert row["h"] == "/1/3/"

@@ -59,11 +59,15 @@ from ctstream.models.column_types import bigquery_type
         ("decimal(10,10)", "BIGNUMERIC"),
         ("datetime", "DATETIME"),
         ("datetime2", "DATETIME"),
-        ("datetime2(7)", "DATETIME"),
+        ("datetime2(7)", "STRING"),
+        ("datetime2(6)", "DATETIME"),
+        ("datetime2(0)", "DATETIME"),
         ("smalldatetime", "DATETIME"),
-        ("datetimeoffset", "TIMESTAMP"),
-        ("datetimeoffset(7)", "TIMESTAMP"),
-        ("time(7)", "TIME"),
+        ("datetimeoffset", "STRING"),
+        ("datetimeoffset(7)", "STRING"),
+        ("datetimeoffset(0)", "STRING"),
+        ("time(7)", "STRING"),
+        ("time(3)", "TIME"),
         ("uniqueidentifier", "STRING"),
         ("varbinary(max)", "BYTES"),
         ("binary(16)", "BYTES"),
@@ -281,8 +285,11 @@ def test_validator_on_a_full_table_schema() -> None:
         ("numeric", 38, 0, "BIGNUMERIC"),  # 38 integer digits: more than NUMERIC's 29
         ("decimal", 20, 12, "BIGNUMERIC"),  # 12 decimals: more than NUMERIC's 9
         ("money", 19, 4, "NUMERIC"),
-        ("datetimeoffset", None, 7, "TIMESTAMP"),
-        ("datetime2", None, 7, "DATETIME"),
+        ("datetimeoffset", 34, 7, "STRING"),  # the offset: no BigQuery type keeps it
+        ("datetimeoffset", 26, 0, "STRING"),
+        ("datetime2", 27, 7, "STRING"),  # 100 ns: DATETIME holds microseconds
+        ("datetime2", 26, 6, "DATETIME"),
+        ("datetime2", 19, 0, "DATETIME"),
         ("uniqueidentifier", None, None, "STRING"),
         ("varbinary", None, None, "BYTES"),
         ("bit", None, None, "BOOL"),
@@ -293,7 +300,8 @@ def test_validator_on_a_full_table_schema() -> None:
         ("float", 53, None, "FLOAT64"),
         ("real", 24, None, "FLOAT64"),
         ("smalldatetime", None, None, "DATETIME"),
-        ("time", None, 7, "TIME"),
+        ("time", 16, 7, "STRING"),
+        ("time", 15, 6, "TIME"),
     ],
 )
 def test_sql_server_catalog_types(
@@ -318,6 +326,24 @@ def test_sql_server_catalog_types(
 def test_numeric_and_geography_values(kind: str, value: object, ok: bool) -> None:
     problems = RowValidator([SchemaField("c", kind)]).problems({"c": value})
     assert (problems == []) is ok, problems
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("SRID=4269;POINT (1 2)", "a shape in SRID 4269 or with Z or M values"),
+        ("SRID=4326;POINT Z (1 2 3)", "a shape in SRID 4326 or with Z or M values"),
+        ({"mssql_shape": "AAAQ5g=="}, "expected WKT text, got a SQL Server shape with no exact"),
+    ],
+)
+def test_a_shape_geography_cannot_hold_is_refused_with_why(value: object, reason: str) -> None:
+    """SQL Server shapes outside 2-D WGS 84 arrive as EWKT (source/spatial_values.py):
+    parked with the reason, never written as another shape."""
+    [problem] = RowValidator([SchemaField("g", "GEOGRAPHY")]).problems({"g": value})
+    why = problem.reason
+    assert problem.column == "g" and why.startswith(reason), why
+    if isinstance(value, str):
+        assert "WGS 84 (SRID 4326)" in why
 
 
 @pytest.mark.parametrize(

@@ -7,23 +7,26 @@ SNAPSHOT``: those are checked token by token against a benign reference; the res
 from __future__ import annotations
 
 import random
+import re
 import struct
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import pytest
 import sqlglot
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlglot import TokenType, exp
 from sqlglot.dialects.dialect import Dialect as SqlglotDialect
 
 from ctstream.models import ColumnSpec, TableSpec
 from ctstream.source.dialects import dialect_for
-from ctstream.source.dialects.mssql import (
+from ctstream.source.dialects.mssql import MssqlDialect, quote_mssql
+from ctstream.source.dialects.mssql_values import (
     SQL_SS_TIMESTAMPOFFSET,
-    MssqlDialect,
     decode_datetimeoffset,
-    quote_mssql,
+    select_expression,
 )
 
 TSQL = SqlglotDialect.get_or_raise("tsql")
@@ -135,10 +138,18 @@ def without_changetable(sql: str) -> str:
     raise AssertionError(f"unbalanced CHANGETABLE in {sql!r}")
 
 
+def references(spec: TableSpec, selected: list[str]) -> list[str]:
+    """``selected`` columns as the select list names them: each as often as the
+    expression reading it refers to it (a sql_variant's, a shape's more than once)."""
+    columns = {c.name: c for c in spec.columns}
+    return [n for n in selected for _ in range(select_expression("«»", columns[n]).count("«»"))]
+
+
 def check_spec(spec: TableSpec) -> None:
     """Every per-table statement: exact identifiers, benign structure, parses where it can."""
     ref = benign(spec)
     keys, others = names(spec)
+    read_keys, read_others = references(spec, keys), references(spec, others)
     s, t = spec.schema or "", spec.table
     changes, ref_changes = D.changes_query(spec), D.changes_query(ref)
     snap, ref_snap = D.snapshot_query(spec), D.snapshot_query(ref)
@@ -149,9 +160,9 @@ def check_spec(spec: TableSpec) -> None:
     assert health.params == (41,) and mvv.params == (spec.object_id,)
     join_ids = [k for k in keys for _ in ("t", "ct")]  # t.[k] = ct.[k]
     cases = [
-        (changes.sql, ref_changes.sql, [*keys, *others, s, t, s, t, *join_ids],
+        (changes.sql, ref_changes.sql, [*read_keys, *read_others, s, t, s, t, *join_ids],
          changes.last_version_params),
-        (snap.sql, ref_snap.sql, [*keys, *others, s, t], 0),
+        (snap.sql, ref_snap.sql, [*read_keys, *read_others, s, t], 0),
         (health.sql, ref_health.sql, [s, t], 1),
         (mvv.sql, ref_mvv.sql, [], 1),
     ]  # fmt: skip
@@ -163,10 +174,13 @@ def check_spec(spec: TableSpec) -> None:
     # The parts sqlglot can parse: the tree names exactly the intended tables and columns.
     tree = parse_one(without_changetable(changes.sql))
     assert tables(tree) == {(s, t), ("", "ct_changes")}
-    assert quoted(tree) == Counter([*keys, *others, s, t, *keys, *keys])
-    assert {c.table for c in tree.find_all(exp.Column)} == {"t", "ct"}
+    assert quoted(tree) == Counter([*read_keys, *read_others, s, t, *keys, *keys])
+    # A shape's SRID property (t.[g].STSrid) parses as a column of "table" g in "db" t.
+    owners = {c.db if c.name == "STSrid" else c.table for c in tree.find_all(exp.Column)}
+    assert owners == {"t", "ct"}
     tree = parse_one(snap.sql)
-    assert tables(tree) == {(s, t)} and quoted(tree) == Counter([*keys, *others, s, t])
+    assert tables(tree) == {(s, t)}
+    assert quoted(tree) == Counter([*read_keys, *read_others, s, t])
     tree = parse_one(without_changetable(health.sql))
     assert tables(tree) == {("", "ct_changes"), ("sys", "dm_tran_commit_table")}
     assert not quoted(tree)
@@ -222,8 +236,12 @@ def test_statement_shapes() -> None:
          ("m", "geometry", None), ("h", "hierarchyid", None), ("x", "XML", None),
          ("v", "sql_variant", None), ("d", "decimal(18,2)", None)],
     )  # fmt: skip
-    converted = "t.[g].STAsText(), t.[m].STAsText(), t.[h].ToString(), "
-    converted += "CONVERT(nvarchar(max), t.[x]), CONVERT(nvarchar(max), t.[v]), t.[d]"
+    variant = select_expression("t.[v]", spec.columns[6])
+    no_wkb = "CAST('' AS varbinary(max))"
+    converted = f"CAST(t.[g].STSrid AS binary(4)) + COALESCE(t.[g].AsBinaryZM(), {no_wkb}), "
+    converted += f"CAST(t.[m].STSrid AS binary(4)) + COALESCE(t.[m].AsBinaryZM(), {no_wkb}), "
+    converted += "t.[h].ToString(), "
+    converted += f"CONVERT(nvarchar(max), t.[x]), {variant}, t.[d]"
     assert D.changes_query(spec).sql == (
         "SELECT ct.SYS_CHANGE_OPERATION, ct.SYS_CHANGE_VERSION, ct.[a], ct.[b], "
         f"{converted} FROM CHANGETABLE(CHANGES [dbo].[items], ?) AS ct "
@@ -231,10 +249,14 @@ def test_statement_shapes() -> None:
         "ORDER BY ct.SYS_CHANGE_VERSION"
     )
     assert D.changes_query(spec).last_version_params == 1
+    # The shapes (positions 2 and 3 after the two keys) are converted in Python.
+    assert [i for i, _ in D.changes_query(spec).converts] == [2, 3]
+    assert [i for i, _ in D.snapshot_query(spec).converts] == [2, 3]
     tree_keys = make_spec("s", "t", [("h", "hierarchyid", 1), ("v", "sql_variant", 2)])
+    key_variant = select_expression("ct.[v]", tree_keys.columns[1])
     assert D.changes_query(tree_keys).sql.startswith(
         "SELECT ct.SYS_CHANGE_OPERATION, ct.SYS_CHANGE_VERSION, ct.[h].ToString(), "
-        "CONVERT(nvarchar(max), ct.[v]) FROM"
+        f"{key_variant} FROM"
     )
     assert D.snapshot_query(spec).sql == (
         f"SELECT t.[a], t.[b], {converted} FROM [dbo].[items] AS t"
@@ -242,6 +264,45 @@ def test_statement_shapes() -> None:
     assert (
         "DATEDIFF_BIG(SECOND, MIN(tc.commit_time), SYSUTCDATETIME())" in D.table_health(spec, 3).sql
     )
+
+
+@pytest.mark.parametrize(
+    ("source_type", "scale", "expected"),
+    [
+        ("datetime2", 7, "CONVERT(varchar(27), t.[c], 121)"),
+        ("time", 7, "CONVERT(varchar(16), t.[c], 121)"),
+        ("datetime2", 6, "t.[c]"),  # microseconds: read exactly as a datetime
+        ("datetime2", 0, "t.[c]"),
+        ("time", 3, "t.[c]"),
+        ("datetimeoffset", 7, "t.[c]"),  # the output converter writes its text
+        ("datetime", 3, "t.[c]"),
+    ],
+)
+def test_time_reads(source_type: str, scale: int, expected: str) -> None:
+    column = ColumnSpec("c", source_type, precision=27, scale=scale)
+    assert select_expression("t.[c]", column) == expected
+    parse_one(f"SELECT {expected} FROM x AS t")
+
+
+def test_sql_variant_read_keeps_its_base_type_and_value() -> None:
+    sql = select_expression("t.[v]", ColumnSpec("v", "sql_variant"))
+    tree = parse_one(f"SELECT {sql} FROM x AS t")
+    assert quoted(tree) == Counter({"v": sql.count("t.[v]")})
+    # A NULL stays NULL; the text is JSON with the base type and an escaped value.
+    assert sql.startswith('CASE WHEN t.[v] IS NULL THEN NULL ELSE CONCAT(N\'{"base_type":"\', ')
+    assert "STRING_ESCAPE(" in sql and sql.endswith("'json'), N'\"}') END")
+    # The conversion styles that keep each base type's value.
+    for fragment in (
+        "WHEN 'float' THEN CONVERT(nvarchar(30), CAST(t.[v] AS float), 3)",
+        "WHEN 'real' THEN CONVERT(nvarchar(30), CAST(t.[v] AS real), 3)",
+        "WHEN 'datetime2' THEN CONVERT(nvarchar(27), CAST(t.[v] AS datetime2(7)), 121)",
+        "WHEN 'datetimeoffset' THEN CONVERT(nvarchar(34), CAST(t.[v] AS datetimeoffset(7)), 121)",
+        "WHEN 'time' THEN CONVERT(nvarchar(16), CAST(t.[v] AS time(7)), 121)",
+        "WHEN 'varbinary' THEN CONVERT(nvarchar(max), CAST(t.[v] AS varbinary(8000)), 1)",
+        "WHEN 'money' THEN CONVERT(nvarchar(30), CAST(t.[v] AS money), 2)",
+        "ELSE CONVERT(nvarchar(max), t.[v]) END",
+    ):
+        assert fragment in sql
 
 
 @pytest.mark.parametrize(
@@ -329,6 +390,9 @@ def test_session_sql_refuses_bad_timeouts(timeout: Any) -> None:
         D.session_sql(timeout)
 
 
+DTO_TEXT = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{7}) ([+-])(\d\d):(\d\d)")
+
+
 def pack_dto(*fields: int) -> bytes:
     return struct.pack("<6hI2h", *fields)
 
@@ -336,19 +400,40 @@ def pack_dto(*fields: int) -> bytes:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ((2024, 2, 29, 23, 59, 58, 123456700, -5, -30),
-         datetime(2024, 2, 29, 23, 59, 58, 123456, timezone(-timedelta(hours=5, minutes=30)))),
-        ((1, 1, 1, 0, 0, 0, 0, 14, 0), datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))),
-        ((9999, 12, 31, 12, 0, 0, 999999999, 0, 0),
-         datetime(9999, 12, 31, 12, 0, 0, 999999, UTC)),
-        ((2020, 6, 1, 8, 15, 0, 0, 5, 45),
-         datetime(2020, 6, 1, 8, 15, tzinfo=timezone(timedelta(hours=5, minutes=45)))),
+        ((2024, 2, 29, 23, 59, 58, 123456700, -5, -30), "2024-02-29 23:59:58.1234567 -05:30"),
+        ((1, 1, 1, 0, 0, 0, 0, 14, 0), "0001-01-01 00:00:00.0000000 +14:00"),
+        ((9999, 12, 31, 12, 0, 0, 999999900, 0, 0), "9999-12-31 12:00:00.9999999 +00:00"),
+        ((2020, 6, 1, 8, 15, 0, 0, 5, 45), "2020-06-01 08:15:00.0000000 +05:45"),
+        ((2020, 6, 1, 8, 15, 0, 100, 0, -30), "2020-06-01 08:15:00.0000001 -00:30"),
     ],
-)  # fmt: skip
-def test_datetimeoffset_converter(fields: tuple[int, ...], expected: datetime) -> None:
-    value = decode_datetimeoffset(pack_dto(*fields))
-    assert value == expected and value is not None
-    assert value.utcoffset() == expected.utcoffset()
+)
+def test_datetimeoffset_converter(fields: tuple[int, ...], expected: str) -> None:
+    assert decode_datetimeoffset(pack_dto(*fields)) == expected
+
+
+@given(
+    st.datetimes(),  # naive: the struct holds the local time
+    st.integers(0, 9_999_999),
+    st.integers(-14 * 60, 14 * 60),
+)
+def test_datetimeoffset_text_keeps_every_field(
+    local: datetime, ticks: int, offset_minutes: int
+) -> None:
+    """Every field of the driver's struct is in the text: 100 ns ticks and the offset."""
+    sign = -1 if offset_minutes < 0 else 1
+    tz_hour, tz_minute = divmod(abs(offset_minutes), 60)
+    fields = (local.year, local.month, local.day, local.hour, local.minute, local.second,
+              ticks * 100, sign * tz_hour, sign * tz_minute)  # fmt: skip
+    text = decode_datetimeoffset(pack_dto(*fields))
+    assert text is not None
+    match = re.fullmatch(
+        r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{7}) ([+-])(\d\d):(\d\d)", text
+    )
+    assert match is not None, text
+    *parts, ticks_text, sign_text, hh, mm = match.groups()
+    assert tuple(map(int, parts)) == fields[:6] and int(ticks_text) == ticks
+    minutes = (int(hh) * 60 + int(mm)) * (-1 if sign_text == "-" else 1)
+    assert minutes == offset_minutes
 
 
 def test_configure_connection_registers_converter() -> None:

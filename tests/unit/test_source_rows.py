@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import decimal
 import math
+import struct
 
 from ctstream.models import ColumnSpec, TableSpec
 from ctstream.models.values import normalise
 from ctstream.source.changes import SourceChange, rows_to_changes
+from ctstream.source.dialects.mssql import MssqlDialect
 
 SPEC = TableSpec(
     "orders",
@@ -72,3 +75,36 @@ def test_infinite_floats_are_normalised_and_finite_ones_kept() -> None:
     ratios = [c.row["ratio"] for c in rows_to_changes(rows, SPEC, 2, VALUES)]
     assert ratios[:3] == ["Infinity", "-Infinity", "NaN"]
     assert [(type(r), r) for r in ratios[3:]] == [(float, -0.0), (float, 1e308)]
+
+
+def test_sql_server_shapes_are_converted_from_their_wkb() -> None:
+    """The dialect's converts turn a shape's SRID + WKB into exact WKT; a shape with no
+    WKT travels wrapped (its row is parked by the sink), a NULL stays NULL."""
+    spec = TableSpec(
+        "dbo.places",
+        "dbo",
+        "places",
+        (
+            ColumnSpec("id", "int", nullable=False, key_ordinal=1),
+            ColumnSpec("where", "geography"),
+            ColumnSpec("plan", "geometry"),
+        ),
+    )
+    query = MssqlDialect().changes_query(spec)
+    point = struct.pack(">i", 4326) + struct.pack("<BIdd", 1, 1, -122.349, 0.1 + 0.2)
+    planar = struct.pack(">i", 0) + struct.pack("<BIddd", 1, 1001, 1.0, 2.0, 3.0)
+    full_globe = struct.pack(">i", 4326)  # AsBinaryZM gave no WKB
+    rows = [
+        ("I", 1, 1, point, planar),
+        ("U", 2, 2, None, full_globe),
+        ("D", 3, 3, None, None),
+    ]
+    changes = rows_to_changes(rows, spec, 1, ("where", "plan"), query.converts)
+    assert changes[0].row == {
+        "id": 1,
+        "where": "POINT (-122.349 0.30000000000000004)",
+        "plan": "SRID=0;POINT Z (1 2 3)",
+    }
+    assert changes[1].row["where"] is None
+    assert changes[1].row["plan"] == {"mssql_shape": base64.b64encode(full_globe).decode()}
+    assert changes[2].row == {"id": 3}

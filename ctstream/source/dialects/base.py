@@ -8,10 +8,13 @@ parameters together, so the reader never builds SQL itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ctstream.models import TableSpec
+from ctstream.models import JsonValue, TableSpec
+
+Converts = tuple[tuple[int, Callable[[Any], JsonValue]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,8 @@ class ChangeQuery:
     # Column order of each result row: operation, version, key columns, other columns.
     key_count: int
     value_columns: tuple[str, ...]
+    # (position among the key and other columns, conversion of a non-NULL driver value).
+    converts: Converts = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,7 @@ class SnapshotQuery:
     sql: str
     key_count: int
     value_columns: tuple[str, ...]
+    converts: Converts = ()  # as ChangeQuery's
 
 
 class Dialect(Protocol):

@@ -6,13 +6,22 @@ Identifiers come only from the catalog (a TableSpec) and always pass through
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from ctstream.models import TableSpec
-from ctstream.source.dialects.base import ChangeQuery, SnapshotQuery, Statement, split_columns
+from ctstream.models import ColumnSpec, TableSpec
+from ctstream.source.dialects.base import (
+    ChangeQuery,
+    Converts,
+    SnapshotQuery,
+    Statement,
+    split_columns,
+)
+from ctstream.source.dialects.mssql_values import (
+    SQL_SS_TIMESTAMPOFFSET,
+    decode_datetimeoffset,
+    select_expression,
+    value_converter,
+)
 from ctstream.source.odbc_driver import resolve_driver
 
 if TYPE_CHECKING:
@@ -21,12 +30,6 @@ if TYPE_CHECKING:
 # sysname is nvarchar(128): at most 128 UTF-16 code units.
 _MAX_IDENTIFIER_UNITS = 128
 _INT_MAX = 2**31 - 1
-
-# pyodbc hands SQL Server's datetimeoffset (SQL_SS_TIMESTAMPOFFSET) over as raw bytes:
-# SQL_SS_TIMESTAMPOFFSET_STRUCT = year, month, day, hour, minute, second (SQLSMALLINT /
-# SQLUSMALLINT), fraction in nanoseconds (SQLUINTEGER), timezone hour, minute (SQLSMALLINT).
-SQL_SS_TIMESTAMPOFFSET = -155
-_DATETIMEOFFSET = struct.Struct("<6hI2h")
 
 
 def quote_mssql(name: str) -> str:
@@ -59,37 +62,15 @@ def quote_mssql(name: str) -> str:
     return "[" + name.replace("]", "]]") + "]"
 
 
-def decode_datetimeoffset(raw: bytes | None) -> datetime | None:
-    """pyodbc output converter: datetimeoffset bytes → timezone-aware datetime.
-
-    The struct holds the local time and its offset from UTC (both offset parts carry the
-    sign, e.g. -05:30 is (-5, -30)). Python keeps microseconds: the 7th fractional digit
-    of datetimeoffset(7) is dropped.
-    """
-    if raw is None:
-        return None
-    year, month, day, hour, minute, second, fraction_ns, tz_hour, tz_minute = (
-        _DATETIMEOFFSET.unpack(raw)
-    )
-    offset = timezone(timedelta(hours=tz_hour, minutes=tz_minute))
-    return datetime(year, month, day, hour, minute, second, fraction_ns // 1000, tzinfo=offset)
+def _select(alias: str, column: ColumnSpec) -> str:
+    return select_expression(f"{alias}.{quote_mssql(column.name)}", column)
 
 
-# Types pyodbc cannot return usefully, read through an expression of the same position.
-# SQL Server's CLR method names are case-sensitive.
-_CONVERSIONS: dict[str, Callable[[str], str]] = {
-    "geography": lambda ref: f"{ref}.STAsText()",
-    "geometry": lambda ref: f"{ref}.STAsText()",
-    "hierarchyid": lambda ref: f"{ref}.ToString()",
-    "xml": lambda ref: f"CONVERT(nvarchar(max), {ref})",
-    "sql_variant": lambda ref: f"CONVERT(nvarchar(max), {ref})",
-}
-
-
-def _select_expression(alias: str, name: str, source_type: str) -> str:
-    ref = f"{alias}.{quote_mssql(name)}"
-    convert = _CONVERSIONS.get(source_type.split("(", 1)[0].strip().lower())
-    return convert(ref) if convert else ref
+def _converts(spec: TableSpec) -> Converts:
+    """Positions (keys first, as selected) of the columns converted in Python."""
+    ordered = (*spec.key_columns, *(c for c in spec.columns if c.key_ordinal is None))
+    found = ((i, value_converter(c)) for i, c in enumerate(ordered))
+    return tuple((i, convert) for i, convert in found if convert is not None)
 
 
 def _table_ref(spec: TableSpec) -> str:
@@ -105,8 +86,8 @@ def _changetable(spec: TableSpec) -> str:
     return f"CHANGETABLE(CHANGES {_table_ref(spec)}, ?) AS ct"
 
 
-def _types(spec: TableSpec) -> dict[str, str]:
-    return {c.name: c.source_type for c in spec.columns}
+def _columns(spec: TableSpec) -> dict[str, ColumnSpec]:
+    return {c.name: c for c in spec.columns}
 
 
 def _need_schema(schema: str | None, table: str) -> str:
@@ -238,13 +219,13 @@ class MssqlDialect:
                 f"table {spec.name!r} has no primary key: Change Tracking needs one; "
                 "add a primary key or remove the table from source.tables"
             )
-        types = _types(spec)
+        columns = _columns(spec)
         q = quote_mssql
         select = [
             "ct.SYS_CHANGE_OPERATION",
             "ct.SYS_CHANGE_VERSION",
-            *(_select_expression("ct", name, types[name]) for name in keys),
-            *(_select_expression("t", name, types[name]) for name in others),
+            *(_select("ct", columns[name]) for name in keys),
+            *(_select("t", columns[name]) for name in others),
         ]
         join = " AND ".join(f"t.{q(name)} = ct.{q(name)}" for name in keys)
         sql = (
@@ -252,13 +233,15 @@ class MssqlDialect:
             f"LEFT JOIN {_table_ref(spec)} AS t ON {join} "
             "ORDER BY ct.SYS_CHANGE_VERSION"
         )
-        return ChangeQuery(sql, 1, len(keys), others)
+        return ChangeQuery(sql, 1, len(keys), others, _converts(spec))
 
     def snapshot_query(self, spec: TableSpec) -> SnapshotQuery:
         keys, others = split_columns(spec)
-        types = _types(spec)
-        columns = ", ".join(_select_expression("t", name, types[name]) for name in (*keys, *others))
-        return SnapshotQuery(f"SELECT {columns} FROM {_table_ref(spec)} AS t", len(keys), others)
+        columns = _columns(spec)
+        select = ", ".join(_select("t", columns[name]) for name in (*keys, *others))
+        return SnapshotQuery(
+            f"SELECT {select} FROM {_table_ref(spec)} AS t", len(keys), others, _converts(spec)
+        )
 
     def table_health(self, spec: TableSpec, saved_version: int) -> Statement:
         # Retention is database-wide on SQL Server (database_info), hence NULL here.

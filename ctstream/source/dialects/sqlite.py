@@ -6,7 +6,7 @@ column through an expression chosen by its declared type, then one odd-row colum
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyodbc
@@ -29,14 +29,14 @@ def quote_sqlite(name: str) -> str:
 class ExactChangeQuery(ChangeQuery):
     """A change query whose result rows end with the odd-row column of ``exact``."""
 
-    exact: ExactRead
+    exact: ExactRead = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ExactSnapshotQuery(SnapshotQuery):
     """A snapshot query whose result rows end with the odd-row column of ``exact``."""
 
-    exact: ExactRead
+    exact: ExactRead = field(kw_only=True)
 
 
 def exact_read(spec: TableSpec, keys_alias: str = "t") -> ExactRead:
@@ -139,14 +139,14 @@ class SqliteDialect:
             f"LEFT JOIN {q(spec.table)} AS t ON {join} "
             "WHERE c.sys_change_version > ? ORDER BY c.sys_change_version"
         )
-        return ExactChangeQuery(sql, 2, len(keys), others, exact)
+        return ExactChangeQuery(sql, 2, len(keys), others, exact=exact)
 
     def snapshot_query(self, spec: TableSpec) -> SnapshotQuery:
         keys, others = split_columns(spec)
         exact = exact_read(spec)
         columns = ", ".join((*exact.expressions, exact.odd_expression))
         return ExactSnapshotQuery(
-            f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t", len(keys), others, exact
+            f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t", len(keys), others, exact=exact
         )
 
     def table_health(self, spec: TableSpec, saved_version: int) -> Statement:

@@ -1,11 +1,12 @@
 """What one read of a table yields: its changes (or rows) as :class:`SourceChange` batches.
 
-A read is opened by ``SourceReader.changes`` or ``SourceReader.snapshot`` inside its
-transaction; iterate ``batches()`` inside that context. Rows are fetched with
-``fetchmany`` and never loaded whole; every value is made JSON-native once, here
-(``models.values.normalise``), so the unique id, the Kafka payload and the BigQuery row agree.
-A query that reads exactly (the SQLite dialect's) ends each row with an odd-row column,
-and its values are made exact here too (``source.sqlite_values``).
+A read is opened by ``SourceReader.changes``, ``snapshot``, ``snapshot_bound`` or
+``snapshot_chunk`` inside its transaction; iterate ``batches()`` inside that context.
+Rows are fetched with ``fetchmany`` and never loaded whole; every value is made
+JSON-native once, here (``models.values.normalise``), so the unique id, the Kafka payload
+and the BigQuery row agree. A query that reads exactly (the SQLite dialect's) ends each
+row with an odd-row column, and its values are made exact here too
+(``source.sqlite_values``).
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ class ChangeSet:
 
 @dataclass(slots=True)
 class SnapshotSet:
-    """An open read of a whole table at ``version``; its rows come as operation 'S'."""
+    """An open read of a table's rows (all of them, a chunk of them, or its largest key)
+    at ``version``; its rows come as operation 'S'."""
 
     spec: TableSpec
     version: int
@@ -154,7 +156,7 @@ class SnapshotSet:
     async def batches(self) -> AsyncIterator[list[SourceChange]]:
         query = self._query
         prefix = ("S", self.version)
-        await self._cursor.execute(query.sql)
+        await self._cursor.execute(query.sql, *query.params)
         while rows := await self._cursor.fetchmany(self._fetch_size):
             prefixed = [(*prefix, *r) for r in rows]
             if isinstance(query, ExactSnapshotQuery):

@@ -1,5 +1,6 @@
-"""Reads the source over aioodbc: the catalog, versions, and changes or whole tables, each
-read in one consistent transaction.
+"""Reads the source over aioodbc: the catalog, versions, and changes or snapshots (whole
+tables or key-ordered chunks, source/snapshot_reads.py), each read in one consistent
+transaction.
 
 In one transaction: the table's minimum valid version, the database's current version,
 and every change since the caller's last version left-joined to the table on each key
@@ -40,16 +41,20 @@ from ctstream.source.catalog import (
     odbc_message,
     query_error,
 )
-from ctstream.source.changes import ChangeSet, SnapshotSet
+from ctstream.source.changes import ChangeSet
 from ctstream.source.dialects import Dialect, Statement, dialect_for
 from ctstream.source.odbc_driver import connect_failure, login_timeout
 from ctstream.source.odbc_security import SecureDsn
+from ctstream.source.snapshot_reads import SnapshotReads
 
 log = logging.getLogger(__name__)
 
 
-class SourceReader:
-    """One connection to the source, reused across reads and reopened after failures."""
+class SourceReader(SnapshotReads):
+    """One connection to the source, reused across reads and reopened after failures.
+
+    Snapshot reads, whole or in chunks, come from :class:`SnapshotReads`.
+    """
 
     def __init__(self, settings: SourceSettings, dialect: Dialect | None = None) -> None:
         self._settings = settings
@@ -346,23 +351,6 @@ class SourceReader:
                 current,
                 cur,
                 self._dialect.changes_query(spec),
-                self._settings.fetch_size,
-            )
-
-    @asynccontextmanager
-    async def snapshot(self, spec: TableSpec) -> AsyncIterator[SnapshotSet]:
-        """Open one read transaction and yield the whole table at the current version.
-
-        Changes after that version are exactly what a later ``changes(spec, version)``
-        returns, so snapshot + changes lose nothing.
-        """
-        async with self._read(spec, "reading a snapshot of") as (cur, min_valid, current):
-            yield SnapshotSet(
-                spec,
-                current,
-                min_valid,
-                cur,
-                self._dialect.snapshot_query(spec),
                 self._settings.fetch_size,
             )
 

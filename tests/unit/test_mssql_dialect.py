@@ -6,22 +6,27 @@ SNAPSHOT``: those are checked token by token against a benign reference; the res
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+import sqlite3
 import struct
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlglot
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlglot import TokenType, exp
 from sqlglot.dialects.dialect import Dialect as SqlglotDialect
 
-from ctstream.models import ColumnSpec, TableSpec
+from ctstream.models import ColumnSpec, JsonValue, TableSpec
 from ctstream.source.dialects import dialect_for
+from ctstream.source.dialects.chunks import nested_positions, nested_range
 from ctstream.source.dialects.mssql import MssqlDialect, quote_mssql
 from ctstream.source.dialects.mssql_values import (
     SQL_SS_TIMESTAMPOFFSET,
@@ -446,3 +451,277 @@ def test_configure_connection_registers_converter() -> None:
     D.configure_connection(FakeConnection())
     assert calls == [(SQL_SS_TIMESTAMPOFFSET, decode_datetimeoffset)] and calls[0][0] == -155
     assert decode_datetimeoffset(None) is None
+
+
+# --- chunked snapshots ---------------------------------------------------------------
+
+
+def nested_ids(keys: list[str]) -> list[str]:
+    """The key columns as a nested key range names them: each but the last twice."""
+    return [k for k in keys[:-1] for _ in (0, 1)] + keys[-1:]
+
+
+def renamed(spec: TableSpec) -> TableSpec:
+    """``benign(spec)`` keeping every column's precision and scale."""
+    columns = tuple(replace(c, name=f"c{i}") for i, c in enumerate(spec.columns))
+    return replace(
+        spec, name="plain_schema.plain_table", schema="plain_schema", table="plain_table",
+        columns=columns,
+    )  # fmt: skip
+
+
+def check_chunk_statements(spec: TableSpec) -> None:
+    """The largest key and a chunk: exact identifiers, benign structure, one parameter
+    per marker, parsed trees naming exactly the intended table and columns."""
+    ref = renamed(spec)
+    keys, others = names(spec)
+    read_keys, read_others = references(spec, keys), references(spec, others)
+    s, t = spec.schema or "", spec.table
+    bound, ref_bound = D.snapshot_upper_bound(spec), D.snapshot_upper_bound(ref)
+    assert (bound.key_count, bound.value_columns, bound.params) == (len(keys), (), ())
+    ids, shape, markers = token_shape(bound.sql)
+    assert ids == [*read_keys, s, t, *keys], bound.sql
+    assert shape == token_shape(ref_bound.sql)[1] and markers == 0
+    tree = parse_one(bound.sql)
+    assert tables(tree) == {(s, t)}
+    assert quoted(tree) == Counter([*read_keys, s, t, *keys])
+    refusal = D.chunk_refusal(spec)
+    if any(c.source_type == "sql_variant" for c in spec.key_columns):
+        assert refusal is not None and "sql_variant" in refusal and "whole table" in refusal
+        with pytest.raises(ValueError, match="sql_variant"):
+            D.snapshot_chunk_query(spec, None, tuple(range(len(keys))), 5)
+        return
+    assert refusal is None
+    upper = tuple(f"u{i}" for i in range(len(keys)))
+    after = tuple(f"a{i}" for i in range(len(keys)))
+    for start in (None, after):
+        chunk = D.snapshot_chunk_query(spec, start, upper, 17)
+        ref_chunk = D.snapshot_chunk_query(ref, start, upper, 17)
+        assert (chunk.key_count, chunk.value_columns) == (len(keys), tuple(others))
+        assert chunk.converts == D.snapshot_query(spec).converts
+        ranges = nested_ids(keys) * (1 if start is None else 2)
+        ids, shape, markers = token_shape(chunk.sql)
+        assert ids == [*read_keys, *read_others, s, t, *ranges, *keys], chunk.sql
+        assert shape == token_shape(ref_chunk.sql)[1], chunk.sql
+        positions = [i for i in range(len(keys) - 1) for _ in (0, 1)] + [len(keys) - 1]
+        expected = [after[i] for i in positions] if start else []
+        assert chunk.params == (17, *expected, *(upper[i] for i in positions))
+        assert markers == len(chunk.params)
+        tree = parse_one(chunk.sql)
+        assert tables(tree) == {(s, t)}
+        assert quoted(tree) == Counter([*read_keys, *read_others, s, t, *ranges, *keys])
+        assert len(list(tree.find_all(exp.Placeholder))) == len(chunk.params)
+
+
+@pytest.mark.parametrize("spec", HAND_SPECS, ids=range(len(HAND_SPECS)))
+def test_chunk_statements_of_hand_written_hostile_specs(spec: TableSpec) -> None:
+    check_chunk_statements(spec)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_chunk_statements_of_fuzzed_hostile_specs(seed: int) -> None:
+    rng = random.Random(f"mssql-chunks-{seed}")
+    for _ in range(FUZZ_SPECS // 10):
+        spec = random_spec(rng)
+        try:
+            check_chunk_statements(spec)
+        except AssertionError as exc:
+            raise AssertionError(f"{spec!r}: {exc}") from exc
+
+
+def test_chunk_statements_exactly() -> None:
+    one = make_spec("dbo", "items", [("v", "xml", None), ("id", "bigint", 1)])
+    assert D.snapshot_upper_bound(one).sql == (
+        "SELECT TOP (1) t.[id] FROM [dbo].[items] AS t ORDER BY t.[id] DESC"
+    )
+    chunk = D.snapshot_chunk_query(one, (41,), (99,), 500)
+    assert chunk.sql == (
+        "SELECT TOP (?) t.[id], CONVERT(nvarchar(max), t.[v]) FROM [dbo].[items] AS t "
+        "WHERE t.[id] > ? AND t.[id] <= ? ORDER BY t.[id]"
+    )
+    assert chunk.params == (500, 41, 99)
+    first = D.snapshot_chunk_query(one, None, (99,), 500)
+    assert first.sql == chunk.sql.replace("t.[id] > ? AND ", "")
+    assert first.params == (500, 99)
+
+    three = make_spec(
+        "s", "t", [("v", "int", None), ("c", "datetime", 3), ("a", "int", 1), ("b", "varchar", 2)]
+    )
+    assert D.snapshot_upper_bound(three).sql == (
+        "SELECT TOP (1) t.[a], t.[b], t.[c] FROM [s].[t] AS t "
+        "ORDER BY t.[a] DESC, t.[b] DESC, t.[c] DESC"
+    )
+    after, upper = (1, "x", "2024-01-01T00:00:00.003000"), (9, "y", "2025-01-01T00:00:00.000000")
+    chunk = D.snapshot_chunk_query(three, after, upper, 3)
+    b, c = "CAST(? AS varchar(max))", "CAST(CAST(? AS datetime2(7)) AS datetime)"
+    assert chunk.sql == (
+        "SELECT TOP (?) t.[a], t.[b], t.[c], t.[v] FROM [s].[t] AS t WHERE "
+        f"t.[a] >= ? AND (t.[a] > ? OR (t.[b] >= {b} AND (t.[b] > {b} OR t.[c] > {c}))) AND "
+        f"t.[a] <= ? AND (t.[a] < ? OR (t.[b] <= {b} AND (t.[b] < {b} OR t.[c] <= {c}))) "
+        "ORDER BY t.[a], t.[b], t.[c]"
+    )
+    assert chunk.params == (3, 1, 1, "x", "x", after[2], 9, 9, "y", "y", upper[2])
+
+
+CHUNK_KEY_TYPES = [
+    ("tinyint", None), ("smallint", None), ("int", None), ("bigint", None), ("bit", None),
+    ("decimal", 5), ("numeric", 0), ("money", 4), ("smallmoney", 4), ("float", None),
+    ("real", None), ("char", None), ("varchar", None), ("nchar", None), ("nvarchar", None),
+    ("binary", None), ("varbinary", None), ("rowversion", None), ("uniqueidentifier", None),
+    ("hierarchyid", None), ("date", None), ("time", 3), ("time", 7), ("datetime2", 0),
+    ("datetime2", 7), ("datetimeoffset", 7), ("datetime", 3), ("smalldatetime", 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("source_type", "scale"), CHUNK_KEY_TYPES)
+def test_every_comparable_key_type_makes_chunks(source_type: str, scale: int | None) -> None:
+    cols = (
+        ColumnSpec("a", "int", nullable=False, key_ordinal=2),
+        ColumnSpec("k", source_type, nullable=False, key_ordinal=1, precision=18, scale=scale),
+        ColumnSpec("v", "nvarchar"),
+    )
+    spec = TableSpec("dbo.t", "dbo", "t", cols, object_id=3)
+    assert D.chunk_refusal(spec) is None
+    check_chunk_statements(spec)
+    chunk = D.snapshot_chunk_query(spec, ("a", "b"), ("c", "d"), 2)
+    # The leading key column, compared four times, each time with its parameter as is or
+    # converted to the column's type.
+    tree = parse_one(chunk.sql)
+    compared = [
+        node.expression
+        for node in tree.find_all(exp.GT, exp.GTE, exp.LT, exp.LTE)
+        if isinstance(node.this, exp.Column) and node.this.name == "k"
+    ]
+    assert len(compared) == 4
+    for operand in compared:
+        placeholder = operand if isinstance(operand, exp.Placeholder) else operand.this
+        while isinstance(placeholder, exp.Cast):
+            placeholder = placeholder.this
+        assert isinstance(placeholder, exp.Placeholder)
+
+
+@pytest.mark.parametrize(
+    "source_type", ["sql_variant", "geography", "geometry", "xml", "image", "MyClrType"]
+)
+def test_keys_that_cannot_bound_chunks_are_refused(source_type: str) -> None:
+    spec = make_spec("dbo", "t", [("a", "int", 1), ("k]", source_type, 2)])
+    refusal = D.chunk_refusal(spec)
+    assert refusal is not None
+    assert "'k]'" in refusal and "'dbo.t'" in refusal and "whole table" in refusal
+    with pytest.raises(ValueError, match="whole table"):
+        D.snapshot_chunk_query(spec, None, (1, 2), 10)
+
+
+def typed_spec(*columns: tuple[str, str, int | None, int | None]) -> TableSpec:
+    cols = tuple(
+        ColumnSpec(n, ty, nullable=False, key_ordinal=i + 1, precision=p, scale=s)
+        for i, (n, ty, p, s) in enumerate(columns)
+    )
+    return TableSpec("dbo.t", "dbo", "t", cols, object_id=3)
+
+
+def test_key_parameters_bind_what_compares_as_stored() -> None:
+    spec = typed_spec(
+        ("i", "bigint", 19, 0), ("f", "float", 53, None), ("b", "bit", 1, 0),
+        ("d", "decimal", 38, 10), ("m", "money", 19, 4), ("y", "varbinary", None, None),
+        ("dt", "date", 10, 0), ("tm", "time", 16, 6), ("t7", "time", 16, 7),
+        ("ts", "datetime", 23, 3), ("d2", "datetime2", 27, 7), ("o", "datetimeoffset", 34, 7),
+        ("u", "uniqueidentifier", None, None), ("h", "hierarchyid", None, None),
+        ("s", "nvarchar", None, None), ("r", "rowversion", None, None),
+    )  # fmt: skip
+    key: list[JsonValue] = [
+        -(2**63), 0.1, True, "12345678901234567890123456.1234567890", "-3.5000", "AP8=",
+        "2024-02-29", "23:59:59.999999", "23:59:59.9999999", "2024-01-01T00:00:00.003000",
+        "0001-01-01 00:00:00.0000001", "2024-02-29 23:59:58.1234567 -05:30",
+        "6F9619FF-8B86-D011-B42D-00C04FC964FF", "/1/3/", "ü\U0001f600]'", "AAAAAAAAB9E=",
+    ]  # fmt: skip
+    params = D.key_parameters(spec, key)
+    assert params == (
+        -(2**63), 0.1, True, Decimal("12345678901234567890123456.1234567890"),
+        Decimal("-3.5000"), b"\x00\xff", *key[6:15], b"\x00" * 6 + b"\x07\xd1",
+    )  # fmt: skip
+    assert [type(p) for p in params[:6]] == [int, float, bool, Decimal, Decimal, bytes]
+
+
+@pytest.mark.parametrize(
+    ("source_type", "scale", "value"),
+    [
+        ("bigint", 0, "1"), ("bigint", 0, 1.0), ("bigint", 0, True), ("bit", 0, 1),
+        ("float", None, "1.5"), ("decimal", 2, "abc"), ("decimal", 2, 1.5),
+        ("decimal", 2, "NaN"), ("varbinary", None, "not base64!"), ("varbinary", None, 5),
+        ("date", 0, "2024-13-01"), ("date", 0, 20240101), ("time", 3, "25:00:00"),
+        ("datetime2", 3, "yesterday"), ("nvarchar", None, 5), ("uniqueidentifier", None, None),
+    ],
+)  # fmt: skip
+def test_key_parameters_refuse_values_no_read_carries(
+    source_type: str, scale: int | None, value: Any
+) -> None:
+    spec = typed_spec(("a", "int", 10, 0), ("k]", source_type, 18, scale))
+    with pytest.raises(ValueError, match=r"'dbo\.t'"):
+        D.key_parameters(spec, [1, value])
+
+
+@pytest.mark.parametrize("key", [[], [1], [1, 2, 3], "ab", (1, None)])
+def test_key_parameters_need_one_value_per_key_column(key: Any) -> None:
+    spec = typed_spec(("a", "int", 10, 0), ("b", "int", 10, 0))
+    with pytest.raises(ValueError, match=r"'dbo\.t'"):
+        D.key_parameters(spec, key)
+    if len(key) != 2:
+        with pytest.raises(ValueError, match=r"'dbo\.t'"):
+            D.snapshot_chunk_query(spec, None, tuple(key), 5)
+        with pytest.raises(ValueError, match=r"'dbo\.t'"):
+            D.snapshot_chunk_query(spec, tuple(key), (1, 2), 5)
+
+
+@pytest.mark.parametrize("limit", [0, -5, True, 2.0, "10", None])
+def test_chunk_limit_is_an_int_of_at_least_one(limit: Any) -> None:
+    spec = make_spec("dbo", "t", [("a", "int", 1)])
+    with pytest.raises(ValueError, match="limit"):
+        D.snapshot_chunk_query(spec, None, (1,), limit)
+
+
+def test_masks_do_not_change_how_keys_compare() -> None:
+    plain = make_spec("dbo", "t", [("a", "varbinary", 1), ("b", "date", 2), ("v", "int", None)])
+    masked = TableSpec(
+        plain.name,
+        plain.schema,
+        plain.table,
+        tuple(replace(c, mask="hash", target=f"x_{c.name}") for c in plain.columns),
+        object_id=plain.object_id,
+    )
+    assert D.key_parameters(masked, ["AQ==", "2024-01-01"]) == (b"\x01", "2024-01-01")
+    assert D.snapshot_chunk_query(masked, None, (b"\x01", "x"), 3).sql == (
+        D.snapshot_chunk_query(plain, None, (b"\x01", "x"), 3).sql
+    )
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda n: st.tuples(*[st.lists(st.integers(0, 2), min_size=n, max_size=n)] * 3)
+    )
+)
+def test_nested_ranges_compare_as_row_values(
+    rows: tuple[list[int], list[int], list[int]],
+) -> None:
+    """The nested form holds exactly when the row-value comparison does (evaluated by
+    SQLite, which reads this part of T-SQL alike)."""
+    row, after, upper = rows
+    refs = [f"c{i}" for i in range(len(row))]
+    positions = nested_positions(len(row))
+    above = nested_range(refs, ["?"] * len(refs), ">", ">")
+    within = nested_range(refs, ["?"] * len(refs), "<", "<=")
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute(f"CREATE TABLE x ({', '.join(refs)})")
+        conn.execute(f"INSERT INTO x VALUES ({', '.join('?' for _ in refs)})", row)
+        params = [after[i] for i in positions] + [upper[i] for i in positions]
+        found = conn.execute(f"SELECT count(*) FROM x WHERE {above} AND {within}", params)
+        assert found.fetchone()[0] == (tuple(after) < tuple(row) <= tuple(upper))
+
+
+def test_nested_range_refuses_what_it_cannot_write() -> None:
+    for strict, last, refs in [("=", "=", ["a"]), (">", "<", ["a"]), (">", ">", [])]:
+        with pytest.raises(ValueError, match="nested_range"):
+            nested_range(refs, ["?"] * len(refs), strict, last)
+    with pytest.raises(ValueError, match="markers"):
+        nested_range(["a", "b"], ["?"], ">", ">")

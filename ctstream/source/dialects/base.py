@@ -8,7 +8,7 @@ parameters together, so the reader never builds SQL itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,12 +41,14 @@ class ChangeQuery:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotQuery:
-    """Every row of a table; result rows are key columns (in key order), other columns."""
+    """Rows of a table (all of them, a chunk of them, or its largest key); result rows are
+    key columns (in key order), other columns."""
 
     sql: str
     key_count: int
     value_columns: tuple[str, ...]
     converts: Converts = ()  # as ChangeQuery's
+    params: tuple[object, ...] = ()  # the query's bound parameters, in marker order
 
 
 class Dialect(Protocol):
@@ -92,6 +94,31 @@ class Dialect(Protocol):
     def changes_query(self, spec: TableSpec) -> ChangeQuery: ...
 
     def snapshot_query(self, spec: TableSpec) -> SnapshotQuery: ...
+
+    def chunk_refusal(self, spec: TableSpec) -> str | None:
+        """None when ranges of ``spec``'s key can bound snapshot chunks; else a sentence
+        saying why not and that the table is read whole in one transaction instead."""
+
+    def snapshot_upper_bound(self, spec: TableSpec) -> SnapshotQuery:
+        """At most one row: the largest key, its columns read as ``snapshot_query`` reads
+        them (so it equals a chunk row's key); no value columns."""
+
+    def snapshot_chunk_query(
+        self,
+        spec: TableSpec,
+        after: tuple[object, ...] | None,
+        upper: tuple[object, ...],
+        limit: int,
+    ) -> SnapshotQuery:
+        """Every column as ``snapshot_query`` reads it, of at most ``limit`` rows (an int
+        of at least 1) whose key is above ``after`` (any key when None) and at most
+        ``upper``, in key order. ``after`` and ``upper`` come from ``key_parameters``;
+        ValueError when ``chunk_refusal`` refuses the table."""
+
+    def key_parameters(self, spec: TableSpec, key: Sequence[JsonValue]) -> tuple[object, ...]:
+        """A key as read (a chunk row's or the upper bound's, in key order) → the values
+        to bind against the key columns, ordered as the database orders the columns;
+        ValueError naming the table when it is not such a key."""
 
     def table_health(self, spec: TableSpec, saved_version: int) -> Statement:
         """One row: (retention seconds or NULL, age in seconds of the oldest change after

@@ -1,20 +1,33 @@
 """SQL text for SQL Server Change Tracking (T-SQL over pyodbc, ``?`` parameter markers).
 
 Identifiers come only from the catalog (a TableSpec) and always pass through
-:func:`quote_mssql`; versions, names and object ids are bound parameters.
+:func:`quote_mssql`; versions, names, object ids and chunk bounds are bound parameters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ctstream.models import ColumnSpec, TableSpec
+from ctstream.models import ColumnSpec, JsonValue, TableSpec
 from ctstream.source.dialects.base import (
     ChangeQuery,
     Converts,
     SnapshotQuery,
     Statement,
     split_columns,
+)
+from ctstream.source.dialects.chunks import (
+    MSSQL_KEY_MARKERS,
+    base_type,
+    check_limit,
+    chunk_keys,
+    key_columns,
+    key_targets,
+    mssql_key_value,
+    nested_positions,
+    nested_range,
 )
 from ctstream.source.dialects.mssql_values import (
     SQL_SS_TIMESTAMPOFFSET,
@@ -242,6 +255,74 @@ class MssqlDialect:
         return SnapshotQuery(
             f"SELECT {select} FROM {_table_ref(spec)} AS t", len(keys), others, _converts(spec)
         )
+
+    def chunk_refusal(self, spec: TableSpec) -> str | None:
+        for column in key_columns(spec):
+            base = base_type(column)
+            if base not in MSSQL_KEY_MARKERS:
+                return (
+                    f"table {spec.name!r}: key column {column.name!r} is {base}, whose "
+                    "values a bound parameter cannot be compared with as they are read; "
+                    "the snapshot reads the whole table in one transaction instead of in "
+                    "chunks"
+                )
+        return None
+
+    def snapshot_upper_bound(self, spec: TableSpec) -> SnapshotQuery:
+        keys = key_columns(spec)
+        select = ", ".join(_select("t", c) for c in keys)
+        order = ", ".join(f"t.{quote_mssql(c.name)} DESC" for c in keys)
+        return SnapshotQuery(
+            f"SELECT TOP (1) {select} FROM {_table_ref(spec)} AS t ORDER BY {order}",
+            len(keys),
+            (),
+            _converts(replace(spec, columns=keys)),
+        )
+
+    def snapshot_chunk_query(
+        self,
+        spec: TableSpec,
+        after: tuple[object, ...] | None,
+        upper: tuple[object, ...],
+        limit: int,
+    ) -> SnapshotQuery:
+        check_limit(limit)
+        refusal = self.chunk_refusal(spec)
+        if refusal is not None:
+            raise ValueError(refusal)
+        keys = chunk_keys(spec, after, upper)
+        # T-SQL has no row-value comparison: the nested form seeks on the leading column.
+        refs = [f"t.{quote_mssql(c.name)}" for c in keys]
+        markers = [MSSQL_KEY_MARKERS[base_type(c)] for c in keys]
+        positions = nested_positions(len(keys))
+        where = [nested_range(refs, markers, "<", "<=")]
+        params: list[object] = [upper[i] for i in positions]
+        if after is not None:
+            where.insert(0, nested_range(refs, markers, ">", ">"))
+            params[:0] = [after[i] for i in positions]
+        names, others = split_columns(spec)
+        columns = _columns(spec)
+        select = ", ".join(_select("t", columns[name]) for name in (*names, *others))
+        return SnapshotQuery(
+            f"SELECT TOP (?) {select} FROM {_table_ref(spec)} AS t "
+            f"WHERE {' AND '.join(where)} ORDER BY {', '.join(refs)}",
+            len(keys),
+            others,
+            _converts(spec),
+            (limit, *params),
+        )
+
+    def key_parameters(self, spec: TableSpec, key: Sequence[JsonValue]) -> tuple[object, ...]:
+        params = []
+        for column, target, value in key_targets(spec, key):
+            try:
+                params.append(mssql_key_value(target, value))
+            except (ValueError, ArithmeticError) as exc:  # binascii.Error is a ValueError
+                raise ValueError(
+                    f"table {spec.name!r}: key column {column.name!r} ({column.source_type}) "
+                    f"cannot hold {value!r} as read: {exc}"
+                ) from None
+        return tuple(params)
 
     def table_health(self, spec: TableSpec, saved_version: int) -> Statement:
         # Retention is database-wide on SQL Server (database_info), hence NULL here.

@@ -2,18 +2,27 @@
 
 Change and snapshot queries read every value exactly (source/sqlite_values.py): each
 column through an expression chosen by its declared type, then one odd-row column.
+Snapshot chunks are ranges of row values over the key (``(k1, k2) > (?, ?)``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import pyodbc
 
-from ctstream.models import TableSpec
+from ctstream.models import JsonValue, TableSpec
 from ctstream.source import sqlite_values
 from ctstream.source.dialects.base import ChangeQuery, SnapshotQuery, Statement, split_columns
+from ctstream.source.dialects.chunks import (
+    check_limit,
+    chunk_keys,
+    key_columns,
+    key_targets,
+    sqlite_key_value,
+)
 from ctstream.source.sqlite_tracking import CATALOG_TABLE, VERSION_TABLE
 from ctstream.source.sqlite_values import ExactRead, column_read
 
@@ -149,6 +158,77 @@ class SqliteDialect:
             f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t", len(keys), others, exact=exact
         )
 
+    def chunk_refusal(self, spec: TableSpec) -> str | None:
+        keys = key_columns(spec)
+        # An INTEGER PRIMARY KEY is the rowid, never NULL, whatever the catalog says.
+        rowid = len(keys) == 1 and keys[0].source_type.strip().upper() == "INTEGER"
+        for column in keys:
+            if column.nullable and not rowid:
+                return (
+                    f"table {spec.name!r}: key column {column.name!r} is declared without "
+                    "NOT NULL, so SQLite lets it hold NULL, which no key range holds; the "
+                    "snapshot reads the whole table in one transaction instead of in chunks"
+                )
+            if not column.source_type.strip():
+                return (
+                    f"table {spec.name!r}: key column {column.name!r} has no declared type, "
+                    "so its integers, reals and texts are all carried as text and a chunk's "
+                    "last key cannot be compared back; the snapshot reads the whole table "
+                    "in one transaction instead of in chunks"
+                )
+        return None
+
+    def snapshot_upper_bound(self, spec: TableSpec) -> SnapshotQuery:
+        keys = key_columns(spec)
+        # The exact read of the key columns alone: a key reads as it does in a chunk row.
+        exact = exact_read(replace(spec, columns=keys))
+        columns = ", ".join((*exact.expressions, exact.odd_expression))
+        order = ", ".join(f"t.{quote_sqlite(c.name)} DESC" for c in keys)
+        return ExactSnapshotQuery(
+            f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t ORDER BY {order} LIMIT 1",
+            len(keys),
+            (),
+            exact=exact,
+        )
+
+    def snapshot_chunk_query(
+        self,
+        spec: TableSpec,
+        after: tuple[object, ...] | None,
+        upper: tuple[object, ...],
+        limit: int,
+    ) -> SnapshotQuery:
+        check_limit(limit)
+        refusal = self.chunk_refusal(spec)
+        if refusal is not None:
+            raise ValueError(refusal)
+        keys = chunk_keys(spec, after, upper)
+        refs = [f"t.{quote_sqlite(c.name)}" for c in keys]
+        # Row values compare column by column in key order, each by the column's own
+        # affinity and collation, as the primary key orders them.
+        row = refs[0] if len(refs) == 1 else f"({', '.join(refs)})"
+        markers = "?" if len(refs) == 1 else f"({', '.join('?' for _ in refs)})"
+        where = [f"{row} <= {markers}"]
+        if after is not None:
+            where.insert(0, f"{row} > {markers}")
+        exact = exact_read(spec)
+        columns = ", ".join((*exact.expressions, exact.odd_expression))
+        return ExactSnapshotQuery(
+            f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t "
+            f"WHERE {' AND '.join(where)} ORDER BY {', '.join(refs)} LIMIT ?",
+            len(keys),
+            split_columns(spec)[1],
+            params=(*(after or ()), *upper, limit),
+            exact=exact,
+        )
+
+    def key_parameters(self, spec: TableSpec, key: Sequence[JsonValue]) -> tuple[object, ...]:
+        found = key_targets(spec, key)
+        try:
+            return tuple(sqlite_key_value(c, target, value) for c, target, value in found)
+        except ValueError as exc:  # binascii.Error is one
+            raise ValueError(f"table {spec.name!r}: key {key!r}: {exc}") from None
+
     def table_health(self, spec: TableSpec, saved_version: int) -> Statement:
         change_table = self._change_table(spec)
         return Statement(
@@ -161,3 +241,9 @@ class SqliteDialect:
 
     def cleanup_backlog(self) -> Statement | None:
         return None  # per table, in table_health: the stand-in has no commit table
+
+
+if TYPE_CHECKING:
+    from ctstream.source.dialects.base import Dialect
+
+    _conforms: Dialect = SqliteDialect()

@@ -176,11 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshot",
         help="re-read whole tables (a snapshot), then continue change tracking",
         description="Ask the running pipeline to snapshot tables: the worker that polls a "
-        "table reads all its rows at one version in one transaction, sends them as 'S' "
-        "events, records the snapshot in BigQuery (_ctstream_snapshots) and continues "
-        "change tracking from that version. The request goes through Kafka, so it is kept "
-        "until a worker runs it (workers need not be running now). Use it after a retention "
-        "overrun or TRUNCATE in snapshot_mode never/initial, or to backfill.",
+        "table reads all its rows in key order, in chunks of source.snapshot_chunk_rows "
+        "(each a short read transaction), between the table's change tracking polls, and "
+        "sends them as 'S' events. Progress is saved after each chunk, so a crash or "
+        "rebalance resumes at the next chunk. Once BigQuery holds every row, the snapshot "
+        "is recorded (_ctstream_snapshots) and the latest view drops keys it did not see. "
+        "The request goes through Kafka, so it is kept until a worker runs it (workers "
+        "need not be running now). Use it after a retention overrun or TRUNCATE in "
+        "snapshot_mode never/initial, or to backfill. --pause, --resume and --cancel "
+        "control a snapshot under way; follow it with `ctstream status --worker URL`.",
     )
     snapshot.add_argument("--config", "-c", required=True, help="TOML config file")
     snapshot.add_argument(
@@ -190,7 +194,30 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument(
         "--reason", default="requested by ctstream snapshot", help="noted in logs and BigQuery"
     )
-    snapshot.set_defaults(func=_command("snapshot"))
+    control = snapshot.add_mutually_exclusive_group()
+    control.add_argument(
+        "--pause",
+        action="store_const",
+        const="pause",
+        dest="control",
+        help="stop reading chunks of the snapshot under way (polls go on); kept across restarts",
+    )
+    control.add_argument(
+        "--resume",
+        action="store_const",
+        const="resume",
+        dest="control",
+        help="go on reading a paused snapshot from its next chunk",
+    )
+    control.add_argument(
+        "--cancel",
+        action="store_const",
+        const="cancel",
+        dest="control",
+        help="drop the snapshot under way (or requested): rows it wrote stay, nothing is "
+        "recorded, so the latest view hides nothing for it",
+    )
+    snapshot.set_defaults(func=_command("snapshot"), control=None)
 
     redrive = sub.add_parser(
         "redrive",

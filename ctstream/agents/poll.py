@@ -6,11 +6,12 @@ polled by one worker at a time and another takes over when it dies (Kafka rebala
 The table's state lives in the changelog-backed ``ct-versions`` table, written inside
 the tick's stream iteration, and only after Kafka acknowledged every event of the poll.
 
-A table is read whole (a snapshot, its rows sent as 'S' events at one version) when it
-has no saved version (snapshot modes ``initial``, ``when_needed``), when its saved
-version fell below the minimum valid version (``when_needed``), or when
-``ctstream snapshot`` asked for it — the request is a tick too, saved in the state
-before the snapshot starts, so it survives a crash.
+A table is read whole (a snapshot, its rows sent as 'S' events, in key-ordered chunks
+between its polls: agents/snapshots.py) when it has no saved version (snapshot modes
+``initial``, ``when_needed``), when its saved version fell below the minimum valid
+version (``when_needed``), or when ``ctstream snapshot`` asked for it — the request is a
+tick too, saved in the state before the snapshot starts, so it survives a crash; so do
+the snapshot's progress and its pause.
 
 The source lag of a table (PollStats.record_lag) is measured by the worker that polls it:
 each successful poll or snapshot leaves none (it saved the current version its
@@ -31,6 +32,7 @@ from typing import Any
 from aiokafka.errors import KafkaError as AioKafkaError
 
 from ctstream.agents.registry import TableRegistry
+from ctstream.agents.snapshots import SnapshotRunner
 from ctstream.agents.stats import PollStats, failure_reason
 from ctstream.bigquery.drift import adopt_schema
 from ctstream.bigquery.error_sink import ErrorReporter
@@ -45,15 +47,9 @@ from ctstream.errors import (
 )
 from ctstream.models import PollTick, SourceState, TableSpec
 from ctstream.models.change_event import Record
-from ctstream.models.values import iso_utc
 from ctstream.retry import retry_forever
 from ctstream.settings import Settings
-from ctstream.source.change_capture import (
-    PollResult,
-    Send,
-    poll_table,
-    snapshot_table,
-)
+from ctstream.source.change_capture import PollResult, Send, poll_table
 from ctstream.source.reader import SourceReader
 from ctstream.streams.acks import Sent
 from ctstream.streams.app import PipelineApp
@@ -98,6 +94,16 @@ class TablePoller:
         self.stats = stats
         self._lag_checked: dict[str, float] = {}  # table → time.monotonic() of the last try
         self._age_denied: set[str] = set()  # tables whose change ages the login may not read
+        self.snapshots = SnapshotRunner(
+            settings,
+            reader,
+            writer,
+            stats,
+            crash,
+            self.state,
+            self._save,
+            lambda: bool(app.should_stop),
+        )
 
     def state(self, name: str) -> SourceState:
         try:
@@ -109,8 +115,8 @@ class TablePoller:
     def _save(self, name: str, state: SourceState) -> None:
         self.topics.versions[name] = state.to_value()
 
-    def request_snapshot(self, name: str, reason: str) -> None:
-        self._save(name, self.state(name).requesting(reason))
+    def request_snapshot(self, name: str, reason: str, request_id: str | None = None) -> None:
+        self._save(name, self.state(name).requesting(reason, request_id))
         log.info("table %s: snapshot requested (%s)", name, reason)
 
     async def run(self, name: str) -> None:
@@ -143,8 +149,6 @@ class TablePoller:
                 return
             reason = failure_reason(exc)
             log.exception("table %s: poll failed, will retry on the next tick", name)
-        finally:
-            self.stats.snapshotting.pop(name, None)
         if self.app.should_stop:
             return  # a poll cut short by the stop is not a failure, nor worth a measure
         if reason is not None:
@@ -190,44 +194,64 @@ class TablePoller:
         self.stats.record_lag(name, lag, age, health.retention_seconds, checked_at)
 
     async def _run(self, spec: TableSpec) -> None:
+        """Start a snapshot when one is due, poll the table's changes, then read the
+        snapshot's next chunks (changes first: a snapshot never delays them)."""
         name = spec.name
         state = self.state(name)
         mode = self.settings.source.snapshot_mode_of(name)
         if state.snapshot_requested is not None:
-            await self._snapshot(spec, state.snapshot_requested)
-            return
-        if state.version is None:
+            state = await self.snapshots.start(
+                spec, state.snapshot_requested, state.snapshot_request_id, reset_version=False
+            )
+        elif state.version is None:
             if mode != "never":
-                await self._snapshot(spec, f"no saved version (snapshot_mode {mode})")
-                return
-            state = state.advanced(await self.reader.min_valid_version(spec))
-            log.info("table %s: no saved version, starting at version %d", name, state.version)
+                reason = f"no saved version (snapshot_mode {mode})"
+                state = await self.snapshots.start(spec, reason, None, reset_version=True)
+            else:
+                state = state.advanced(await self.reader.min_valid_version(spec))
+                self._save(name, state)
+                log.info("table %s: no saved version, starting at version %d", name, state.version)
         assert state.version is not None
         try:
             previous = self.stats.last_start.get(name)
             send = self._sender(spec)
             result = await poll_table(self.reader, spec, state.version, send, previous)
         except VersionTooOld as exc:
-            if mode == "when_needed":
-                log.warning("table %s: %s; re-snapshotting (snapshot_mode when_needed)", name, exc)
-                await self._snapshot(spec, f"saved version too old: {exc}")
+            progress = self.state(name).snapshot
+            if progress is not None and progress.start_version > state.version:
+                # The snapshot under way reads every row as of its start or later: the
+                # changes lost before it are covered, those after it are polled next.
+                self._save(name, self.state(name).advanced(progress.start_version))
+                log.warning(
+                    "table %s: %s; polling goes on from the start of the snapshot under way "
+                    "(version %d)",
+                    name,
+                    exc,
+                    progress.start_version,
+                )
+            elif progress is not None or mode == "when_needed":
+                log.warning("table %s: %s; re-snapshotting (snapshot_mode %s)", name, exc, mode)
+                reason = progress.reason if progress else f"saved version too old: {exc}"
+                await self.snapshots.start(spec, reason, None, reset_version=True)
             else:
                 self._stop(spec, exc, mode)
-            return
-        if result.events:
-            self.crash.reach("poll.acked")
-        if result.to_version != state.version:
-            self._save(name, state.advanced(result.to_version))
-        self._record(result)
-        if result.events:
-            log.info(
-                "table %s: %d changes, version %d → %d in %.3fs",
-                name,
-                result.events,
-                result.from_version,
-                result.to_version,
-                result.seconds,
-            )
+                return
+        else:
+            if result.events:
+                self.crash.reach("poll.acked")
+            if result.to_version != state.version:
+                self._save(name, self.state(name).advanced(result.to_version))
+            self._record(result)
+            if result.events:
+                log.info(
+                    "table %s: %d changes, version %d → %d in %.3fs",
+                    name,
+                    result.events,
+                    result.from_version,
+                    result.to_version,
+                    result.seconds,
+                )
+        await self.snapshots.advance(spec, self._sender(spec))
 
     async def _adopt(self, change: SchemaChanged) -> bool:
         """Carry the table's new columns; False when the change stops the table."""
@@ -311,42 +335,6 @@ class TablePoller:
         self.stats.stopped[name] = message
         self.stats.last_error[name] = message
 
-    async def _snapshot(self, spec: TableSpec, reason: str) -> None:
-        name = spec.name
-        self.stats.snapshotting[name] = reason
-        log.info("table %s: snapshot starting (%s)", name, reason)
-        result = await snapshot_table(self.reader, spec, self._sender(spec))
-        self.crash.reach("snapshot.acked")
-        # Recorded before the state is saved: a crash in between repeats the snapshot.
-        sink = self.settings.sink
-        await retry_forever(
-            lambda: self.writer.record_snapshot(
-                spec, result.to_version, result.events, reason, iso_utc(time.time())
-            ),
-            f"recording the snapshot of {name}",
-            sink.retry_initial,
-            sink.retry_max,
-            should_abort=lambda: bool(self.app.should_stop),
-            log_fields={"table": name},
-        )
-        self._save(name, self.state(name).snapshot_done(result.to_version))
-        self._record(result)
-        self.stats.snapshots[name] = {
-            "version": result.to_version,
-            "rows": result.events,
-            "seconds": round(result.seconds, 3),
-            "reason": reason,
-            "completed_at": time.time(),
-        }
-        log.info(
-            "table %s: snapshot of %d rows at version %d in %.3fs; change tracking "
-            "continues from there",
-            name,
-            result.events,
-            result.to_version,
-            result.seconds,
-        )
-
 
 def install_pollers(
     app: PipelineApp,
@@ -385,8 +373,11 @@ def install_pollers(
                 continue
             if name in registry.untracked:
                 continue
+            if tick.control is not None:
+                poller.snapshots.control(name, tick.control)
+                continue
             if tick.snapshot is not None:
-                poller.request_snapshot(name, tick.snapshot)
+                poller.request_snapshot(name, tick.snapshot, tick.request_id)
             # A poll that took longer than the interval leaves ticks queued; a tick only
             # polls a table that is due, so queued ticks drain fast and no table starves.
             elif time.time() - stats.last_start.get(name, 0.0) < interval * 0.8:

@@ -96,6 +96,8 @@ class PollStats:
     # because their saved version is too old and their mode does not re-snapshot.
     snapshotting: dict[str, str] = field(default_factory=dict)
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The snapshot under way: phase (reading, paused, verifying), chunks, rows, rate, ETA.
+    snapshot_progress: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopped: dict[str, str] = field(default_factory=dict)
     # The source lag, as measured at lag_checked_at (epoch s): the source's current Change
     # Tracking version minus the saved version, the age of the oldest change not yet sent

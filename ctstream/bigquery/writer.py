@@ -33,7 +33,7 @@ from ctstream.bigquery.schema import (
     table_schema,
 )
 from ctstream.bigquery.storage_write import RowEncoder, append_rows, make_write_client
-from ctstream.errors import RequestTooLarge, SinkError
+from ctstream.errors import RequestTooLarge
 from ctstream.models import TableSpec
 from ctstream.settings import BigQuerySettings, BigQueryTableOptions
 
@@ -225,28 +225,6 @@ class BigQueryWriter:
             await self._call(what, self._client.update_table, existing, ["view_query"])
             log.info("updated the definition of view %s", name)
 
-    async def record_snapshot(
-        self, spec: TableSpec, version: int, row_count: int, reason: str, completed_at: str
-    ) -> None:
-        """Note a completed snapshot; the table's latest view then hides older keys."""
-        row = {
-            "table_name": spec.base_bq_table,
-            "source_table": spec.name,
-            "snapshot_version": version,
-            "row_count": row_count,
-            "reason": reason[:1000],
-            "completed_at": completed_at,
-        }
-        rejected = await self.insert(SNAPSHOTS_TABLE, [row], [f"{spec.base_bq_table}:{version}"])
-        if rejected:
-            raise SinkError(f"recording the snapshot of {spec.name!r}: {rejected[0][1]}")
-
-    async def snapshots(self) -> list[dict[str, Any]]:
-        return await self.query(
-            "SELECT table_name, source_table, snapshot_version, row_count, reason, "
-            f"completed_at FROM {quote_bq(self.ref(SNAPSHOTS_TABLE))} ORDER BY completed_at"
-        )
-
     async def insert(
         self, table: str, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]
     ) -> list[tuple[int, str]]:
@@ -401,9 +379,14 @@ class BigQueryWriter:
         )
         return table
 
-    async def query(self, sql: str) -> list[dict[str, Any]]:
+    async def query(
+        self, sql: str, params: Sequence[bigquery.ScalarQueryParameter] = ()
+    ) -> list[dict[str, Any]]:
+        """Rows of a query; ``params`` are its named ``@parameters``."""
+        config = bigquery.QueryJobConfig(query_parameters=list(params)) if params else None
+
         def run() -> list[dict[str, Any]]:
-            job = self._client.query(sql, timeout=self._timeout)
+            job = self._client.query(sql, job_config=config, timeout=self._timeout)
             return [dict(row.items()) for row in job.result(timeout=self._timeout)]
 
         result: list[dict[str, Any]] = await self._call("query", run)

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from ctstream.errors import ConfigError, KafkaUnavailable
 from ctstream.models import PollTick
+from ctstream.models.source_state import SnapshotControl
 from ctstream.settings import Settings, load_settings
 from ctstream.source.reader import selected_tables
 from ctstream.streams.security import client_options, tls_failure
@@ -24,8 +25,9 @@ from ctstream.streams.topics import TopicNames
 
 
 def run(args: argparse.Namespace) -> int:
-    """``ctstream snapshot --config FILE (--table T… | --all) [--reason R]``: send the
-    requests and say so; 0. A table outside ``source.tables`` is a :class:`ConfigError`."""
+    """``ctstream snapshot --config FILE (--table T… | --all) [--reason R | --pause |
+    --resume | --cancel]``: send the requests and say so; 0. A table outside
+    ``source.tables`` is a :class:`ConfigError`."""
     settings = load_settings(args.config)
     tables = asyncio.run(selected_tables(settings.source)) if args.all else args.table
     if not tables:
@@ -36,10 +38,17 @@ def run(args: argparse.Namespace) -> int:
             f"--table {unknown[0]!r} is not in source.tables of {args.config} "
             f"({', '.join(settings.source.tables)})"
         )
-    asyncio.run(request_snapshots(settings, tables, args.reason))
+    control: SnapshotControl | None = getattr(args, "control", None)
+    asyncio.run(request_snapshots(settings, tables, args.reason, control=control))
     for table in tables:
-        print(f"snapshot of {table!r} requested ({args.reason})")
-    print("the worker that polls each table runs it; follow it in the worker log or /api/status/")
+        if control is None:
+            print(f"snapshot of {table!r} requested ({args.reason})")
+        else:
+            print(f"{control} of the snapshot of {table!r} requested")
+    print(
+        "the worker that polls each table carries it out; follow it with "
+        "`ctstream status --worker URL`, in the worker log or at /api/status/"
+    )
     return 0
 
 
@@ -48,8 +57,11 @@ async def request_snapshots(
     tables: Sequence[str],
     reason: str,
     timeout: float = 30.0,  # noqa: ASYNC109
+    *,
+    control: SnapshotControl | None = None,
 ) -> None:
-    """Send one snapshot request per table to the poll-ticks topic, acknowledged by Kafka.
+    """Send one snapshot request (or ``control`` of the snapshot under way) per table to
+    the poll-ticks topic, acknowledged by Kafka.
 
     Raises :class:`KafkaUnavailable` when Kafka cannot be reached in ``timeout`` s or the
     topic does not exist yet (no worker of this config has run).
@@ -68,7 +80,10 @@ async def request_snapshots(
             )
         now = time.time()
         for table in tables:
-            tick = PollTick(table, now, snapshot=reason)
+            if control is None:
+                tick = PollTick(table, now, snapshot=reason)
+            else:
+                tick = PollTick(table, now, control=control)
             await asyncio.wait_for(
                 producer.send_and_wait(topic, tick.to_bytes(), key=table.encode("utf-8")),
                 timeout,

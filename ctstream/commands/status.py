@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from ctstream.commands.bigquery_tables import existing_table
 from ctstream.commands.saved_state import saved_states
 from ctstream.errors import CtstreamError, TableMissing
 from ctstream.models import TableSpec
+from ctstream.models.source_state import SnapshotProgress
 from ctstream.settings import Settings, load_settings
 from ctstream.source.reader import SourceReader, selected_tables
 from ctstream.streams.offsets import group_lag
@@ -68,6 +70,8 @@ async def collect_status(settings: Settings, workers: Sequence[str] = ()) -> dic
             state = states.get(name)
             row["saved_version"] = state.version if state else None
             row["snapshot_requested"] = state.snapshot_requested if state else None
+            progress = state.snapshot if state else None
+            row["snapshot"] = None if progress is None else snapshot_summary(progress)
             try:
                 spec = await reader.describe(name)
                 health = await reader.table_health(spec, row["saved_version"])
@@ -150,6 +154,20 @@ async def _from_bigquery(
             }
 
 
+def snapshot_summary(progress: SnapshotProgress) -> dict[str, Any]:
+    """The saved progress of a snapshot under way, as status shows it."""
+    elapsed = max(time.time() - progress.started_at, 1e-9)
+    phase = "paused" if progress.paused else "verifying" if progress.read else "reading"
+    return {
+        "id": progress.id,
+        "phase": phase,
+        "chunks": progress.chunks,
+        "rows": progress.rows,
+        "rows_per_s": round(progress.rows / elapsed, 1),
+        "reason": progress.reason,
+    }
+
+
 def render(status: dict[str, Any]) -> str:
     columns: list[tuple[str, str]] = [
         ("saved", "saved_version"),
@@ -160,11 +178,14 @@ def render(status: dict[str, Any]) -> str:
     ]
     if status["workers"]:
         columns += [(key.replace("_", " "), key) for key in LIVE_COUNTERS]
-    rows = [["table", *(header for header, _ in columns), "last snapshot"]]
+    rows = [["table", *(header for header, _ in columns), "last snapshot", "snapshot now"]]
     for name, row in status["tables"].items():
         values = [row.get(key) for _, key in columns]
         snapshot = (row.get("last_snapshot") or {}).get("version")
-        rows.append([name, *("-" if v is None else str(v) for v in [*values, snapshot])])
+        now = row.get("snapshot")
+        under_way = None if now is None else f"{now['phase']} {now['rows']} rows"
+        cells = [*values, snapshot, under_way]
+        rows.append([name, *("-" if v is None else str(v) for v in cells)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines += [f"problem: {p}" for p in status["problems"]]

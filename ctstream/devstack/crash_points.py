@@ -4,7 +4,10 @@ A SIGKILL at a random moment rarely lands in the narrow windows that matter most
 at-least-once delivery; these points are those windows:
 
 * ``poll.acked``: Kafka acknowledged every event of a poll; the version is not saved yet.
-* ``snapshot.acked``: a snapshot's events are acknowledged; neither recorded nor saved.
+* ``snapshot.chunk_acked``: a snapshot chunk's events are acknowledged; its progress is
+  not saved yet (the chunk is read again).
+* ``snapshot.acked``: every row of a snapshot is in BigQuery; it is neither recorded nor
+  saved as done.
 * ``dedup.forwarded``: deduplicated copies are acknowledged; their ids are not remembered.
 * ``sink.written``: BigQuery accepted a batch; its offsets are not committed yet.
 
@@ -19,7 +22,13 @@ import random
 import signal
 from collections.abc import Mapping
 
-CRASH_POINTS = ("poll.acked", "snapshot.acked", "dedup.forwarded", "sink.written")
+CRASH_POINTS = (
+    "poll.acked",
+    "snapshot.chunk_acked",
+    "snapshot.acked",
+    "dedup.forwarded",
+    "sink.written",
+)
 
 
 class CrashPoints:

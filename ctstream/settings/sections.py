@@ -136,7 +136,9 @@ class AppSettings(Section):
         return roles
 
 
-CrashPoint = Literal["poll.acked", "snapshot.acked", "dedup.forwarded", "sink.written"]
+CrashPoint = Literal[
+    "poll.acked", "snapshot.chunk_acked", "snapshot.acked", "dedup.forwarded", "sink.written"
+]
 
 
 class FaultSettings(Section):

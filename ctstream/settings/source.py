@@ -35,6 +35,9 @@ class SourceSettings(Section):
     # minimum valid version; "never" — never on its own (`ctstream snapshot` still works).
     snapshot_mode: SnapshotMode = "initial"
     table_snapshot_mode: dict[str, SnapshotMode] = Field(default_factory=dict)
+    # Rows per chunk of a snapshot: each chunk is one short read transaction, and its
+    # progress is saved once Kafka acknowledged it (a crash reads at most one again).
+    snapshot_chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000)
     # SQL Server: how long a poll waits for a lock before failing (SET LOCK_TIMEOUT).
     lock_timeout: Duration = 10.0
     # Whether, and how often, the source catalog is read again while running for tables

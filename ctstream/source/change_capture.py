@@ -17,7 +17,8 @@ from orjson import dumps
 from ctstream.models import TableSpec, encode_key, unique_id
 from ctstream.models.change_event import Record, payload_of
 from ctstream.models.masking import Masker
-from ctstream.models.values import iso_utc
+from ctstream.models.source_state import SnapshotProgress
+from ctstream.models.values import JsonValue, iso_utc
 from ctstream.source.changes import SourceChange
 from ctstream.source.reader import SourceReader
 
@@ -55,6 +56,7 @@ async def _produce(
     started: float,
     interval: float,
     masker: Masker | None,
+    snapshot: str | None = None,
 ) -> int:
     """Send every change; return when Kafka acknowledged all of them.
 
@@ -62,7 +64,8 @@ async def _produce(
     be acknowledged first, so memory stays bounded to two batches.
 
     Masked columns are masked here, before anything leaves the process; a hashed key is
-    hashed before the unique id and the Kafka key are made from it.
+    hashed before the unique id and the Kafka key are made from it. ``snapshot``: the
+    changes are that snapshot's rows, identified by it (models/unique_id.py).
     """
     start_iso = iso_utc(started)
     events = 0
@@ -83,7 +86,7 @@ async def _produce(
                 if targets:
                     row = {targets.get(k, k): v for k, v in row.items()}
                 payload = payload_of(
-                    unique_id(table, key, version),
+                    unique_id(table, key, version, snapshot),
                     table,
                     interval,
                     start_iso,
@@ -139,15 +142,19 @@ async def poll_table(
     )
 
 
-async def snapshot_table(reader: SourceReader, spec: TableSpec, send: Send) -> PollResult:
-    """Produce every row of ``spec`` as an 'S' event at one version; return that version.
+async def snapshot_table(
+    reader: SourceReader, spec: TableSpec, send: Send, snapshot_id: str | None = None
+) -> PollResult:
+    """Produce every row of ``spec`` as an 'S' event at one version, in one read
+    transaction; return that version. Its rows are identified by ``snapshot_id``.
 
     Change Tracking continues from the returned version: a change after it is reported by
     the next poll, a change before it is already in the rows read. Raises like poll_table.
     """
     started = time.time()
+    masker = reader.masker(spec)
     async with reader.snapshot(spec) as snapshot:
-        events = await _produce(spec, snapshot.batches(), send, started, 0.0, reader.masker(spec))
+        events = await _produce(spec, snapshot.batches(), send, started, 0.0, masker, snapshot_id)
         version, min_valid = snapshot.version, snapshot.min_valid_version
     return PollResult(
         table=spec.name,
@@ -158,3 +165,44 @@ async def snapshot_table(reader: SourceReader, spec: TableSpec, send: Send) -> P
         started_at=started,
         seconds=time.time() - started,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """One chunk of a snapshot, acknowledged by Kafka."""
+
+    rows: int
+    last_key: tuple[JsonValue, ...] | None  # as read, before masking; None: no row
+    version: int  # the chunk's read version: its rows' changetrack_ver
+    done: bool  # the chunk reached the snapshot's upper key: nothing is left to read
+    seconds: float
+
+
+async def snapshot_chunk(
+    reader: SourceReader, spec: TableSpec, progress: SnapshotProgress, limit: int, send: Send
+) -> ChunkResult:
+    """Produce the next chunk of ``progress`` (keys after its ``after`` up to its
+    ``upper``, at most ``limit``), read in one short transaction at its current version;
+    return when Kafka acknowledged it. Raises like poll_table, and nothing may be saved."""
+    started = time.time()
+    if progress.upper is None:  # the table was empty at the start
+        return ChunkResult(0, None, progress.start_version, True, 0.0)
+    last: list[tuple[JsonValue, ...]] = []
+
+    async def tracked(
+        batches: AsyncIterator[list[SourceChange]],
+    ) -> AsyncIterator[list[SourceChange]]:
+        async for batch in batches:
+            if batch:
+                last[:] = [batch[-1].key]
+            yield batch
+
+    masker = reader.masker(spec)
+    async with reader.snapshot_chunk(spec, progress.after, progress.upper, limit) as chunk:
+        rows = await _produce(
+            spec, tracked(chunk.batches()), send, started, 0.0, masker, progress.id
+        )
+        version = chunk.version
+    last_key = last[0] if last else None
+    done = rows < limit or last_key == progress.upper
+    return ChunkResult(rows, last_key, version, done, time.time() - started)

@@ -43,6 +43,15 @@ DASHBOARD_HTML = """<!doctype html>
 <script>
 "use strict";
 let previous = null;
+function snapshotProgress(p) {
+  let text = p.phase + ": " + p.rows + " rows, " + p.chunks + " chunks";
+  if (p.rows_left_estimate != null) text += ", ~" + p.rows_left_estimate + " left";
+  if (p.rows_per_s) text += ", " + p.rows_per_s + " rows/s";
+  if (p.eta_s != null) text += ", ETA " + seconds(p.eta_s);
+  if (p.phase === "verifying" && p.rows_in_bigquery != null)
+    text += ", " + p.rows_in_bigquery + " in BigQuery";
+  return text;
+}
 function cell(row, text, cls) {
   const td = row.insertCell(); td.textContent = text; if (cls) td.className = cls; return td;
 }
@@ -86,8 +95,8 @@ async function refresh() {
     cell(row, t.error_rows, t.error_rows ? "err" : "");
     cell(row, seconds(t.latency_p50_s));
     cell(row, seconds(t.latency_p99_s));
-    const s = t.last_snapshot;
-    cell(row, s ? s.rows + " rows @ " + s.version : "\\u2013");
+    const s = t.last_snapshot, now = t.snapshot;
+    cell(row, now ? snapshotProgress(now) : s ? s.rows + " rows @ " + s.version : "\\u2013");
   }
   const worker = document.querySelector("#worker tbody");
   worker.innerHTML = "";

@@ -73,6 +73,7 @@ class PipelineCollector(Collector):
         yield stopped
         yield drift
         yield from _source_lag(poll, polled_here(p))
+        yield from _snapshots(poll)
         failures = CounterMetricFamily(
             "ctstream_poll_failures", "Failed polls, by reason", labels=["table", "reason"]
         )
@@ -147,6 +148,42 @@ def _source_lag(poll: PollStats, tables: set[str]) -> Iterator[Metric]:
         for table in sorted(tables & by_table.keys()):
             family.add_metric([table], by_table[table])
         yield family
+
+
+SNAPSHOT_PHASES = ("reading", "paused", "verifying")
+
+
+def _snapshots(poll: PollStats) -> Iterator[Metric]:
+    """The snapshot under way per table (agents/snapshots.py), on the worker running it."""
+    phase = GaugeMetricFamily(
+        "ctstream_snapshot_phase",
+        "1 for the phase of the snapshot under way: reading chunks, paused, or verifying "
+        "(waiting for BigQuery to hold its rows)",
+        labels=["table", "phase"],
+    )
+    gauges = {
+        key: GaugeMetricFamily(name, doc, labels=["table"])
+        for key, name, doc in (
+            ("chunks", "ctstream_snapshot_chunks", "Chunks of the snapshot sent"),
+            ("rows", "ctstream_snapshot_rows", "Rows of the snapshot sent"),
+            (
+                "rows_left_estimate",
+                "ctstream_snapshot_rows_left_estimate",
+                "Rows of the snapshot still to read, as estimated at its start",
+            ),
+            ("rows_per_s", "ctstream_snapshot_rows_per_second", "Rows sent per second"),
+            ("eta_s", "ctstream_snapshot_eta_seconds", "Estimated seconds to the last chunk"),
+        )
+    }
+    for table, shown in sorted(poll.snapshot_progress.items()):
+        for name in SNAPSHOT_PHASES:
+            phase.add_metric([table, name], 1 if shown.get("phase") == name else 0)
+        for key, family in gauges.items():
+            value = shown.get(key)
+            if isinstance(value, int | float):
+                family.add_metric([table], value)
+    yield phase
+    yield from gauges.values()
 
 
 def polled_here(pipeline: Pipeline) -> set[str]:

@@ -44,6 +44,7 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "schema_notes": registry.schema_notes.get(name, []),
             "found_at": registry.found_at.get(name),
             "last_snapshot": poll.snapshots.get(name),
+            "snapshot": poll.snapshot_progress.get(name),
             "polls": poll.polls.get(name, 0),
             "events_produced": poll.events.get(name, 0),
             "saved_version": poll.versions.get(name),

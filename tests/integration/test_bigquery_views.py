@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from ctstream.bigquery.error_sink import ErrorRecord
+from ctstream.bigquery.schema import ERROR_RECORDS_TABLE
+from ctstream.bigquery.snapshots import record_snapshot, snapshot_rows_landed
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.devstack.local_stack import StackInfo
 from ctstream.errors import ConfigError
@@ -75,7 +78,7 @@ async def test_time_travel_function_returns_the_state_at_each_time(writer: BigQu
         change(1, 6, "S", "one v2", t(6)),
     ]
     assert await writer.insert("items", rows, [r["message_unique_id"] for r in rows]) == []
-    await writer.record_snapshot(SPEC, 6, 1, "test", t(7))
+    await record_snapshot(writer, SPEC, 6, 1, "test", t(7))
 
     assert await state_at(writer, "2026-11-22T10:00:30Z") == {}
     assert await state_at(writer, "2026-11-22T10:01:00Z") == {1: "one", 2: "two"}
@@ -122,3 +125,33 @@ async def test_bad_layout_options_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         await writer.ensure_table(SPEC, options)
+
+
+async def test_a_snapshots_rows_are_counted_where_they_landed(writer: BigQueryWriter) -> None:
+    """Its rows in the change table and those parked, each id once; other snapshots' rows,
+    changes, and other tables' parked rows are not counted."""
+    await writer.ensure_table(SPEC)
+    t = "2026-11-22T10:00:00Z"
+
+    def snapshot_row(key: int, version: int, snapshot: str) -> dict[str, Any]:
+        row = change(key, version, "S", "s", t)
+        return row | {"message_unique_id": unique_id("items", [key], version, snapshot)}
+
+    rows = [
+        snapshot_row(1, 7, "r1"),
+        snapshot_row(1, 9, "r1"),  # the same row read again (a chunk after a crash)
+        snapshot_row(2, 7, "r1"),
+        snapshot_row(3, 7, "r10"),  # another snapshot, whose id ends like r1's would not
+        change(4, 7, "I", "i", t),
+    ]
+    assert await writer.insert("items", rows, [f"{i}" for i in range(len(rows))]) == []
+    assert await snapshot_rows_landed(writer, SPEC, "r1") == 2
+    parked = [
+        ErrorRecord("bad", b"{}", "items", unique_id("items", [5], 8, "r1")),
+        ErrorRecord("bad", b"{}", "other", unique_id("other", [6], 8, "r1")),
+    ]
+    parked_rows = [record.as_row(time.time()) for record in parked]
+    assert await writer.insert(ERROR_RECORDS_TABLE, parked_rows, ["p1", "p2"]) == []
+    assert await snapshot_rows_landed(writer, SPEC, "r1") == 3
+    assert await snapshot_rows_landed(writer, SPEC, "r10") == 1
+    assert await snapshot_rows_landed(writer, SPEC, "none") == 0

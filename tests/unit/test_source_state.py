@@ -2,21 +2,54 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from ctstream.commands.doctor import cleanup_finding, table_findings
 from ctstream.models import ColumnSpec, PollTick, SourceState, TableSpec
+from ctstream.models.source_state import SnapshotProgress
 from ctstream.source.reader import TableHealth
 
 SPEC = TableSpec("items", None, "items", (ColumnSpec("id", "INTEGER", False, 1),))
 
 
 def test_state_round_trip_and_transitions() -> None:
-    state = SourceState().requesting("because")
+    state = SourceState(version=7).requesting("because", "r12")
     assert SourceState.from_value(state.to_value()) == state
-    done = state.snapshot_done(42)
-    assert done == SourceState(version=42, snapshot_version=42, snapshot_requested=None)
-    assert done.advanced(50) == SourceState(version=50, snapshot_version=42)
+    progress = SnapshotProgress("r12", "because", 40, (9, "z"), 1000.5)
+    started = state.snapshot_started(progress, 7)
+    assert started == SourceState(version=7, snapshot=progress)  # the request taken up
+    assert SourceState.from_value(started.to_value()) == started
+    progress = progress.chunk_sent((3, "a"), 5, done=False).chunk_sent((9, "z"), 2, done=True)
+    assert (progress.after, progress.chunks, progress.rows, progress.read) == ((9, "z"), 2, 7, True)
+    running = started.advanced(45).with_progress(progress)
+    assert SourceState.from_value(running.to_value()) == running
+    done = running.snapshot_done(40)
+    assert done == SourceState(version=45, snapshot_version=40)
+    assert done.advanced(50) == SourceState(version=50, snapshot_version=40)
+    assert state.requesting(None) == SourceState(version=7)
+
+
+def test_progress_survives_json_with_every_key_type() -> None:
+    """Keys as read (JSON values, wrapped SQLite odd values too) come back equal."""
+    key = (1, -0.5, "x", None, True, {"sqlite_text": "1_0"})
+    progress = SnapshotProgress("v3.1", "r", 3, key, 1.0, after=key, paused=True)
+    value = orjson.loads(orjson.dumps(SourceState(snapshot=progress).to_value()))
+    assert SourceState.from_value(value).snapshot == progress
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        3,
+        {"id": 1},
+        {"id": "x", "reason": "r"},
+        {"id": "x", "reason": "r", "start_version": "1"},
+    ],
+)
+def test_damaged_progress_is_none(value: object) -> None:
+    assert SnapshotProgress.from_value(value) is None
 
 
 @pytest.mark.parametrize(
@@ -42,6 +75,17 @@ def test_poll_tick_round_trip() -> None:
     tick = PollTick("dbo.items", 12.5, snapshot="requested")
     assert PollTick.from_bytes(tick.to_bytes()) == tick
     assert PollTick.from_bytes(b'{"table": "t"}') == PollTick("t", 0.0)
+    for control in ("pause", "resume", "cancel"):
+        tick = PollTick("t", 1.0, control=control)  # type: ignore[arg-type]
+        assert PollTick.from_bytes(tick.to_bytes()) == tick
+    with pytest.raises(ValueError, match="control 'stop' is none of pause, resume, cancel"):
+        PollTick.from_bytes(b'{"table": "t", "control": "stop"}')
+
+
+def test_a_request_is_identified_by_its_time_alike_for_every_reader() -> None:
+    tick = PollTick.from_bytes(PollTick("t", 1733581699.123456, snapshot="x").to_bytes())
+    assert tick.request_id == "r1733581699123456"
+    assert PollTick("t", 1733581699.123457, snapshot="x").request_id != tick.request_id
 
 
 @pytest.mark.parametrize("data", [b"", b"[]", b'{"table": 3}', b"\xff", None])

@@ -6,7 +6,12 @@ import itertools
 
 import pytest
 
-from ctstream.models.unique_id import encode_key, parse_unique_id, unique_id
+from ctstream.models.unique_id import (
+    encode_key,
+    parse_unique_id,
+    snapshot_id_suffix,
+    unique_id,
+)
 from ctstream.models.values import JsonValue
 
 HOSTILE_VALUES: list[str] = [
@@ -163,3 +168,15 @@ def test_encode_key_is_independent_of_table_and_version() -> None:
     # Same key → same Kafka key (same partition) whatever the version of the change.
     assert encode_key([5]) == encode_key([5])
     assert encode_key([5]) != encode_key([6])
+
+
+def test_a_snapshot_row_is_identified_by_its_snapshot_not_its_version() -> None:
+    """Copies of one snapshot row (read again at another version) share one id; another
+    snapshot's row, or a change at the same version, never does."""
+    first = unique_id("t", [1, "a"], 7, "r1")
+    assert unique_id("t", [1, "a"], 9, "r1") == first
+    assert first != unique_id("t", [1, "a"], 7, "r2")
+    assert first != unique_id("t", [1, "a"], 7)
+    assert parse_unique_id(first) == ("t", [1, "a"], "S:r1")
+    assert first.endswith(snapshot_id_suffix("r1"))
+    assert not unique_id("t", [1], 7, "r10").endswith(snapshot_id_suffix("r1"))

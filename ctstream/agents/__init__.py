@@ -9,7 +9,8 @@ from typing import Any
 
 from ctstream.agents.dedup import install_dedup
 from ctstream.agents.discovery import TableDiscovery, install_discovery
-from ctstream.agents.poll import TablePoller, install_pollers
+from ctstream.agents.poll import TablePoller
+from ctstream.agents.poll_ticks import install_pollers
 from ctstream.agents.registry import TableRegistry
 from ctstream.agents.sink import BigQuerySink, install_sink
 from ctstream.agents.stats import DedupStats, PollStats, SinkStats

@@ -26,8 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
 
 from aiokafka.errors import KafkaError as AioKafkaError
 
@@ -35,7 +34,6 @@ from ctstream.agents.registry import TableRegistry
 from ctstream.agents.snapshots import SnapshotRunner
 from ctstream.agents.stats import PollStats, failure_reason
 from ctstream.bigquery.drift import adopt_schema
-from ctstream.bigquery.error_sink import ErrorReporter
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.devstack.crash_points import CrashPoints
 from ctstream.errors import (
@@ -43,9 +41,10 @@ from ctstream.errors import (
     KafkaSendFailed,
     SchemaChanged,
     SourceError,
+    TableNotTracked,
     VersionTooOld,
 )
-from ctstream.models import PollTick, SourceState, TableSpec
+from ctstream.models import SourceState, TableSpec
 from ctstream.models.change_event import Record
 from ctstream.retry import retry_forever
 from ctstream.settings import Settings
@@ -130,6 +129,10 @@ class TablePoller:
                 # Nothing was sent: add the columns to BigQuery first, then read again.
                 if await self._adopt(exc):
                     await self._run(self.specs[name])
+            except TableNotTracked:
+                if not await self._re_resolve(self.specs[name]):
+                    raise
+                await self._run(self.specs[name])
         except CtstreamError as exc:
             reason = failure_reason(exc)
             self.stats.last_error[name] = str(exc)
@@ -253,6 +256,31 @@ class TablePoller:
                 )
         await self.snapshots.advance(spec, self._sender(spec))
 
+    async def _re_resolve(self, spec: TableSpec) -> bool:
+        """True when the table was dropped and created again (tracked under a new
+        identity): its spec now has the new one, and its next read finds its saved
+        version too old, which its snapshot mode answers (snapshot, or stop and say)."""
+        try:
+            fresh = await self.reader.describe(spec.name)
+        except CtstreamError:
+            return False  # gone or untracked: table discovery says so and stops polling
+        if fresh.object_id == spec.object_id:
+            return False
+        self.specs[spec.name] = replace(
+            spec, object_id=fresh.object_id, change_table=fresh.change_table
+        )
+        log.warning(
+            "table %s: was dropped and created again (tracking identity %s → %s); "
+            "changes of the old table after the saved version are gone, so the table "
+            "follows its snapshot mode (snapshot_mode %s)",
+            spec.name,
+            spec.object_id,
+            fresh.object_id,
+            self.settings.source.snapshot_mode_of(spec.name),
+            extra={"ctstream": {"table": spec.name}},
+        )
+        return True
+
     async def _adopt(self, change: SchemaChanged) -> bool:
         """Carry the table's new columns; False when the change stops the table."""
         spec = change.spec
@@ -334,52 +362,3 @@ class TablePoller:
             log.error("table %s: %s", name, message, extra={"ctstream": {"table": name}})
         self.stats.stopped[name] = message
         self.stats.last_error[name] = message
-
-
-def install_pollers(
-    app: PipelineApp,
-    poller: TablePoller,
-    errors: ErrorReporter,
-    on_unknown_table: Callable[[str], None] = lambda name: None,
-) -> None:
-    """The leader's ``ctstream.poll_ticks`` timer (a tick per table per poll interval) and
-    the ``ctstream.poll`` agent, which runs ``poller`` for the ticks of its partitions."""
-    registry, topics, stats = poller.registry, poller.topics, poller.stats
-    interval = poller.settings.source.poll_interval
-
-    @app.timer(interval, on_leader=True, name="ctstream.poll_ticks")
-    async def send_poll_ticks() -> None:
-        now = time.time()
-        for name in registry.polled():
-            tick = PollTick(name, now)
-            await topics.poll_ticks.send(key=name.encode("utf-8"), value=tick.to_bytes())
-
-    @app.agent(topics.poll_ticks, name="ctstream.poll")
-    async def poll(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                tick = PollTick.from_bytes(event.value)
-            except ValueError as exc:
-                # Not ours or damaged: parked with its reason, like a bad change event.
-                await errors.report(
-                    reason=f"poll tick: {exc}", payload=event.value, message=event.message
-                )
-                continue
-            name = tick.table
-            if name not in poller.specs:
-                # Another worker found a table this one has not seen yet (or one removed
-                # from the config): look at the catalog now rather than at the next round.
-                on_unknown_table(name)
-                continue
-            if name in registry.untracked:
-                continue
-            if tick.control is not None:
-                poller.snapshots.control(name, tick.control)
-                continue
-            if tick.snapshot is not None:
-                poller.request_snapshot(name, tick.snapshot, tick.request_id)
-            # A poll that took longer than the interval leaves ticks queued; a tick only
-            # polls a table that is due, so queued ticks drain fast and no table starves.
-            elif time.time() - stats.last_start.get(name, 0.0) < interval * 0.8:
-                continue
-            await poller.run(name)

@@ -38,6 +38,9 @@ class SourceSettings(Section):
     # Rows per chunk of a snapshot: each chunk is one short read transaction, and its
     # progress is saved once Kafka acknowledged it (a crash reads at most one again).
     snapshot_chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Source connections per worker, and so tables polled (or snapshot chunks read) at
+    # the same time: a table with a big backlog or a snapshot does not hold up others.
+    max_connections: int = Field(default=4, ge=1, le=64)
     # SQL Server: how long a poll waits for a lock before failing (SET LOCK_TIMEOUT).
     lock_timeout: Duration = 10.0
     # Whether, and how often, the source catalog is read again while running for tables

@@ -9,7 +9,6 @@ column. Results are streamed with ``fetchmany`` and never loaded whole.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -25,6 +24,7 @@ from ctstream.errors import (
     SourceError,
     SourcePermissionDenied,
     SourceUnavailable,
+    TableNotTracked,
     VersionTooOld,
 )
 from ctstream.models import TableSpec
@@ -42,6 +42,7 @@ from ctstream.source.catalog import (
     query_error,
 )
 from ctstream.source.changes import ChangeSet
+from ctstream.source.connection_pool import ConnectionPool
 from ctstream.source.dialects import Dialect, Statement, dialect_for
 from ctstream.source.odbc_driver import connect_failure, login_timeout
 from ctstream.source.odbc_security import SecureDsn
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 
 
 class SourceReader(SnapshotReads):
-    """One connection to the source, reused across reads and reopened after failures.
+    """A pool of connections to the source (``source.max_connections``), each reused
+    across reads and replaced after a failure.
 
     Snapshot reads, whole or in chunks, come from :class:`SnapshotReads`.
     """
@@ -59,58 +61,51 @@ class SourceReader(SnapshotReads):
     def __init__(self, settings: SourceSettings, dialect: Dialect | None = None) -> None:
         self._settings = settings
         self._dialect = dialect or dialect_for(settings.dialect)
-        self._conn: Any = None
-        self._lock = asyncio.Lock()
         self._secure_dsn = SecureDsn()
+        self._pool = ConnectionPool(self._open, settings.max_connections)
 
     @property
     def dialect(self) -> Dialect:
         return self._dialect
 
-    async def _connection(self) -> Any:
-        if self._conn is None:
-            dialect = self._dialect
-            # The ODBC query timeout: SQL Server's driver cancels a statement that runs
-            # longer than source.poll_timeout, so a stuck poll fails and is tried again.
-            # (The SQLite driver ignores it.)
-            query_timeout = max(1, round(self._settings.poll_timeout))
+    async def _open(self) -> Any:
+        """A new connection with the dialect's session settings (the pool's factory)."""
+        dialect = self._dialect
+        # The ODBC query timeout: SQL Server's driver cancels a statement that runs
+        # longer than source.poll_timeout, so a stuck poll fails and is tried again.
+        # (The SQLite driver ignores it.)
+        query_timeout = max(1, round(self._settings.poll_timeout))
 
-            async def configure(raw: Any) -> None:
-                raw.timeout = query_timeout
-                dialect.configure_connection(raw)
+        async def configure(raw: Any) -> None:
+            raw.timeout = query_timeout
+            dialect.configure_connection(raw)
 
-            dsn = self._secure_dsn(self._settings.dsn.get_secret_value(), self._settings.dialect)
-            try:
-                conn = await aioodbc.connect(
-                    dsn=dialect.connection_string(dsn),
-                    autocommit=False,
-                    timeout=login_timeout(dsn),
-                    after_created=configure,
-                )
-            except pyodbc.Error as exc:
-                raise SourceUnavailable(
-                    connect_failure(dsn, self._settings.dialect, odbc_message(exc))
-                ) from None
-            try:
-                lock_ms = round(self._settings.lock_timeout * 1000)
-                async with conn.cursor() as cur:
-                    for sql in dialect.session_sql(lock_ms):
-                        await cur.execute(sql)
-                await conn.rollback()
-            except pyodbc.Error as exc:
-                with suppress(pyodbc.Error):
-                    await conn.close()
-                raise SourceUnavailable(
-                    f"setting up the source session: {odbc_message(exc)}"
-                ) from None
-            self._conn = conn
-        return self._conn
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        dsn = self._secure_dsn(self._settings.dsn.get_secret_value(), self._settings.dialect)
+        try:
+            conn = await aioodbc.connect(
+                dsn=dialect.connection_string(dsn),
+                autocommit=False,
+                timeout=login_timeout(dsn),
+                after_created=configure,
+            )
+        except pyodbc.Error as exc:
+            raise SourceUnavailable(
+                connect_failure(dsn, self._settings.dialect, odbc_message(exc))
+            ) from None
+        try:
+            lock_ms = round(self._settings.lock_timeout * 1000)
+            async with conn.cursor() as cur:
+                for sql in dialect.session_sql(lock_ms):
+                    await cur.execute(sql)
+            await conn.rollback()
+        except pyodbc.Error as exc:
             with suppress(pyodbc.Error):
                 await conn.close()
+            raise SourceUnavailable(f"setting up the source session: {odbc_message(exc)}") from None
+        return conn
+
+    async def close(self) -> None:
+        await self._pool.close()
 
     async def _fetch(
         self, what: str, stmt: Statement, *, all_rows: bool = False, grant: str | None = None
@@ -121,15 +116,13 @@ class SourceReader(SnapshotReads):
         the server refuses the query for the login's permissions, SourceUnavailable for
         any other ODBC error.
         """
-        async with self._lock:
-            conn = await self._connection()
+        async with self._pool.lease() as conn:
             try:
                 async with conn.cursor() as cur:
                     await cur.execute(stmt.sql, *stmt.params)
                     result = await (cur.fetchall() if all_rows else cur.fetchone())
                 await conn.rollback()
             except pyodbc.Error as exc:
-                await self.close()
                 raise query_error(what, exc, grant or TABLE_GRANT) from None
         return result
 
@@ -184,14 +177,18 @@ class SourceReader(SnapshotReads):
                 "ENABLE CHANGE_TRACKING)"
             )
         columns = catalog_columns(rows)
+        # (reference, identity): the change table and the tracking's start (SQLite
+        # stand-in), or the object id alone (SQL Server). A table dropped and created
+        # again gets a new identity.
         ref = tracked[0]
+        identity = tracked[1] if len(tracked) > 1 else ref
         spec = TableSpec(
             name=name,
             schema=schema,
             table=table,
             columns=columns,
             change_table=ref if isinstance(ref, str) else None,
-            object_id=None if isinstance(ref, str) else int(ref),
+            object_id=None if identity is None else int(identity),
         )
         try:
             spec.check()
@@ -305,8 +302,7 @@ class SourceReader(SnapshotReads):
     @asynccontextmanager
     async def _read(self, spec: TableSpec, what: str) -> AsyncIterator[tuple[Any, int, int]]:
         """One read transaction: yields (cursor, min valid version, current version)."""
-        async with self._lock:
-            conn = await self._connection()
+        async with self._pool.lease() as conn:
             try:
                 cur = await conn.cursor()
                 try:
@@ -314,7 +310,7 @@ class SourceReader(SnapshotReads):
                     await cur.execute(stmt.sql, *stmt.params)
                     row = await cur.fetchone()
                     if row is None or row[0] is None:
-                        raise SourceError(f"table {spec.name!r} is no longer change-tracked")
+                        raise TableNotTracked(f"table {spec.name!r} is no longer change-tracked")
                     min_valid = int(row[0])
                     stmt = self._dialect.current_version()
                     await cur.execute(stmt.sql, *stmt.params)
@@ -327,7 +323,6 @@ class SourceReader(SnapshotReads):
                     with suppress(pyodbc.Error):
                         await conn.rollback()  # read-only: end the snapshot
             except pyodbc.Error as exc:
-                await self.close()
                 raise SourceUnavailable(f"{what} {spec.name!r}: {odbc_message(exc)}") from None
 
     @asynccontextmanager

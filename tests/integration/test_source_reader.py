@@ -179,6 +179,7 @@ async def test_source_statements_get_poll_timeout_as_their_query_timeout(tmp_pat
     try:
         await reader.database_info()
         # The ODBC statement attribute SQL Server's driver enforces (SQL_ATTR_QUERY_TIMEOUT).
-        assert reader._conn.timeout == 7
+        async with reader._pool.lease() as conn:  # the connection database_info used
+            assert conn.timeout == 7
     finally:
         await reader.close()

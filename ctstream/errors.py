@@ -13,6 +13,7 @@ say what is wrong and what to do about it. A leaf module: it imports nothing of 
     │   ├── SourceUnavailable       cannot be reached or timed out                 (retriable)
     │   ├── SourcePermissionDenied  the login lacks a permission; ``grant`` fixes it
     │   ├── VersionTooOld           the saved version is below the minimum valid one
+    │   ├── TableNotTracked         the table (as ctstream knows it) is not tracked now
     │   └── SchemaChanged           the table's columns changed; ``spec`` has them  (retriable)
     ├── KafkaError                  Kafka refused or failed a request
     │   ├── KafkaUnavailable        the brokers cannot be reached                  (retriable)
@@ -67,6 +68,12 @@ class SourcePermissionDenied(SourceError):
     def __init__(self, message: str, grant: str) -> None:
         super().__init__(message)
         self.grant = grant
+
+
+class TableNotTracked(SourceError):
+    """The table, by the identity ctstream resolved (SQL Server's object id), is no longer
+    change-tracked: tracking was disabled, or the table was dropped (and perhaps created
+    again under the same name, with a new identity)."""
 
 
 class VersionTooOld(SourceError):

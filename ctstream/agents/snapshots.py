@@ -26,6 +26,7 @@ from ctstream.agents.stats import PollStats
 from ctstream.bigquery.snapshots import record_snapshot, snapshot_rows_landed
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.devstack.crash_points import CrashPoints
+from ctstream.errors import CtstreamError
 from ctstream.models import SourceState, TableSpec
 from ctstream.models.source_state import SnapshotControl, SnapshotProgress
 from ctstream.models.values import iso_utc
@@ -73,9 +74,16 @@ class SnapshotRunner:
         """
         name = spec.name
         upper, start_version = await self.reader.snapshot_bound(spec)
+        try:
+            estimate = await self.reader.row_estimate(spec)
+        except CtstreamError as exc:  # only the progress display needs it
+            log.info("table %s: no row estimate for the snapshot: %s", name, exc)
+            estimate = None
         now = time.time()
         snapshot_id = request_id or f"v{start_version}.{round(now * 1000)}"
-        progress = SnapshotProgress(snapshot_id, reason, start_version, upper, now)
+        progress = SnapshotProgress(
+            snapshot_id, reason, start_version, upper, now, estimate=estimate
+        )
         state = self._state(name)
         version = state.version
         if version is None or reset_version:

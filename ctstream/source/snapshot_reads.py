@@ -65,6 +65,14 @@ class SnapshotReads:
             keys = [c.key async for batch in largest.batches() for c in batch]
         return (keys[0] if keys else None), current
 
+    async def row_estimate(self, spec: TableSpec) -> int | None:
+        """About how many rows ``spec`` holds (None when the source cannot tell)."""
+        stmt = self._dialect.row_estimate(spec)
+        async with self._read(spec, "estimating the rows of") as (cur, _, _):
+            await cur.execute(stmt.sql, *stmt.params)
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     @asynccontextmanager
     async def snapshot_chunk(
         self,

@@ -4,11 +4,14 @@ never loses a key while one runs, deletes racing the chunks, pause / resume / ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from typing import Any
 
 import pytest
 
+from ctstream.source.sqlite_tracking import track_database, untrack_database
 from tests.integration.test_snapshots import (
     INSERT,
     ITEMS,
@@ -129,9 +132,7 @@ async def test_pause_resume_and_cancel(make_harness: Any) -> None:
     await eventually(reading_on, "snapshot reading again")
     cancelled = ctstream("snapshot", "--config", str(h.config), "--table", "items", "--cancel")
     assert cancelled.returncode == 0, cancelled.stderr
-    await eventually(
-        lambda: _no_snapshot(h), "snapshot cancelled", timeout=30
-    )
+    await eventually(lambda: _no_snapshot(h), "snapshot cancelled", timeout=30)
     assert await snapshots(h) == []  # nothing recorded: the view hides nothing for it
     assert "snapshot cancelled" in h.full_logs()
 
@@ -139,3 +140,35 @@ async def test_pause_resume_and_cancel(make_harness: Any) -> None:
 async def _no_snapshot(h: Any) -> bool:
     statuses = await table_status(h)
     return bool(statuses) and all(not s.get("snapshot") for s in statuses)
+
+
+async def test_a_recreated_table_is_re_resolved_and_follows_its_snapshot_mode(
+    make_harness: Any,
+) -> None:
+    """Dropped and created again under the same name, then tracked again: a new tracking
+    identity (SQL Server: a new object id). No restart: the worker finds the new table,
+    re-snapshots it (when_needed), and the latest view holds exactly its rows."""
+    h = make_harness(
+        {"items": ITEMS},
+        seed=SEED,
+        snapshot_mode="when_needed",
+        source_extra=f'{CHUNKS}\ndiscover_interval = "1s"',
+    )
+    await h.start_worker()
+    await eventually(lambda: snapshots(h), "initial snapshot recorded", timeout=120)
+    await h.wait_equal()
+    untrack_database(h.db, ["items"])
+    with contextlib.closing(sqlite3.connect(h.db)) as conn:
+        conn.execute("DROP TABLE items")
+        conn.execute(ITEMS)
+        conn.executemany(INSERT, [(i, f"new {i}", 2.0) for i in range(ROWS // 2, ROWS + 500)])
+        conn.commit()
+    track_database(h.db, ["items"])
+    await eventually(lambda: _snapshot_count(h, 2), "the recreated table re-snapshotted", 180)
+    await h.wait_equal()
+    assert await repeated_keys(h) == []
+    assert "was dropped and created again" in h.full_logs()
+
+
+async def _snapshot_count(h: Any, count: int) -> bool:
+    return len(await snapshots(h)) >= count

@@ -725,3 +725,14 @@ def test_nested_range_refuses_what_it_cannot_write() -> None:
             nested_range(refs, ["?"] * len(refs), strict, last)
     with pytest.raises(ValueError, match="markers"):
         nested_range(["a", "b"], ["?"], ">", ">")
+
+
+def test_row_estimate_reads_the_storage_engines_count() -> None:
+    spec = make_spec("dbo", "items", [("id", "int", 1)], object_id=42)
+    stmt = D.row_estimate(spec)
+    assert stmt.params == (42,) and stmt.sql.count("?") == 1
+    assert tables(parse_one(stmt.sql)) == {("sys", "partitions")}
+    assert "index_id IN (0, 1)" in stmt.sql  # the heap or the clustered index, once
+    unresolved = make_spec("dbo", "items", [("id", "int", 1)])
+    unresolved = TableSpec(unresolved.name, "dbo", "items", unresolved.columns)
+    assert D.row_estimate(unresolved).params == ()

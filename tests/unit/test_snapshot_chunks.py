@@ -317,6 +317,7 @@ async def test_an_empty_table_has_no_bound(tmp_path: Path) -> None:
         with contextlib.closing(sqlite3.connect(db)) as conn:
             version = current_version(conn)
         assert await reader.snapshot_bound(spec) == (None, version)
+        assert await reader.row_estimate(spec) == 0
         # A bound taken earlier: the table emptied since, the chunk is empty.
         async with reader.snapshot_chunk(spec, None, ["z", 9], 5) as chunk:
             assert [b async for b in chunk.batches()] == []

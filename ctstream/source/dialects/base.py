@@ -99,6 +99,10 @@ class Dialect(Protocol):
         """None when ranges of ``spec``'s key can bound snapshot chunks; else a sentence
         saying why not and that the table is read whole in one transaction instead."""
 
+    def row_estimate(self, spec: TableSpec) -> Statement:
+        """One row: about how many rows the table holds (cheap; NULL when unknown), for a
+        snapshot's progress and ETA."""
+
     def snapshot_upper_bound(self, spec: TableSpec) -> SnapshotQuery:
         """At most one row: the largest key, its columns read as ``snapshot_query`` reads
         them (so it equals a chunk row's key); no value columns."""

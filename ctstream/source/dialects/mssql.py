@@ -268,6 +268,16 @@ class MssqlDialect:
                 )
         return None
 
+    def row_estimate(self, spec: TableSpec) -> Statement:
+        # The row count the storage engine keeps (no scan), heap or clustered index.
+        if spec.object_id is None:
+            return Statement("SELECT CAST(NULL AS bigint)")
+        return Statement(
+            "SELECT SUM(p.rows) FROM sys.partitions AS p "
+            "WHERE p.object_id = ? AND p.index_id IN (0, 1)",
+            (spec.object_id,),
+        )
+
     def snapshot_upper_bound(self, spec: TableSpec) -> SnapshotQuery:
         keys = key_columns(spec)
         select = ", ".join(_select("t", c) for c in keys)

@@ -100,8 +100,11 @@ class SqliteDialect:
         )
 
     def tracked_table(self, schema: str | None, table: str) -> Statement:
+        # The version tracking was enabled at is the table's identity (SQL Server's
+        # object id): tracking a recreated table again gives it a new one.
         return Statement(
-            f"SELECT change_table FROM {quote_sqlite(CATALOG_TABLE)} WHERE table_name = ?",
+            f"SELECT change_table, enabled_version FROM {quote_sqlite(CATALOG_TABLE)} "
+            "WHERE table_name = ?",
             (table,),
         )
 
@@ -116,9 +119,16 @@ class SqliteDialect:
         )
 
     def min_valid_version(self, spec: TableSpec) -> Statement:
+        """NULL (no row) when the table is not tracked, or tracked under another identity
+        than ``spec.object_id`` (recreated and tracked again), as SQL Server answers."""
+        catalog = quote_sqlite(CATALOG_TABLE)
+        if spec.object_id is None:
+            return Statement(
+                f"SELECT min_valid_version FROM {catalog} WHERE table_name = ?", (spec.table,)
+            )
         return Statement(
-            f"SELECT min_valid_version FROM {quote_sqlite(CATALOG_TABLE)} WHERE table_name = ?",
-            (spec.table,),
+            f"SELECT min_valid_version FROM {catalog} WHERE table_name = ? AND enabled_version = ?",
+            (spec.table, spec.object_id),
         )
 
     def current_version(self) -> Statement:
@@ -177,6 +187,9 @@ class SqliteDialect:
                     "in one transaction instead of in chunks"
                 )
         return None
+
+    def row_estimate(self, spec: TableSpec) -> Statement:
+        return Statement(f"SELECT COUNT(*) FROM {quote_sqlite(spec.table)}")
 
     def snapshot_upper_bound(self, spec: TableSpec) -> SnapshotQuery:
         keys = key_columns(spec)

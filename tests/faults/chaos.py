@@ -334,20 +334,24 @@ class FaultRun:
         t0 = time.monotonic()
         h, plan = self.h, self.plan
         create_bookkeeping(h.db)
-        # The first worker alone, armed to die once its first snapshot is acknowledged.
+        # The first worker alone, armed to die after a chunk of its first snapshots is
+        # acknowledged (before its progress is saved), then again once a snapshot's rows
+        # are all in BigQuery (before it is recorded): the snapshots resume from their
+        # saved chunks.
         first = self.slots[0]
-        self._start(first, armed="snapshot.acked")
-        assert first.worker is not None
-        code = await self._wait_exit(first.worker, timeout=120)
-        if code == -signal.SIGKILL and self._crashed_at(first, "snapshot.acked"):
-            self.summary.kills["snapshot.acked"] += 1
-            self.summary.poller_kills += 1
-        else:
-            self.summary.crash_points_missed["snapshot.acked"] += 1
-        if first.worker.proc.poll() is None:
-            await self._kill(first)
-        else:
-            self.h.workers.remove(first.worker)
+        for point in ("snapshot.chunk_acked", "snapshot.acked"):
+            self._start(first, armed=point)
+            assert first.worker is not None
+            code = await self._wait_exit(first.worker, timeout=120)
+            if code == -signal.SIGKILL and self._crashed_at(first, point):
+                self.summary.kills[point] += 1
+                self.summary.poller_kills += 1
+            else:
+                self.summary.crash_points_missed[point] += 1
+            if first.worker.proc.poll() is None:
+                await self._kill(first)
+            else:
+                self.h.workers.remove(first.worker)
         for slot in self.slots:
             self._start(slot)
         await wait_until_polling(
@@ -444,6 +448,8 @@ async def run_faults(
             snapshot_mode="when_needed",
             seed=seed,
             sink_extra='retry_max = "5s"',
+            # Several chunks per table: the first worker dies after one of them.
+            source_extra="snapshot_chunk_rows = 64",
         )
         try:
             return await FaultRun(h, proxy, plan, say).run()

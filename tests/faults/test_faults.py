@@ -24,7 +24,7 @@ async def test_nothing_is_lost_or_repeated_under_kills_outages_poison_and_overru
     assert summary.rows_lost == 0
     # The faults did land: each kind at least once, every crash point reached.
     assert sum(summary.kills.values()) >= plan.kills + len(plan.crash_points)
-    for point in (*plan.crash_points, "snapshot.acked"):
+    for point in (*plan.crash_points, "snapshot.chunk_acked", "snapshot.acked"):
         assert summary.kills[point] >= 1, f"crash point {point} never reached"
     assert summary.poller_kills >= 1
     assert summary.rebalances == plan.rebalances

@@ -52,10 +52,11 @@ def install_pollers(
         limit = poller.settings.source.max_connections
 
         async def run(name: str, event: Any) -> None:
-            # ``event`` is held for the task's life: the ct-versions table is written
-            # in its context (faust finds the changelog partition through it).
-            del event
+            # The task runs in a copy of the tick's context, where faust finds the
+            # changelog partition of the ct-versions table through a weak reference to
+            # the tick's event: ``event`` keeps it alive until the poll ends.
             await poller.run(name)
+            assert event is not None
 
         try:
             async for event in stream.events():

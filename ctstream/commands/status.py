@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -103,12 +103,28 @@ async def collect_status(settings: Settings, workers: Sequence[str] = ()) -> dic
             problems.append(f"{name}: consumer lag: {type(exc).__name__}")
     await _from_bigquery(settings, tables, problems)
     live = [await asyncio.to_thread(_safe_worker_status, url, problems) for url in workers]
-    for status in filter(None, live):
-        for name, counters in status.get("tables", {}).items():
-            if name in tables:
-                for key in LIVE_COUNTERS:
-                    tables[name][key] = tables[name].get(key, 0) + counters.get(key, 0)
+    merge_live_counters(tables, filter(None, live))
     return {"app": settings.app.id, "tables": tables, "workers": len(live), "problems": problems}
+
+
+def merge_live_counters(
+    tables: dict[str, dict[str, Any]], statuses: Iterable[dict[str, Any]]
+) -> None:
+    """Add the workers' own counters (``/api/status/``) into ``tables``: each counts
+    what it did, so the pipeline's figure is their sum (failed polls too, by reason);
+    a snapshot under way is shown as the worker running it reports it."""
+    for status in statuses:
+        for name, counters in status.get("tables", {}).items():
+            if name not in tables:
+                continue
+            row = tables[name]
+            for key in LIVE_COUNTERS:
+                row[key] = row.get(key, 0) + counters.get(key, 0)
+            failures = row.setdefault("poll_failures", {})
+            for reason, count in (counters.get("poll_failures") or {}).items():
+                failures[reason] = failures.get(reason, 0) + count
+            if counters.get("snapshot"):
+                row["snapshot"] = counters["snapshot"]
 
 
 def _safe_worker_status(url: str, problems: list[str]) -> dict[str, Any] | None:

@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "The request goes through Kafka, so it is kept until a worker runs it (workers "
         "need not be running now). Use it after a retention overrun or TRUNCATE in "
         "snapshot_mode never/initial, or to backfill. --pause, --resume and --cancel "
-        "control a snapshot under way; follow it with `ctstream status --worker URL`.",
+        "control a snapshot under way; follow it with --wait or `ctstream status`.",
     )
     snapshot.add_argument("--config", "-c", required=True, help="TOML config file")
     snapshot.add_argument(
@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--all", action="store_true", help="every table of source.tables")
     snapshot.add_argument(
         "--reason", default="requested by ctstream snapshot", help="noted in logs and BigQuery"
+    )
+    snapshot.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the requested snapshots (chunks, rows, rate) until each is recorded; "
+        "Ctrl-C stops waiting, not the snapshots",
     )
     control = snapshot.add_mutually_exclusive_group()
     control.add_argument(

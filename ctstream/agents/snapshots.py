@@ -187,7 +187,7 @@ class SnapshotRunner:
             should_abort=self._should_stop,
             log_fields={"table": name},
         )
-        self._save(name, self._state(name).snapshot_done(progress.start_version))
+        self._save(name, self._state(name).snapshot_done(progress.start_version, progress.id))
         seconds = time.time() - progress.started_at
         self.stats.snapshotting.pop(name, None)
         self.stats.snapshot_progress.pop(name, None)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from ctstream.commands.snapshot_progress import follow_snapshots
 from ctstream.errors import ConfigError, KafkaUnavailable
 from ctstream.models import PollTick
 from ctstream.models.source_state import SnapshotControl
@@ -39,15 +40,22 @@ def run(args: argparse.Namespace) -> int:
             f"({', '.join(settings.source.tables)})"
         )
     control: SnapshotControl | None = getattr(args, "control", None)
-    asyncio.run(request_snapshots(settings, tables, args.reason, control=control))
+    wait = control is None and getattr(args, "wait", False)
+    requests = asyncio.run(request_snapshots(settings, tables, args.reason, control=control))
     for table in tables:
         if control is None:
             print(f"snapshot of {table!r} requested ({args.reason})")
         else:
             print(f"{control} of the snapshot of {table!r} requested")
+    if wait:
+        try:
+            asyncio.run(follow_snapshots(settings, requests))
+        except KeyboardInterrupt:
+            print("\nstopped waiting; the snapshots go on")
+        return 0
     print(
-        "the worker that polls each table carries it out; follow it with "
-        "`ctstream status --worker URL`, in the worker log or at /api/status/"
+        "the worker that polls each table carries it out; follow it with --wait, "
+        "`ctstream status`, the worker log or /api/status/"
     )
     return 0
 
@@ -59,9 +67,9 @@ async def request_snapshots(
     timeout: float = 30.0,  # noqa: ASYNC109
     *,
     control: SnapshotControl | None = None,
-) -> None:
+) -> dict[str, str]:
     """Send one snapshot request (or ``control`` of the snapshot under way) per table to
-    the poll-ticks topic, acknowledged by Kafka.
+    the poll-ticks topic, acknowledged by Kafka; returns each table's request id.
 
     Raises :class:`KafkaUnavailable` when Kafka cannot be reached in ``timeout`` s or the
     topic does not exist yet (no worker of this config has run).
@@ -79,15 +87,18 @@ async def request_snapshots(
                 "config once (it creates the topics), then ask again"
             )
         now = time.time()
+        requests: dict[str, str] = {}
         for table in tables:
             if control is None:
                 tick = PollTick(table, now, snapshot=reason)
             else:
                 tick = PollTick(table, now, control=control)
+            requests[table] = tick.request_id
             await asyncio.wait_for(
                 producer.send_and_wait(topic, tick.to_bytes(), key=table.encode("utf-8")),
                 timeout,
             )
+        return requests
     except (TimeoutError, KafkaError, OSError) as exc:
         raise KafkaUnavailable(
             await tls_failure(bootstrap, options)

@@ -95,6 +95,7 @@ class SourceState:
     snapshot_requested: str | None = None  # the reason, until the snapshot starts
     snapshot_request_id: str | None = None  # the request's identity (its tick's time)
     snapshot: SnapshotProgress | None = None  # the snapshot under way
+    snapshot_id: str | None = None  # the id of the last completed snapshot
 
     @classmethod
     def from_value(cls, value: Any) -> SourceState:
@@ -103,11 +104,12 @@ class SourceState:
         if isinstance(value, int) and not isinstance(value, bool):
             return cls(version=value)  # written by ctstream 0.1 before snapshots existed
         if isinstance(value, dict):
-            version, snap, requested, request_id = (
+            version, snap, requested, request_id, done_id = (
                 value.get("version"),
                 value.get("snapshot_version"),
                 value.get("snapshot_requested"),
                 value.get("snapshot_request_id"),
+                value.get("snapshot_id"),
             )
             return cls(
                 version=version if isinstance(version, int) else None,
@@ -115,6 +117,7 @@ class SourceState:
                 snapshot_requested=requested if isinstance(requested, str) else None,
                 snapshot_request_id=request_id if isinstance(request_id, str) else None,
                 snapshot=SnapshotProgress.from_value(value.get("snapshot")),
+                snapshot_id=done_id if isinstance(done_id, str) else None,
             )
         raise ValueError(f"not a source state: {value!r}")
 
@@ -125,6 +128,7 @@ class SourceState:
             "snapshot_requested": self.snapshot_requested,
             "snapshot_request_id": self.snapshot_request_id,
             "snapshot": None if self.snapshot is None else self.snapshot.to_value(),
+            "snapshot_id": self.snapshot_id,
         }
 
     def requesting(self, reason: str | None, request_id: str | None = None) -> SourceState:
@@ -144,9 +148,10 @@ class SourceState:
     def with_progress(self, progress: SnapshotProgress | None) -> SourceState:
         return replace(self, snapshot=progress)
 
-    def snapshot_done(self, version: int) -> SourceState:
-        """The snapshot that started at ``version`` is recorded as complete."""
-        return replace(self, snapshot_version=version, snapshot=None)
+    def snapshot_done(self, version: int, snapshot_id: str | None = None) -> SourceState:
+        """The snapshot ``snapshot_id`` that started at ``version`` is recorded as
+        complete."""
+        return replace(self, snapshot_version=version, snapshot=None, snapshot_id=snapshot_id)
 
     def advanced(self, version: int) -> SourceState:
         return replace(self, version=version)

@@ -60,14 +60,20 @@ async def test_a_requested_snapshot_writes_every_row_and_never_hides_one(
     await eventually(lambda: snapshots(h), "initial snapshot recorded", timeout=120)
     await h.wait_equal()
     assert await latest_count(h) == ROWS
-    requested = ctstream("snapshot", "--config", str(h.config), "--table", "items")
-    assert requested.returncode == 0, requested.stderr
+    # --wait follows the snapshot until it is recorded, printing its progress.
+    waiting = asyncio.create_task(
+        asyncio.to_thread(ctstream, "snapshot", "--config", str(h.config), "-t", "items", "--wait")
+    )
     counts: list[int] = []
     deadline = time.monotonic() + 120
     while len(await snapshots(h)) < 2:
         counts.append(await latest_count(h))
         assert time.monotonic() < deadline, "the requested snapshot did not complete"
         await asyncio.sleep(0.1)
+    requested = await asyncio.wait_for(waiting, timeout=60)
+    assert requested.returncode == 0, requested.stderr
+    assert f"chunks, {ROWS} rows of ~{ROWS}, " in requested.stdout, requested.stdout
+    assert "items: done, recorded with start version" in requested.stdout.splitlines()[-1]
     assert min(counts) == ROWS, f"the latest view lost keys during the snapshot: {min(counts)}"
     assert len(counts) > 5  # it was watched while it ran
     first, second = await snapshots(h)

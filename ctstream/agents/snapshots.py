@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ctstream.agents.stats import PollStats
@@ -125,8 +126,7 @@ class SnapshotRunner:
             return
         paused = action == "pause"
         if progress.paused != paused:
-            progress = SnapshotProgress.from_value(progress.to_value() | {"paused": paused})
-            assert progress is not None
+            progress = replace(progress, paused=paused)
             self._save(name, state.with_progress(progress))
             log.info("table %s: snapshot %s %sd", name, progress.id, action)
         self._show(name, progress)

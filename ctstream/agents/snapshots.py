@@ -63,6 +63,41 @@ class SnapshotRunner:
         self.crash = crash
         self._state, self._save, self._should_stop = state, save, should_stop
         self._verified_at: dict[str, float] = {}  # table → monotonic time of the last count
+        # The key values of snapshots whose key is masked, kept here only (table →
+        # snapshot id, upper, after): the saved state may not hold them in clear.
+        self._withheld: dict[str, tuple[str, Any, Any]] = {}
+
+    def _store(self, spec: TableSpec, state: SourceState) -> None:
+        """Save ``state``; a masked key's values stay in this process (see ``_withheld``)."""
+        progress = state.snapshot
+        if progress is not None and any(c.mask for c in spec.key_columns):
+            self._withheld[spec.name] = (progress.id, progress.upper, progress.after)
+            kept = replace(progress, upper=None, after=None, keys_withheld=True)
+            state = state.with_progress(kept)
+        self._save(spec.name, state)
+
+    async def _progress(self, spec: TableSpec) -> SnapshotProgress | None:
+        """The snapshot under way, its key values restored from this process; a snapshot
+        of a masked key resumed from elsewhere starts its chunks over."""
+        progress = self._state(spec.name).snapshot
+        if progress is None or not progress.keys_withheld:
+            return progress
+        held = self._withheld.get(spec.name)
+        if held is not None and held[0] == progress.id:
+            return replace(progress, upper=held[1], after=held[2], keys_withheld=False)
+        upper, _ = await self.reader.snapshot_bound(spec)
+        log.info(
+            "table %s: snapshot %s reads again from its first chunk: the values of a "
+            "masked key are not saved, so its progress did not survive the move",
+            spec.name,
+            progress.id,
+            extra={"ctstream": {"table": spec.name}},
+        )
+        # The rows read before are counted again as they come: the completion check
+        # counts distinct rows, and those read twice are one.
+        return replace(
+            progress, upper=upper, after=None, chunks=0, rows=0, read=False, keys_withheld=False
+        )
 
     async def start(
         self, spec: TableSpec, reason: str, request_id: str | None, *, reset_version: bool
@@ -90,7 +125,7 @@ class SnapshotRunner:
         if version is None or reset_version:
             version = start_version
         state = state.snapshot_started(progress, version)
-        self._save(name, state)
+        self._store(spec, state)
         refusal = self.reader.chunk_refusal(spec)
         if refusal is not None:
             log.warning("table %s: %s", name, refusal, extra={"ctstream": {"table": name}})
@@ -136,7 +171,7 @@ class SnapshotRunner:
         are sent, record the snapshot when BigQuery holds its rows. Raises like a poll:
         what was saved stays, the next tick goes on from there."""
         name = spec.name
-        progress = self._state(name).snapshot
+        progress = await self._progress(spec)
         if progress is None:
             return
         if progress.paused:
@@ -153,7 +188,7 @@ class SnapshotRunner:
                 chunk = await snapshot_chunk(self.reader, spec, progress, limit, send)
                 progress = progress.chunk_sent(chunk.last_key, chunk.rows, done=chunk.done)
             self.crash.reach("snapshot.chunk_acked")
-            self._save(name, self._state(name).with_progress(progress))
+            self._store(spec, self._state(name).with_progress(progress))
             self._show(name, progress)
             if time.monotonic() > budget or self._should_stop():
                 break
@@ -188,6 +223,7 @@ class SnapshotRunner:
             log_fields={"table": name},
         )
         self._save(name, self._state(name).snapshot_done(progress.start_version, progress.id))
+        self._withheld.pop(name, None)
         seconds = time.time() - progress.started_at
         self.stats.snapshotting.pop(name, None)
         self.stats.snapshot_progress.pop(name, None)

@@ -40,6 +40,10 @@ class SnapshotProgress:
     estimate: int | None = None  # rows the table held at the start, as far as known
     paused: bool = False
     read: bool = False
+    # The key values (``upper``, ``after``) were left out of the saved state: the key is
+    # masked, and its clear values may not leave the worker. Resumed elsewhere, the
+    # snapshot reads again from its first chunk.
+    keys_withheld: bool = False
 
     def to_value(self) -> dict[str, Any]:
         return {
@@ -54,6 +58,7 @@ class SnapshotProgress:
             "estimate": self.estimate,
             "paused": self.paused,
             "read": self.read,
+            "keys_withheld": self.keys_withheld,
         }
 
     @classmethod
@@ -79,6 +84,7 @@ class SnapshotProgress:
             estimate=estimate if type(estimate) is int else None,
             paused=value.get("paused") is True,
             read=value.get("read") is True,
+            keys_withheld=value.get("keys_withheld") is True,
         )
 
     def chunk_sent(

@@ -33,7 +33,9 @@ def test_state_round_trip_and_transitions() -> None:
 def test_progress_survives_json_with_every_key_type() -> None:
     """Keys as read (JSON values, wrapped SQLite odd values too) come back equal."""
     key = (1, -0.5, "x", None, True, {"sqlite_text": "1_0"})
-    progress = SnapshotProgress("v3.1", "r", 3, key, 1.0, after=key, paused=True)
+    progress = SnapshotProgress(
+        "v3.1", "r", 3, key, 1.0, after=key, paused=True, keys_withheld=True
+    )
     value = orjson.loads(orjson.dumps(SourceState(snapshot=progress).to_value()))
     assert SourceState.from_value(value).snapshot == progress
 

@@ -115,7 +115,17 @@ class TablePoller:
         self.topics.versions[name] = state.to_value()
 
     def request_snapshot(self, name: str, reason: str, request_id: str | None = None) -> None:
-        self._save(name, self.state(name).requesting(reason, request_id))
+        """Save a snapshot request; one seen before (a tick read again after a crash or
+        rebalance) is ignored, so a snapshot under way goes on from its saved chunk."""
+        state = self.state(name)
+        if request_id is not None and request_id in (
+            state.snapshot_request_id,
+            state.snapshot_id,
+            state.snapshot.id if state.snapshot else None,
+        ):
+            log.info("table %s: snapshot request %s seen before; ignored", name, request_id)
+            return
+        self._save(name, state.requesting(reason, request_id))
         log.info("table %s: snapshot requested (%s)", name, reason)
 
     async def run(self, name: str) -> None:

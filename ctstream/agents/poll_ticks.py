@@ -43,14 +43,29 @@ def install_pollers(
             tick = PollTick(name, now)
             await topics.poll_ticks.send(key=name.encode("utf-8"), value=tick.to_bytes())
 
+    # Tables are polled side by side, each by one task at a time, at most
+    # source.max_connections at once (the reader's pool holds as many connections): a
+    # table with a big backlog or a snapshot under way does not hold up the others.
+    running: dict[str, asyncio.Task[None]] = {}
+    limit = poller.settings.source.max_connections
+    ticks_topic = topics.names.poll_ticks
+
+    @app.on_partitions_revoked.connect
+    async def stop_polls(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Cancel the polls under way when poll-ticks partitions are revoked, before the
+        rebalance completes: the tables' next owner must not poll them at the same time
+        (their events would interleave out of version order). What they had not saved
+        is read again by the next owner."""
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        if not any(tp.topic == ticks_topic for tp in revoked):
+            return
+        tasks = list(running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     @app.agent(topics.poll_ticks, name="ctstream.poll")
     async def poll(stream: Any) -> None:
-        # Tables are polled side by side, each by one task at a time, at most
-        # source.max_connections at once (the reader's pool holds as many connections):
-        # a table with a big backlog or a snapshot under way does not hold up the others.
-        running: dict[str, asyncio.Task[None]] = {}
-        limit = poller.settings.source.max_connections
-
         async def run(name: str, event: Any) -> None:
             # The task runs in a copy of the tick's context, where faust finds the
             # changelog partition of the ct-versions table through a weak reference to

@@ -336,7 +336,11 @@ def enable_tracking(
 
 
 def disable_tracking(conn: sqlite3.Connection, table: str) -> bool:
-    """Drop the triggers, change table and catalog row; False if it was not tracked."""
+    """Drop the triggers, change table and catalog row; False if it was not tracked.
+
+    The version moves on by one: tracking the table again gives it a new identity (the
+    version it is enabled at), as SQL Server gives a recreated table a new object id.
+    """
     with _transaction(conn):
         info = _read_tracked(conn, table)
         if info is None:
@@ -348,6 +352,7 @@ def disable_tracking(conn: sqlite3.Connection, table: str) -> bool:
             f"DELETE FROM {_QC} WHERE table_name = ?",
             (info.table_name,),
         )
+        conn.execute(f"UPDATE {_QV} SET current_version = current_version + 1 WHERE id = 1")
     return True
 
 

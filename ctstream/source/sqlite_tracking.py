@@ -336,11 +336,8 @@ def enable_tracking(
 
 
 def disable_tracking(conn: sqlite3.Connection, table: str) -> bool:
-    """Drop the triggers, change table and catalog row; False if it was not tracked.
-
-    The version moves on by one: tracking the table again gives it a new identity (the
-    version it is enabled at), as SQL Server gives a recreated table a new object id.
-    """
+    """Drop the triggers, change table and catalog row; False if it was not tracked. The
+    version moves on: tracked again, the table gets a new identity (a new object id)."""
     with _transaction(conn):
         info = _read_tracked(conn, table)
         if info is None:
@@ -348,10 +345,7 @@ def disable_tracking(conn: sqlite3.Connection, table: str) -> bool:
         for trig in trigger_names(info.table_name):
             conn.execute(f"DROP TRIGGER IF EXISTS main.{quote_ident(trig)}")
         conn.execute(f"DROP TABLE IF EXISTS main.{quote_ident(info.change_table)}")
-        conn.execute(
-            f"DELETE FROM {_QC} WHERE table_name = ?",
-            (info.table_name,),
-        )
+        conn.execute(f"DELETE FROM {_QC} WHERE table_name = ?", (info.table_name,))
         conn.execute(f"UPDATE {_QV} SET current_version = current_version + 1 WHERE id = 1")
     return True
 

@@ -54,14 +54,22 @@ async def read_all(bootstrap: str, topics: Sequence[str], partitions: int) -> li
 
 
 def versions_going_backwards(raw: Iterable[Message]) -> list[str]:
-    """Per key, change versions in the raw log must never decrease (offset order)."""
+    """Per key, change versions in the raw log must never decrease (offset order).
+
+    Snapshot rows ('S') are left out: a chunk carries the version it was read at, and a
+    change committed before that read but after the table's last poll is sent by the
+    next poll, after the chunk (the view ranks by version, so the chunk's newer row
+    stays the latest)."""
     last: dict[tuple[str, int, bytes | None], tuple[int, int]] = {}
     problems: list[str] = []
     for m in sorted(raw, key=lambda m: (m.topic, m.partition, m.offset)):
         try:
-            version = int(orjson.loads(m.value or b"")["changetrack_ver"])
+            event = orjson.loads(m.value or b"")
+            version = int(event["changetrack_ver"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             continue  # a poison message: checked by poison_not_reported
+        if event.get("changetrack_type") == "S":
+            continue
         where = (m.topic, m.partition, m.key)
         before = last.get(where)
         if before is not None and version < before[0]:

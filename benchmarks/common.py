@@ -21,6 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.commands.snapshot import request_snapshots
 from ctstream.devstack.local_stack import StackInfo, stack_running
 from ctstream.devstack.workers import WorkerProcess, start_worker, stop_worker, worker_status
 from ctstream.models import ChangeEvent, TableSpec, encode_key, unique_id
@@ -743,3 +745,275 @@ async def run_child_process(
         except subprocess.TimeoutExpired:
             proc.kill()
     return ChildRun(json.loads(out.read_text()), meter, profiler)  # noqa: ASYNC240
+
+
+# -- helpers of benchmarks/snapshot.py (added; nothing above depends on them) -----------------
+
+
+def git_commit() -> str:
+    """``git rev-parse --short HEAD`` of the checkout, or "unknown"."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or "unknown"
+    return "unknown"
+
+
+def create_seeded_source(
+    db: Path, tables: Sequence[str], seeded: dict[str, int], maker: RowMaker
+) -> None:
+    """As :func:`create_source`, but ``seeded[t]`` rows (ids 1…n) are written into ``t``
+    before change tracking is on: they are in no change table, only a snapshot reads them."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        for t in tables:
+            conn.execute(DDL.format(t=t))
+        now = time.time()
+        for t, rows in seeded.items():
+            conn.executemany(
+                f"INSERT INTO {t} VALUES (?, ?, ?, ?, ?)",
+                (maker.values(i, now) for i in range(1, rows + 1)),
+            )
+        conn.commit()
+    track_database(db, list(tables))
+
+
+def write_config_extra(
+    workdir: Path,
+    db: Path,
+    stack: StackInfo,
+    cfg: PipelineConfig,
+    *,
+    source_extra: str = "",
+    extra: str = "",
+    log_level: str | None = None,
+) -> Path:
+    """:func:`write_config` plus lines in ``[source]`` (``source_extra``), sections at the
+    end (``extra``) and another ``app.log_level``."""
+    path = write_config(workdir, db, stack, cfg)
+    text = path.read_text(encoding="utf-8")
+    if source_extra:
+        text = text.replace("[source]\n", f"[source]\n{source_extra.rstrip()}\n", 1)
+    if log_level:
+        text = text.replace('log_level = "warning"', f'log_level = "{log_level}"', 1)
+    if extra:
+        text = text.rstrip("\n") + "\n" + extra.rstrip() + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class RssSampler:
+    """The summed RSS of ``pids`` every ``every`` s in a background task: (time, MB)."""
+
+    def __init__(self, pids: Sequence[int], every: float = 0.2) -> None:
+        self.pids = list(pids)
+        self.every = every
+        self.samples: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            mb = sum(rss_mb(p) for p in self.pids)
+            if mb:
+                self.samples.append((time.time(), mb))
+            await asyncio.sleep(self.every)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def peak(self, t_from: float = 0.0, t_to: float = float("inf")) -> float | None:
+        found = [mb for t, mb in self.samples if t_from <= t <= t_to]
+        return round(max(found), 1) if found else None
+
+    def at(self, t: float) -> float | None:
+        """The last sample at or before ``t``."""
+        found = [mb for s, mb in self.samples if s <= t]
+        return round(found[-1], 1) if found else None
+
+
+def epoch_of(value: Any) -> float:
+    """A BigQuery TIMESTAMP (datetime) or a number as epoch seconds."""
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+async def poll_latencies(
+    writer: BigQueryWriter, tables: Sequence[str], t_from: float, t_to: float, per_query: int = 50
+) -> list[float]:
+    """``bigquery_insert_time - changetrack_start_time`` of the inserts and updates whose
+    ``committed_at`` is in [t_from, t_to), over ``tables`` (``per_query`` per UNION ALL)."""
+    out: list[float] = []
+    for i in range(0, len(tables), per_query):
+        sql = " UNION ALL ".join(
+            "SELECT bigquery_insert_time AS bi, changetrack_start_time AS cs "
+            f"FROM `{writer.ref(t)}` WHERE changetrack_type IN ('I', 'U') "
+            f"AND committed_at >= {t_from} AND committed_at < {t_to}"
+            for t in tables[i : i + per_query]
+        )
+        out += [epoch_of(r["bi"]) - epoch_of(r["cs"]) for r in await writer.query(sql)]
+    return out
+
+
+class RateChanger(threading.Thread):
+    """``rate`` changes/s (70 % inserts, 30 % updates, no deletes) over ``tables`` in turn
+    (so each table gets ``rate / len(tables)`` changes/s), committed every 100 ms; every
+    written row carries its commit time in ``committed_at``."""
+
+    def __init__(self, db: Path, tables: Sequence[str], rate: float, maker: RowMaker) -> None:
+        super().__init__(name="changer", daemon=True)
+        self.db, self.tables, self.rate, self.maker = db, list(tables), rate, maker
+        self.rng = random.Random(13)  # test data
+        self.stopping = threading.Event()
+        self.done = 0
+        self.behind_max = 0  # changes due but not yet made, beyond one 100 ms batch
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        live: dict[str, list[int]] = {t: [] for t in self.tables}
+        next_id, turn, n = 1, 0, len(self.tables)
+        try:
+            with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
+                t0 = time.monotonic()
+                while not self.stopping.is_set():
+                    due = int((time.monotonic() - t0) * self.rate) - self.done
+                    self.behind_max = max(self.behind_max, due - int(self.rate / 10) - 1)
+                    now = time.time()
+                    for _ in range(max(0, due)):
+                        table = self.tables[turn % n]
+                        turn += 1
+                        keys = live[table]
+                        if not keys or self.rng.random() < 0.7:
+                            conn.execute(
+                                f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?)",
+                                self.maker.values(next_id, now),
+                            )
+                            keys.append(next_id)
+                            next_id += 1
+                        else:
+                            conn.execute(
+                                f"UPDATE {table} SET price = ?, committed_at = ? WHERE id = ?",
+                                (round(self.rng.uniform(1, 500), 2), now, self.rng.choice(keys)),
+                            )
+                        self.done += 1
+                    conn.commit()
+                    self.stopping.wait(0.1)
+        except BaseException as exc:  # reported by hold_running()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join(timeout=30)
+
+
+async def hold_running(
+    seconds: float, workers: Workers, changer: RateChanger | None = None
+) -> None:
+    """Wait ``seconds``, failing as soon as a worker exits or the change thread fails."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        workers.check_alive()
+        if changer is not None and changer.error is not None:
+            raise RuntimeError(f"change thread failed: {changer.error!r}")
+        await asyncio.sleep(min(0.5, left))
+
+
+async def settle(workers: Workers, tables: Sequence[str], db: Path, timeout: float) -> None:  # noqa: ASYNC109
+    """Until the tables are polled up to the source's version and rows_written stood still
+    for 3 s (the sink caught up with the last poll)."""
+    await workers.wait_polled(tables, current_version(db), timeout)
+    last, still = -1, 0
+    while still < 6:
+        n = await workers.table_sum("rows_written")
+        still, last = (still + 1 if n == last else 0), n
+        await asyncio.sleep(0.5)
+
+
+# Snapshots requested as `ctstream snapshot` requests them, followed in /api/status/.
+
+SNAPSHOT_REASON = "benchmarks.snapshot"
+
+
+async def table_views(workers: Workers, table: str) -> list[dict[str, Any] | None]:
+    """``table``'s entry in each worker's ``/api/status/`` (None: no answer), in order."""
+    found = await asyncio.gather(
+        *(asyncio.to_thread(worker_status, w.web_port, 5.0) for w in workers.list)
+    )
+    return [None if s is None else s["tables"].get(table) for s in found]
+
+
+async def wait_snapshot(
+    workers: Workers,
+    table: str,
+    after: float,
+    timeout: float,  # noqa: ASYNC109
+) -> tuple[dict[str, Any], list[tuple[float, int, dict[str, Any]]]]:
+    """Until a worker shows a ``last_snapshot`` of ``table`` completed after ``after``.
+
+    Returns it and the progress seen on the way: (time, worker index, ``snapshot``)."""
+    deadline = time.monotonic() + timeout
+    seen: list[tuple[float, int, dict[str, Any]]] = []
+    told = time.monotonic()
+    while time.monotonic() < deadline:
+        workers.check_alive()
+        for i, t in enumerate(await table_views(workers, table)):
+            done = (t or {}).get("last_snapshot")
+            if done and float(done.get("completed_at") or 0) > after:
+                return done, seen
+            if t and t.get("snapshot"):
+                seen.append((time.time(), i, t["snapshot"]))
+        if seen and time.monotonic() - told > 10:
+            told = time.monotonic()
+            s = seen[-1][2]
+            progress(f"snapshot of {table}: {s['phase']}, {s['rows']} rows, {s['chunks']} "
+                     f"chunks, {s['rows_per_s']} rows/s")  # fmt: skip
+        await asyncio.sleep(0.25)
+    raise RuntimeError(f"the snapshot of {table} did not complete within {timeout:.0f}s")
+
+
+async def recorded(writer: BigQueryWriter, table: str, version: int) -> bool:
+    """Whether ``_ctstream_snapshots`` holds the snapshot of ``table`` from ``version``."""
+    rows = await writer.query(
+        f"SELECT COUNT(*) AS n FROM `{writer.ref('_ctstream_snapshots')}` "
+        f"WHERE source_table = '{table}' AND snapshot_version = {int(version)}"
+    )
+    return bool(rows and int(rows[0]["n"]))
+
+
+async def timed_snapshot(
+    settings: Settings,
+    writer: BigQueryWriter,
+    workers: Workers,
+    table: str,
+    timeout: float,  # noqa: ASYNC109
+) -> dict[str, Any]:
+    """Request a snapshot of ``table``; wait until it is recorded. Seconds from the request
+    to the worker's record in ``_ctstream_snapshots`` (its ``completed_at`` in status)."""
+    t_req = time.time()
+    await request_snapshots(settings, [table], SNAPSHOT_REASON)
+    progress(f"snapshot of {table} requested")
+    done, seen = await wait_snapshot(workers, table, t_req, timeout)
+    seconds = float(done["completed_at"]) - t_req
+    return {
+        "requested_at": t_req,
+        "completed_at": float(done["completed_at"]),
+        "rows": int(done["rows"]),
+        "chunks": int(done["chunks"]),
+        "version": int(done["version"]),
+        "seconds": round(seconds, 2),
+        "worker_seconds": done.get("seconds"),
+        "rows_per_s": round(int(done["rows"]) / seconds),
+        "recorded_in_bigquery": await recorded(writer, table, int(done["version"])),
+        "progress_seen": seen,
+    }

@@ -249,13 +249,11 @@ class SnapshotRunner:
 
     def _show(self, name: str, progress: SnapshotProgress, landed: int | None = None) -> None:
         """The snapshot's progress for status, the dashboard and /metrics."""
-        elapsed = max(time.time() - progress.started_at, 1e-9)
-        rate = progress.rows / elapsed
+        rate = progress.rows_per_second(time.time())
         left = None if progress.estimate is None else max(0, progress.estimate - progress.rows)
-        phase = "paused" if progress.paused else "verifying" if progress.read else "reading"
         shown: dict[str, Any] = {
             "id": progress.id,
-            "phase": phase,
+            "phase": progress.phase,
             "reason": progress.reason,
             "start_version": progress.start_version,
             "chunks": progress.chunks,

@@ -30,12 +30,10 @@ def progress_line(table: str, request_id: str, state: SourceState | None) -> tup
         return f"{table}: requested, waiting for the worker that polls it", False
     progress = state.snapshot
     if progress is not None and progress.id == request_id:
-        phase = "paused" if progress.paused else "verifying" if progress.read else "reading"
-        elapsed = max(time.time() - progress.started_at, 1e-9)
-        line = f"{table}: {phase}, {progress.chunks} chunks, {progress.rows} rows"
+        line = f"{table}: {progress.phase}, {progress.chunks} chunks, {progress.rows} rows"
         if progress.estimate:
             line += f" of ~{progress.estimate}"
-        line += f", {progress.rows / elapsed:,.0f} rows/s"
+        line += f", {progress.rows_per_second(time.time()):,.0f} rows/s"
         if progress.read:
             line += ", waiting for BigQuery to hold every row"
         return line, False

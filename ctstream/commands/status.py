@@ -172,14 +172,12 @@ async def _from_bigquery(
 
 def snapshot_summary(progress: SnapshotProgress) -> dict[str, Any]:
     """The saved progress of a snapshot under way, as status shows it."""
-    elapsed = max(time.time() - progress.started_at, 1e-9)
-    phase = "paused" if progress.paused else "verifying" if progress.read else "reading"
     return {
         "id": progress.id,
-        "phase": phase,
+        "phase": progress.phase,
         "chunks": progress.chunks,
         "rows": progress.rows,
-        "rows_per_s": round(progress.rows / elapsed, 1),
+        "rows_per_s": round(progress.rows_per_second(time.time()), 1),
         "reason": progress.reason,
     }
 

@@ -45,6 +45,16 @@ class SnapshotProgress:
     # snapshot reads again from its first chunk.
     keys_withheld: bool = False
 
+    @property
+    def phase(self) -> str:
+        """``reading`` chunks, ``paused``, or ``verifying`` (every chunk sent, waiting for
+        BigQuery to hold the rows)."""
+        return "paused" if self.paused else "verifying" if self.read else "reading"
+
+    def rows_per_second(self, now: float) -> float:
+        """Rows sent per second since the snapshot started, as of ``now`` (epoch s)."""
+        return self.rows / max(now - self.started_at, 1e-9)
+
     def to_value(self) -> dict[str, Any]:
         return {
             "id": self.id,

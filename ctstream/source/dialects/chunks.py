@@ -43,10 +43,18 @@ def key_columns(spec: TableSpec) -> tuple[ColumnSpec, ...]:
 
 
 def chunk_keys(
-    spec: TableSpec, after: Sequence[object] | None, upper: Sequence[object]
+    spec: TableSpec,
+    after: Sequence[object] | None,
+    upper: Sequence[object],
+    limit: int,
+    refusal: str | None,
 ) -> tuple[ColumnSpec, ...]:
-    """The key columns, once ``after`` (unless None) and ``upper`` hold one value each;
-    ValueError naming the table otherwise."""
+    """The key columns of a chunk query, once ``limit`` is valid (``check_limit``), the
+    dialect did not refuse the table (``refusal``, its ``chunk_refusal``) and ``after``
+    (unless None) and ``upper`` hold one value each; ValueError saying which is not."""
+    check_limit(limit)
+    if refusal is not None:
+        raise ValueError(refusal)
     columns = key_columns(spec)
     for bound in (upper,) if after is None else (after, upper):
         if len(bound) != len(columns):

@@ -21,7 +21,6 @@ from ctstream.source.dialects.base import (
 from ctstream.source.dialects.chunks import (
     MSSQL_KEY_MARKERS,
     base_type,
-    check_limit,
     chunk_keys,
     key_columns,
     key_targets,
@@ -296,11 +295,7 @@ class MssqlDialect:
         upper: tuple[object, ...],
         limit: int,
     ) -> SnapshotQuery:
-        check_limit(limit)
-        refusal = self.chunk_refusal(spec)
-        if refusal is not None:
-            raise ValueError(refusal)
-        keys = chunk_keys(spec, after, upper)
+        keys = chunk_keys(spec, after, upper, limit, self.chunk_refusal(spec))
         # T-SQL has no row-value comparison: the nested form seeks on the leading column.
         refs = [f"t.{quote_mssql(c.name)}" for c in keys]
         markers = [MSSQL_KEY_MARKERS[base_type(c)] for c in keys]

@@ -17,7 +17,6 @@ from ctstream.models import JsonValue, TableSpec
 from ctstream.source import sqlite_values
 from ctstream.source.dialects.base import ChangeQuery, SnapshotQuery, Statement, split_columns
 from ctstream.source.dialects.chunks import (
-    check_limit,
     chunk_keys,
     key_columns,
     key_targets,
@@ -211,11 +210,7 @@ class SqliteDialect:
         upper: tuple[object, ...],
         limit: int,
     ) -> SnapshotQuery:
-        check_limit(limit)
-        refusal = self.chunk_refusal(spec)
-        if refusal is not None:
-            raise ValueError(refusal)
-        keys = chunk_keys(spec, after, upper)
+        keys = chunk_keys(spec, after, upper, limit, self.chunk_refusal(spec))
         refs = [f"t.{quote_sqlite(c.name)}" for c in keys]
         # Row values compare column by column in key order, each by the column's own
         # affinity and collation, as the primary key orders them.

@@ -11,8 +11,10 @@ does, through ``ctstream.commands.snapshot.request_snapshots``):
   other tables' poll start → BigQuery p50/p99 during the snapshot (goal p99 ≤ 1.5 s); the
   worker's RSS peak. Then a second snapshot, with ``COUNT(*)`` of ``big_latest`` sampled
   every 0.1 s (goal: never below its count before).
-* ``memory``: worker RSS peak for snapshots of ``--rows-small`` and ``--rows`` rows, each
-  on a fresh stack (goal: within 50 MB of each other).
+* ``memory``: the RSS peak of the worker reading snapshots of ``--rows-small`` and
+  ``--rows`` rows, each on a fresh stack (goal: within 50 MB of each other). It polls
+  only; a second worker dedups and sinks, its RSS reported beside (the dedup window holds
+  every row's id, so it grows with the rows whatever the snapshot does).
 * ``kill``: two workers; the one running the snapshot gets SIGKILL once its status shows
   half the rows; the other resumes. Rows read twice (raw topic events - rows), rows lost
   (source keys not in ``big_latest``: goal 0), keys repeated in the view (goal 0).
@@ -108,18 +110,21 @@ OPTIONS: tuple[tuple[str, type, Any, str], ...] = (
 
 
 def make_config(
-    args: argparse.Namespace, workdir: Path, db: Path, stack: StackInfo, tables: list[str], app: str
-) -> tuple[Path, PipelineConfig]:
+    args: argparse.Namespace, workdir: Path, db: Path, stack: StackInfo, tables: list[str],
+    app: str, roles: tuple[str, ...] = ("poll", "dedup", "sink"),
+) -> tuple[Path, PipelineConfig]:  # fmt: skip
     """The benchmark's config, with ``snapshot_mode = "never"`` and ``--chunk-rows``."""
     cfg = PipelineConfig(
         tables=tables, partitions=args.partitions, poll_interval=args.poll_interval,
         batch_rows=args.batch_rows, batch_wait=args.batch_wait, app_id=app, prefix=app,
-        dataset=app.replace("-", "_"),
+        dataset=app.replace("-", "_"), roles=list(roles),
     )  # fmt: skip
     source = f'snapshot_mode = "never"\nsnapshot_chunk_rows = {args.chunk_rows}'
-    return write_config_extra(
+    path = workdir / f"{app}-{'-'.join(roles)}.toml"
+    written = write_config_extra(
         workdir, db, stack, cfg, source_extra=source, log_level=args.log_level
-    ), cfg
+    )
+    return written.replace(path), cfg
 
 
 @dataclass
@@ -136,17 +141,24 @@ class Setup:
 
 async def start(
     args: argparse.Namespace, workdir: Path, stack: StackInfo, tables: list[str], app: str,
-    big_rows: int = 0, workers: int = 1, wait: float = 180.0,
+    big_rows: int = 0, workers: int = 1, wait: float = 180.0, split_roles: bool = False,
 ) -> Setup:  # fmt: skip
     """``tables`` (``big_rows`` rows in ``big``, written before tracking is on), a config
-    and ``workers`` workers, ready and past their first poll of every table."""
+    and ``workers`` workers, ready and past their first poll of every table. With
+    ``split_roles``, each of them polls only, and one more worker dedups and sinks (it is
+    last in ``workers.list``)."""
     db, maker = workdir / "source.db", RowMaker(args.row_bytes)
     progress(f"{app}: {len(tables)} table(s), {big_rows} rows in {BIG} before tracking is on")
     seeded = {BIG: big_rows} if big_rows else {}
     await asyncio.to_thread(create_seeded_source, db, tables, seeded, maker)
-    config, cfg = make_config(args, workdir, db, stack, tables, app)
+    roles = ("poll",) if split_roles else ("poll", "dedup", "sink")
+    config, cfg = make_config(args, workdir, db, stack, tables, app, roles)
     settings = settings_of(config)
-    run = Setup(db, maker, cfg, settings, bq_writer(settings), Workers(config, workdir, workers))
+    group = Workers(config, workdir, workers)
+    if split_roles:
+        rest, _ = make_config(args, workdir, db, stack, tables, app, ("dedup", "sink"))
+        group.list += Workers(rest, workdir, 1).list
+    run = Setup(db, maker, cfg, settings, bq_writer(settings), group)
     try:
         await run.workers.wait_ready(wait)
         await run.workers.wait_polled(tables, current_version(db), wait)
@@ -274,16 +286,20 @@ def baseline(args: argparse.Namespace) -> dict[str, Any]:
 async def memory_one(
     args: argparse.Namespace, rows: int, workdir: Path, stack: StackInfo
 ) -> dict[str, Any]:
-    run = await start(args, workdir, stack, [BIG], "snap-memory", big_rows=rows)
+    run = await start(args, workdir, stack, [BIG], "snap-memory", big_rows=rows, split_roles=True)
     writer, workers = run.writer, run.workers
-    rss = RssSampler(workers.pids)
+    # The snapshot is read by the poll worker; the dedup worker's memory follows the ids
+    # in its window (every row's), which is the dedup window's cost, not the snapshot's.
+    rss, rest = RssSampler(workers.pids[:1]), RssSampler(workers.pids[1:])
     try:
         rss.start()
+        rest.start()
         await hold_running(3.0, workers)
         snap = await timed_snapshot(run.settings, writer, workers, BIG, args.timeout)
         await hold_running(1.0, workers)
     finally:
         await rss.stop()
+        await rest.stop()
         workers.stop()
         writer.close()
     return {
@@ -292,6 +308,8 @@ async def memory_one(
         "snapshot": cut(snap),
         "rss_mb_at_request": rss.at(snap["requested_at"]),
         "rss_mb_peak": rss.peak(snap["requested_at"], snap["completed_at"] + 1),
+        "dedup_sink_rss_mb_at_request": rest.at(snap["requested_at"]),
+        "dedup_sink_rss_mb_peak": rest.peak(snap["requested_at"], snap["completed_at"] + 1),
     }
 
 
@@ -514,10 +532,12 @@ def _concurrent_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _memory_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
     return [
-        ("conditions", f"1 worker, 1 table, rows of ~{r['row_bytes']} B, chunks of "
-                       f"{r['chunk_rows']}; each size on a fresh stack"),
-        *((f"{m['rows']} rows", f"RSS {m['rss_mb_at_request']} MB at the request, peak "
-                                f"{m['rss_mb_peak']} MB; {m['snapshot']['seconds']} s, "
+        ("conditions", f"1 table, rows of ~{r['row_bytes']} B, chunks of {r['chunk_rows']}; a "
+                       "poll worker and a dedup+sink worker; each size on a fresh stack"),
+        *((f"{m['rows']} rows", f"poll worker RSS {m['rss_mb_at_request']} MB at the request, "
+                                f"peak {m['rss_mb_peak']} MB (dedup+sink worker "
+                                f"{m['dedup_sink_rss_mb_at_request']} → "
+                                f"{m['dedup_sink_rss_mb_peak']} MB); {m['snapshot']['seconds']} s, "
                                 f"{m['snapshot']['rows_per_s']} rows/s") for m in r["runs"]),
         ("peak spread", f"{r['rss_spread_mb']} MB (goal ≤ {r['goal_spread_le_mb']:g} MB: "
                         f"{verdict(r['goal_pass'])})"),

@@ -42,6 +42,28 @@ from ctstream.errors import (
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600, math.inf)
 BATCH_BUCKETS: tuple[float, ...] = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, math.inf)
+# The fine latency buckets (web/series.py merges them across workers): bucket i > 0 holds
+# (2^((i-1)/8), 2^(i/8)] milliseconds, each 2^(1/8) ≈ 1.0905 times as wide as the one
+# below; bucket 0 holds everything up to 1 ms, the last everything above 2^40 ms (35 years).
+FINE_BUCKETS_PER_DOUBLING = 8
+FINE_BUCKET_LAST = 40 * FINE_BUCKETS_PER_DOUBLING
+
+
+def fine_bucket(seconds: float) -> int:
+    """The fine latency bucket holding ``seconds`` (0 for ≤ 1 ms and NaN)."""
+    milliseconds = seconds * 1000.0
+    if not milliseconds > 1.0:
+        return 0
+    if milliseconds >= 2.0**40:
+        return FINE_BUCKET_LAST
+    return math.ceil(FINE_BUCKETS_PER_DOUBLING * math.log2(milliseconds))
+
+
+def fine_bucket_upper(index: int) -> float:
+    """The upper bound, in seconds, of fine latency bucket ``index`` (clamped to the
+    buckets there are: an index from another worker's JSON may be anything)."""
+    index = min(max(index, 0), FINE_BUCKET_LAST)
+    return float(2.0 ** (index / FINE_BUCKETS_PER_DOUBLING) / 1000.0)
 
 
 class Histogram:
@@ -190,16 +212,24 @@ class SinkStats:
     # bigquery_insert_time - changetrack_start_time per written row, and rows per batch.
     latency: dict[str, Histogram] = field(default_factory=dict)
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+    # The same latencies, cumulative, per fine bucket (fine_bucket): the dashboard's
+    # charts take the difference between two samples as an interval's histogram.
+    latency_fine: dict[str, Counter[int]] = field(default_factory=dict)
 
     def observe_latency(self, table: str, start_times: Sequence[str], now: float) -> None:
         """Record ``now`` minus each row's ``changetrack_start_time`` (ISO text)."""
         histogram = self.latency.get(table)
         if histogram is None:
             histogram = self.latency[table] = Histogram(LATENCY_BUCKETS)
+        fine = self.latency_fine.get(table)
+        if fine is None:
+            fine = self.latency_fine[table] = Counter()
         # The rows of one poll share their start time: each time is read and counted once.
         for start, rows in Counter(start_times).items():
             try:
                 started = dt.datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
             except ValueError:
                 continue
-            histogram.observe(max(0.0, now - started), rows)
+            latency = max(0.0, now - started)
+            histogram.observe(latency, rows)
+            fine[fine_bucket(latency)] += rows

@@ -82,6 +82,26 @@ class WebSettings(Section):
     # Required when host is not a loopback address: every request then needs
     # "Authorization: Bearer <token>" (or ?token=<token> in a browser's address bar).
     token: SecretStr | None = None
+    # The dashboard marks a table (and counts it in the page's title) when its latency
+    # p99 over the last minute, or its consumer lag, is beyond these; or when it stopped.
+    alert_latency_p99_s: Duration = Field(default=5.0, gt=0)
+    alert_consumer_lag: int = Field(default=10_000, ge=0)
+    # The dashboard's charts: each worker samples its counters every chart_step and keeps
+    # the last chart_window of samples in memory (at most 720 points, so a few hundred KB
+    # with many tables); the points of all workers fall on the same multiples of chart_step.
+    chart_step: Duration = Field(default=5.0, ge=1.0)
+    chart_window: Duration = Field(default=900.0, ge=60.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _chart_points(self) -> WebSettings:
+        if self.chart_window < self.chart_step:
+            raise ValueError("web.chart_window must be at least web.chart_step")
+        if self.chart_window / self.chart_step > 720:
+            raise ValueError(
+                "web.chart_window / web.chart_step must be at most 720 points; "
+                "take a longer chart_step or a shorter chart_window"
+            )
+        return self
 
     @model_validator(mode="after")
     def _token_off_localhost(self) -> WebSettings:

@@ -6,14 +6,10 @@ import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from ctstream.agents.stats import Histogram
 from ctstream.streams.app import PipelineApp
 from ctstream.streams.faust_compat.internals import consumer_if_created
-from ctstream.web.dashboard import DASHBOARD_HTML, TABLES_HTML
-from ctstream.web.metrics import consumer_lag, metrics_text, polled_here
-from ctstream.web.tables import install_table_views
+from ctstream.web.metrics import consumer_lag, polled_here
 
 if TYPE_CHECKING:
     from ctstream.agents import Pipeline
@@ -125,32 +121,3 @@ def require_token(app: PipelineApp, token: str) -> None:
 
     web: Any = app.web  # faust's aiohttp driver; the abstract Web lacks its ``web_app``
     web.web_app.middlewares.append(check)
-
-
-def install_views(app: PipelineApp, pipeline: Pipeline) -> None:
-    token = pipeline.settings.web.token
-    if token is not None:
-        require_token(app, token.get_secret_value())
-
-    install_table_views(app, pipeline)
-
-    @app.page("/api/status/")
-    async def status(web: Any, request: Any) -> Any:
-        return web.json(status_snapshot(pipeline))
-
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        # aiohttp refuses a charset in content_type; the header carries it whole.
-        return web.bytes(metrics_text(pipeline), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    @app.page("/")
-    async def dashboard(web: Any, request: Any) -> Any:
-        return web.html(DASHBOARD_HTML)
-
-    @app.page("/tables/")
-    async def tables(web: Any, request: Any) -> Any:
-        return web.html(TABLES_HTML)
-
-    @app.page("/tables/{name}/")
-    async def table(web: Any, request: Any, name: str) -> Any:
-        return web.html(TABLES_HTML)

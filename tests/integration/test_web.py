@@ -64,7 +64,8 @@ async def test_dashboard_and_status_show_the_tables_and_no_secret(make_harness: 
     h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"item {i}", 1.0) for i in range(20)])
     await h.wait_equal(timeout=60)
     content_type, page = await asyncio.to_thread(get, worker, "/")
-    assert content_type.startswith("text/html") and "api/status/" in page
+    assert content_type.startswith("text/html") and 'data-table="items"' in page
+    assert "<svg" in page  # the charts are drawn on the server
     status = h.status(worker)
     table = status["tables"]["items"]
     assert table["state"] == "streaming" and table["rows_written"] >= 20

@@ -110,13 +110,15 @@ def api(worker: Any, path: str) -> Any:
         return orjson.loads(r.read())
 
 
-def page_of(worker: Any) -> Page:
+def page_of(worker: Any, query: str = "") -> Page:
     page = Page()
-    page.feed(chromium(f"http://127.0.0.1:{worker.web_port}/", "--dump-dom"))
+    page.feed(chromium(f"http://127.0.0.1:{worker.web_port}/{query}", "--dump-dom"))
     return page
 
 
 COUNTERS = ("events_produced", "duplicates_dropped", "rows_written")
+# A sample every second, so a short test has points to draw (the window: at most 720 points).
+WEB_SECTION = '[web]\nchart_step = "1s"\nchart_window = "5m"'
 
 
 async def settled_counts(workers: list[Any], timeout: float = 60) -> dict[str, dict[str, int]]:
@@ -138,7 +140,9 @@ async def settled_counts(workers: list[Any], timeout: float = 60) -> dict[str, d
 
 async def test_the_dashboard_shows_the_whole_pipeline(make_harness: Any) -> None:
     h = make_harness(
-        {"items": ITEMS, "kv": KV}, partitions=4, bigquery_extra='[web]\nchart_step = "1s"\nchart_window = "5m"'
+        {"items": ITEMS, "kv": KV},
+        partitions=4,
+        bigquery_extra=WEB_SECTION,
     )
     first = await h.start_worker()
     second = await h.start_worker(wait=False)
@@ -186,10 +190,15 @@ async def test_the_dashboard_shows_the_whole_pipeline(make_harness: Any) -> None
     assert "rows per second" in " ".join(page.charts)
     assert "need attention" not in page.title, page.title
 
+    one = await asyncio.to_thread(page_of, second, "?table=kv")  # one table, from the other
+    assert set(one.tables) == {"kv"} and one.tables["kv"][10] == page.tables["kv"][10]
+    assert one.title.endswith("· kv"), one.title
+    assert any(n >= 2 for n in one.polyline_points), "the table's charts drew no line"
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = (ARTIFACTS / "dashboard.png").resolve()
     await asyncio.to_thread(chromium, f"http://127.0.0.1:{first.web_port}/",
-                            f"--screenshot={shot}", "--window-size=1500,1100")  # fmt: skip
+                            f"--screenshot={shot}", "--window-size=1500,700")  # fmt: skip
     assert shot.stat().st_size > 10_000
 
     h.stop_worker(second, signal.SIGKILL)

@@ -7,7 +7,8 @@ say what is wrong and what to do about it. A leaf module: it imports nothing of 
 
     CtstreamError
     ├── ConfigError                 a setting, argument or file is wrong; fix it, start again
-    │   └── UnverifiedDependency    faust/mode/aiokafka is not a version ctstream was checked with
+    │   ├── UnverifiedDependency    faust/mode/aiokafka is not a version ctstream was checked with
+    │   └── ChunkColumnRefused      source.chunk_columns names a column that cannot bound chunks
     ├── BadEvent (also ValueError)  a message is not a valid change event
     ├── SourceError                 the source database is not usable as configured
     │   ├── SourceUnavailable       cannot be reached or timed out                 (retriable)
@@ -44,6 +45,13 @@ class UnverifiedDependency(ConfigError):
     """An installed faust-streaming, mode-streaming or aiokafka is not the version
     ctstream's patches were verified against; install the pinned one (or allow a trial run
     as the message says)."""
+
+
+class ChunkColumnRefused(ConfigError):
+    """``source.chunk_columns`` names a column that cannot bound a table's snapshot chunks
+    (missing, nullable, or of a type a bound parameter cannot be compared with); the
+    table's snapshot is refused and its polling stopped until a worker starts with the
+    setting or the column fixed."""
 
 
 class BadEvent(CtstreamError, ValueError):

@@ -37,6 +37,7 @@ from ctstream.bigquery.drift import adopt_schema
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.devstack.crash_points import CrashPoints
 from ctstream.errors import (
+    ChunkColumnRefused,
     CtstreamError,
     KafkaSendFailed,
     SchemaChanged,
@@ -143,6 +144,8 @@ class TablePoller:
                 if not await self._re_resolve(self.specs[name]):
                     raise
                 await self._run(self.specs[name])
+        except ChunkColumnRefused as exc:
+            self._stop_with(name, str(exc))  # until the setting or the column is fixed
         except CtstreamError as exc:
             reason = failure_reason(exc)
             self.stats.last_error[name] = str(exc)
@@ -212,6 +215,8 @@ class TablePoller:
         name = spec.name
         state = self.state(name)
         mode = self.settings.source.snapshot_mode_of(name)
+        # Before the poll: a refused snapshot stops the table, not only its chunks.
+        self.snapshots.check(spec, state, state.version is None and mode != "never")
         if state.snapshot_requested is not None:
             state = await self.snapshots.start(
                 spec, state.snapshot_requested, state.snapshot_request_id, reset_version=False

@@ -12,7 +12,10 @@ read again; its rows keep their unique ids, so dedup drops the copies).
 When every chunk is sent, the snapshot waits until BigQuery holds its rows (written or
 parked) and only then records it: the record makes the latest view hide keys older than
 its start version, so recorded earlier it could hide a key whose snapshot row was still on
-its way. A table whose key cannot bound chunks is read whole in one transaction.
+its way. A table named in ``source.chunk_columns`` is chunked by that column's values; one
+whose key cannot bound chunks, and that names no such column, is read whole in one
+transaction. A chunk column that cannot bound chunks refuses the snapshot
+(ChunkColumnRefused, raised by :meth:`SnapshotRunner.check` before the table's poll).
 """
 
 from __future__ import annotations
@@ -63,40 +66,70 @@ class SnapshotRunner:
         self.crash = crash
         self._state, self._save, self._should_stop = state, save, should_stop
         self._verified_at: dict[str, float] = {}  # table → monotonic time of the last count
-        # The key values of snapshots whose key is masked, kept here only (table →
-        # snapshot id, upper, after): the saved state may not hold them in clear.
+        # The cursor values of snapshots whose key (or chunk column) is masked, kept here
+        # only (table → snapshot id, upper, after): the saved state may not hold them in
+        # clear.
         self._withheld: dict[str, tuple[str, Any, Any]] = {}
 
+    def check(self, spec: TableSpec, state: SourceState, snapshot_due: bool) -> None:
+        """Raise ChunkColumnRefused when a snapshot of ``spec`` is requested, under way or
+        ``snapshot_due`` and its chunk column (``source.chunk_columns``) cannot bound
+        chunks: the table's poll stops before anything is read or saved."""
+        if snapshot_due or state.snapshot is not None or state.snapshot_requested is not None:
+            self.reader.chunk_column(spec)
+
     def _store(self, spec: TableSpec, state: SourceState) -> None:
-        """Save ``state``; a masked key's values stay in this process (see ``_withheld``)."""
+        """Save ``state``; the values of a masked key or chunk column stay in this process
+        (see ``_withheld``)."""
         progress = state.snapshot
-        if progress is not None and any(c.mask for c in spec.key_columns):
+        if progress is None:
+            masked = False
+        elif progress.chunk_column is None:
+            masked = any(c.mask for c in spec.key_columns)
+        else:
+            masked = any(c.mask for c in spec.columns if c.name == progress.chunk_column)
+        if progress is not None and masked:
             self._withheld[spec.name] = (progress.id, progress.upper, progress.after)
             kept = replace(progress, upper=None, after=None, keys_withheld=True)
             state = state.with_progress(kept)
         self._save(spec.name, state)
 
     async def _progress(self, spec: TableSpec) -> SnapshotProgress | None:
-        """The snapshot under way, its key values restored from this process; a snapshot
-        of a masked key resumed from elsewhere starts its chunks over."""
+        """The snapshot under way, its cursor values restored from this process; a
+        snapshot whose masked values did not survive a move, or whose chunk column
+        changed (``source.chunk_columns``), starts its chunks over."""
         progress = self._state(spec.name).snapshot
-        if progress is None or not progress.keys_withheld:
+        if progress is None:
             return progress
-        held = self._withheld.get(spec.name)
-        if held is not None and held[0] == progress.id:
+        column = self.reader.chunk_column(spec)
+        name = None if column is None else column.name
+        if name != progress.chunk_column and not progress.read:
+            why = f"its chunks are now ranges of {'the key' if name is None else repr(name)}"
+        elif not progress.keys_withheld:
+            return progress
+        elif (held := self._withheld.get(spec.name)) is not None and held[0] == progress.id:
             return replace(progress, upper=held[1], after=held[2], keys_withheld=False)
+        else:
+            why = "masked values are not saved, so its progress did not survive the move"
         upper, _ = await self.reader.snapshot_bound(spec)
         log.info(
-            "table %s: snapshot %s reads again from its first chunk: the values of a "
-            "masked key are not saved, so its progress did not survive the move",
+            "table %s: snapshot %s reads again from its first chunk: %s",
             spec.name,
             progress.id,
+            why,
             extra={"ctstream": {"table": spec.name}},
         )
         # The rows read before are counted again as they come: the completion check
         # counts distinct rows, and those read twice are one.
         return replace(
-            progress, upper=upper, after=None, chunks=0, rows=0, read=False, keys_withheld=False
+            progress,
+            upper=upper,
+            after=None,
+            chunks=0,
+            rows=0,
+            read=False,
+            keys_withheld=False,
+            chunk_column=name,
         )
 
     async def start(
@@ -109,6 +142,7 @@ class SnapshotRunner:
         Change Tracking, every row before it by the chunks.
         """
         name = spec.name
+        column = self.reader.chunk_column(spec)  # raises before anything is saved
         upper, start_version = await self.reader.snapshot_bound(spec)
         try:
             estimate = await self.reader.row_estimate(spec)
@@ -118,7 +152,13 @@ class SnapshotRunner:
         now = time.time()
         snapshot_id = request_id or f"v{start_version}.{round(now * 1000)}"
         progress = SnapshotProgress(
-            snapshot_id, reason, start_version, upper, now, estimate=estimate
+            snapshot_id,
+            reason,
+            start_version,
+            upper,
+            now,
+            estimate=estimate,
+            chunk_column=None if column is None else column.name,
         )
         state = self._state(name)
         version = state.version
@@ -129,6 +169,13 @@ class SnapshotRunner:
         refusal = self.reader.chunk_refusal(spec)
         if refusal is not None:
             log.warning("table %s: %s", name, refusal, extra={"ctstream": {"table": name}})
+        elif column is not None:
+            log.info(
+                "table %s: snapshot chunks are ranges of column %r (source.chunk_columns)",
+                name,
+                column.name,
+                extra={"ctstream": {"table": name}},
+            )
         log.info(
             "table %s: snapshot %s starting at version %d (%s)",
             name,

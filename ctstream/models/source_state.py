@@ -24,7 +24,9 @@ class SnapshotProgress:
 
     ``upper`` is the largest key when it started (None: the table was empty); rows above
     it, and every change after ``start_version``, come by Change Tracking. ``after`` is
-    the last key of the last chunk Kafka acknowledged. Once ``read`` (every chunk sent),
+    the last key of the last chunk Kafka acknowledged. With ``chunk_column`` set, chunks
+    are ranges of that column's values, and ``upper`` and ``after`` hold one value of
+    it instead of a key. Once ``read`` (every chunk sent),
     it completes when BigQuery holds its rows; only then is it recorded, so the latest
     view never hides a key for a snapshot whose rows are still on their way.
     """
@@ -44,6 +46,9 @@ class SnapshotProgress:
     # masked, and its clear values may not leave the worker. Resumed elsewhere, the
     # snapshot reads again from its first chunk.
     keys_withheld: bool = False
+    # The column (source.chunk_columns) whose values ``upper`` and ``after`` hold; None:
+    # they are keys.
+    chunk_column: str | None = None
 
     @property
     def phase(self) -> str:
@@ -69,6 +74,7 @@ class SnapshotProgress:
             "paused": self.paused,
             "read": self.read,
             "keys_withheld": self.keys_withheld,
+            "chunk_column": self.chunk_column,
         }
 
     @classmethod
@@ -81,7 +87,7 @@ class SnapshotProgress:
             return None
         upper, after = value.get("upper"), value.get("after")
         chunks, rows, estimate = value.get("chunks"), value.get("rows"), value.get("estimate")
-        started = value.get("started_at")
+        started, column = value.get("started_at"), value.get("chunk_column")
         return cls(
             id=sid,
             reason=reason,
@@ -95,6 +101,7 @@ class SnapshotProgress:
             paused=value.get("paused") is True,
             read=value.get("read") is True,
             keys_withheld=value.get("keys_withheld") is True,
+            chunk_column=column if isinstance(column, str) else None,
         )
 
     def chunk_sent(

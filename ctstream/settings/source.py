@@ -38,6 +38,9 @@ class SourceSettings(Section):
     # Rows per chunk of a snapshot: each chunk is one short read transaction, and its
     # progress is saved once Kafka acknowledged it (a crash reads at most one again).
     snapshot_chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Table → the column whose value ranges bound its snapshot chunks instead of its key
+    # (a key that cannot bound chunks, or a better index): NOT NULL, need not be unique.
+    chunk_columns: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
     # Source connections per worker, and so tables polled (or snapshot chunks read) at
     # the same time: a table with a big backlog or a snapshot does not hold up others.
     max_connections: int = Field(default=4, ge=1, le=64)
@@ -132,16 +135,16 @@ class SourceSettings(Section):
                 )
         return self
 
-    @field_validator("table_snapshot_mode")
+    @field_validator("table_snapshot_mode", "chunk_columns")
     @classmethod
-    def _known_tables(cls, modes: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+    def _known_tables(cls, per_table: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         tables = info.data.get("tables")
         if tables is None:
-            return modes  # tables itself was refused
+            return per_table  # tables itself was refused
         selection = TableSelection.parse(tables)
-        unknown = sorted(t for t in modes if not selection.selects(t))
+        unknown = sorted(t for t in per_table if not selection.selects(t))
         if unknown:
             raise ValueError(
                 f"names tables that source.tables does not select: {', '.join(map(repr, unknown))}"
             )
-        return modes
+        return per_table

@@ -172,7 +172,9 @@ class ChunkResult:
     """One chunk of a snapshot, acknowledged by Kafka."""
 
     rows: int
-    last_key: tuple[JsonValue, ...] | None  # as read, before masking; None: no row
+    # The cursor the last row leaves (reader.chunk_cursor: its key, or its chunk column's
+    # value), as read, before masking; None: no row.
+    last_key: tuple[JsonValue, ...] | None
     version: int  # the chunk's read version: its rows' changetrack_ver
     done: bool  # the chunk reached the snapshot's upper key: nothing is left to read
     seconds: float
@@ -181,24 +183,28 @@ class ChunkResult:
 async def snapshot_chunk(
     reader: SourceReader, spec: TableSpec, progress: SnapshotProgress, limit: int, send: Send
 ) -> ChunkResult:
-    """Produce the next chunk of ``progress`` (keys after its ``after`` up to its
-    ``upper``, at most ``limit``), read in one short transaction at its current version;
-    return when Kafka acknowledged it. Raises like poll_table, and nothing may be saved."""
+    """Produce the next chunk of ``progress`` (cursors after its ``after`` up to its
+    ``upper``, at most ``limit`` rows but for rows sharing a chunk column's value), read
+    in one short transaction at its current version; return when Kafka acknowledged it.
+    Raises like poll_table, and nothing may be saved."""
     started = time.time()
     if progress.upper is None:  # the table was empty at the start
         return ChunkResult(0, None, progress.start_version, True, 0.0)
     last: list[tuple[JsonValue, ...]] = []
+    cursor = reader.chunk_cursor(spec)
 
     async def tracked(
         batches: AsyncIterator[list[SourceChange]],
     ) -> AsyncIterator[list[SourceChange]]:
         async for batch in batches:
             if batch:
-                last[:] = [batch[-1].key]
+                last[:] = [cursor(batch[-1])]
             yield batch
 
     masker = reader.masker(spec)
-    async with reader.snapshot_chunk(spec, progress.after, progress.upper, limit) as chunk:
+    async with reader.snapshot_chunk(
+        spec, progress.after, progress.upper, limit, progress.start_version
+    ) as chunk:
         rows = await _produce(
             spec, tracked(chunk.batches()), send, started, 0.0, masker, progress.id
         )

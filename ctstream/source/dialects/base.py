@@ -124,6 +124,39 @@ class Dialect(Protocol):
         to bind against the key columns, ordered as the database orders the columns;
         ValueError naming the table when it is not such a key."""
 
+    def column_refusal(self, spec: TableSpec, column: str) -> str | None:
+        """None when ranges of ``column``'s values can bound ``spec``'s snapshot chunks
+        (``source.chunk_columns``): it exists, holds no NULL, and its type passes the check
+        key columns get in ``chunk_refusal``. Else a sentence naming the setting, the
+        table and the column, saying what is wrong and what to do."""
+
+    def column_upper_bound(self, spec: TableSpec, column: str) -> SnapshotQuery:
+        """At most one row: the largest value of ``column``, read as ``snapshot_query``
+        reads it, as a one-column key (key_count 1, no value columns)."""
+
+    def column_chunk_query(
+        self,
+        spec: TableSpec,
+        column: str,
+        after: tuple[object, ...] | None,
+        upper: tuple[object, ...],
+        limit: int,
+        since: int,
+    ) -> SnapshotQuery:
+        """Every column as ``snapshot_query`` reads it, of every row whose ``column`` is
+        above ``after`` (no lower bound when None) and at most the largest value among
+        the next ``limit`` such rows at most ``upper``, in ``column``'s order; rows changed
+        after version ``since`` are left out (see column_chunks.py). ``after`` and
+        ``upper`` hold one value each, from ``column_parameters``; ValueError when
+        ``column_refusal`` refuses the column."""
+
+    def column_parameters(
+        self, spec: TableSpec, column: str, cursor: Sequence[JsonValue]
+    ) -> tuple[object, ...]:
+        """A value of ``column`` as read, in a one-value sequence (a chunk row's, the
+        upper bound's) → the one value to bind against it; ValueError naming the table
+        when it is not such a value."""
+
     def table_health(self, spec: TableSpec, saved_version: int) -> Statement:
         """One row: (retention seconds or NULL, age in seconds of the oldest change after
         ``saved_version`` or NULL when there is none)."""

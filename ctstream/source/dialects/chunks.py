@@ -163,6 +163,15 @@ def base_type(column: ColumnSpec) -> str:
     return column.source_type.split("(", 1)[0].strip().lower()
 
 
+def mssql_uncomparable(column: ColumnSpec) -> str | None:
+    """Why a SQL Server column cannot bound chunks (a key column, a chunk column), as a
+    phrase after its name; None when a bound parameter compares with it as it is read."""
+    base = base_type(column)
+    if base in MSSQL_KEY_MARKERS:
+        return None
+    return f"is {base}, whose values a bound parameter cannot be compared with as they are read"
+
+
 def _iso(parse: Callable[[str], object]) -> Callable[[Any], object]:
     """The value itself, once ``parse`` took it: text that the marker converts."""
 

@@ -25,8 +25,16 @@ from ctstream.source.dialects.chunks import (
     key_columns,
     key_targets,
     mssql_key_value,
+    mssql_uncomparable,
     nested_positions,
     nested_range,
+)
+from ctstream.source.dialects.column_chunks import (
+    bound_spec,
+    checked_column,
+    column_range,
+    column_refusal,
+    column_target,
 )
 from ctstream.source.dialects.mssql_values import (
     SQL_SS_TIMESTAMPOFFSET,
@@ -257,15 +265,15 @@ class MssqlDialect:
 
     def chunk_refusal(self, spec: TableSpec) -> str | None:
         for column in key_columns(spec):
-            base = base_type(column)
-            if base not in MSSQL_KEY_MARKERS:
+            if (problem := mssql_uncomparable(column)) is not None:
                 return (
-                    f"table {spec.name!r}: key column {column.name!r} is {base}, whose "
-                    "values a bound parameter cannot be compared with as they are read; "
-                    "the snapshot reads the whole table in one transaction instead of in "
-                    "chunks"
+                    f"table {spec.name!r}: key column {column.name!r} {problem}; the "
+                    "snapshot reads the whole table in one transaction instead of in chunks"
                 )
         return None
+
+    def column_refusal(self, spec: TableSpec, column: str) -> str | None:
+        return column_refusal(spec, column, lambda c: False, mssql_uncomparable)
 
     def row_estimate(self, spec: TableSpec) -> Statement:
         # The row count the storage engine keeps (no scan), heap or clustered index.
@@ -316,6 +324,62 @@ class MssqlDialect:
             _converts(spec),
             (limit, *params),
         )
+
+    def column_upper_bound(self, spec: TableSpec, column: str) -> SnapshotQuery:
+        alone = bound_spec(spec, column)
+        return SnapshotQuery(
+            f"SELECT TOP (1) {_select('t', alone.columns[0])} FROM {_table_ref(spec)} AS t "
+            f"ORDER BY t.{quote_mssql(column)} DESC",
+            1,
+            (),
+            _converts(alone),
+        )
+
+    def column_chunk_query(
+        self,
+        spec: TableSpec,
+        column: str,
+        after: tuple[object, ...] | None,
+        upper: tuple[object, ...],
+        limit: int,
+        since: int,
+    ) -> SnapshotQuery:
+        found = checked_column(
+            spec, column, after, upper, limit, since, self.column_refusal(spec, column)
+        )
+        q = quote_mssql
+        names, others = split_columns(spec)
+
+        def unchanged(alias: str) -> str:
+            same = " AND ".join(f"ct.{q(k)} = {alias}.{q(k)}" for k in names)
+            return f"NOT EXISTS (SELECT 1 FROM {_changetable(spec)} WHERE {same})"
+
+        columns = _columns(spec)
+        sql, params = column_range(
+            select=", ".join(_select("t", columns[name]) for name in (*names, *others)),
+            table=_table_ref(spec),
+            column=q(column),
+            marker=MSSQL_KEY_MARKERS[base_type(found)],
+            unchanged=unchanged,
+            after=after,
+            upper=upper,
+            limit=limit,
+            since=since,
+            top=True,
+        )
+        return SnapshotQuery(sql, len(names), others, _converts(spec), params)
+
+    def column_parameters(
+        self, spec: TableSpec, column: str, cursor: Sequence[JsonValue]
+    ) -> tuple[object, ...]:
+        found, target, value = column_target(spec, column, cursor)
+        try:
+            return (mssql_key_value(target, value),)
+        except (ValueError, ArithmeticError) as exc:  # binascii.Error is a ValueError
+            raise ValueError(
+                f"table {spec.name!r}: column {column!r} ({found.source_type}) cannot hold "
+                f"{value!r} as read: {exc}"
+            ) from None
 
     def key_parameters(self, spec: TableSpec, key: Sequence[JsonValue]) -> tuple[object, ...]:
         params = []

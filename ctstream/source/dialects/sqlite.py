@@ -2,7 +2,8 @@
 
 Change and snapshot queries read every value exactly (source/sqlite_values.py): each
 column through an expression chosen by its declared type, then one odd-row column.
-Snapshot chunks are ranges of row values over the key (``(k1, k2) > (?, ?)``).
+Snapshot chunks are ranges of row values over the key (``(k1, k2) > (?, ?)``), or of one
+column's values (``source.chunk_columns``, see column_chunks.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyodbc
 
-from ctstream.models import JsonValue, TableSpec
+from ctstream.models import ColumnSpec, JsonValue, TableSpec
 from ctstream.source import sqlite_values
 from ctstream.source.dialects.base import ChangeQuery, SnapshotQuery, Statement, split_columns
 from ctstream.source.dialects.chunks import (
@@ -21,6 +22,13 @@ from ctstream.source.dialects.chunks import (
     key_columns,
     key_targets,
     sqlite_key_value,
+)
+from ctstream.source.dialects.column_chunks import (
+    bound_spec,
+    checked_column,
+    column_range,
+    column_refusal,
+    column_target,
 )
 from ctstream.source.sqlite_tracking import CATALOG_TABLE, VERSION_TABLE
 from ctstream.source.sqlite_values import ExactRead, column_read
@@ -169,8 +177,7 @@ class SqliteDialect:
 
     def chunk_refusal(self, spec: TableSpec) -> str | None:
         keys = key_columns(spec)
-        # An INTEGER PRIMARY KEY is the rowid, never NULL, whatever the catalog says.
-        rowid = len(keys) == 1 and keys[0].source_type.strip().upper() == "INTEGER"
+        rowid = _rowid(keys)
         for column in keys:
             if column.nullable and not rowid:
                 return (
@@ -186,6 +193,10 @@ class SqliteDialect:
                     "in one transaction instead of in chunks"
                 )
         return None
+
+    def column_refusal(self, spec: TableSpec, column: str) -> str | None:
+        rowid = _rowid(key_columns(spec))
+        return column_refusal(spec, column, lambda c: rowid and c.key_ordinal is not None, _untyped)
 
     def row_estimate(self, spec: TableSpec) -> Statement:
         return Statement(f"SELECT COUNT(*) FROM {quote_sqlite(spec.table)}")
@@ -230,6 +241,65 @@ class SqliteDialect:
             exact=exact,
         )
 
+    def column_upper_bound(self, spec: TableSpec, column: str) -> SnapshotQuery:
+        # The exact read of the column alone: a value reads as it does in a chunk row.
+        exact = exact_read(bound_spec(spec, column))
+        columns = ", ".join((*exact.expressions, exact.odd_expression))
+        return ExactSnapshotQuery(
+            f"SELECT {columns} FROM {quote_sqlite(spec.table)} AS t "
+            f"ORDER BY t.{quote_sqlite(column)} DESC LIMIT 1",
+            1,
+            (),
+            exact=exact,
+        )
+
+    def column_chunk_query(
+        self,
+        spec: TableSpec,
+        column: str,
+        after: tuple[object, ...] | None,
+        upper: tuple[object, ...],
+        limit: int,
+        since: int,
+    ) -> SnapshotQuery:
+        checked_column(spec, column, after, upper, limit, since, self.column_refusal(spec, column))
+        q = quote_sqlite
+        change_table = self._change_table(spec)
+        keys, others = split_columns(spec)
+
+        def unchanged(alias: str) -> str:
+            # A NULL key (which SQLite lets a key column without NOT NULL hold) matches no
+            # change row, as it matches no row in the change query: such a row is read.
+            same = " AND ".join(f"c.{q(k)} = {alias}.{q(k)}" for k in keys)
+            return (
+                f"NOT EXISTS (SELECT 1 FROM {change_table} AS c "
+                f"WHERE {same} AND c.sys_change_version > ?)"
+            )
+
+        exact = exact_read(spec)
+        sql, params = column_range(
+            select=", ".join((*exact.expressions, exact.odd_expression)),
+            table=q(spec.table),
+            column=q(column),
+            marker="?",
+            unchanged=unchanged,
+            after=after,
+            upper=upper,
+            limit=limit,
+            since=since,
+            top=False,
+        )
+        return ExactSnapshotQuery(sql, len(keys), others, params=params, exact=exact)
+
+    def column_parameters(
+        self, spec: TableSpec, column: str, cursor: Sequence[JsonValue]
+    ) -> tuple[object, ...]:
+        found, target, value = column_target(spec, column, cursor)
+        try:
+            return (sqlite_key_value(found, target, value),)
+        except ValueError as exc:  # binascii.Error is one
+            raise ValueError(f"table {spec.name!r}: chunk bound {cursor!r}: {exc}") from None
+
     def key_parameters(self, spec: TableSpec, key: Sequence[JsonValue]) -> tuple[object, ...]:
         found = key_targets(spec, key)
         try:
@@ -249,6 +319,22 @@ class SqliteDialect:
 
     def cleanup_backlog(self) -> Statement | None:
         return None  # per table, in table_health: the stand-in has no commit table
+
+
+def _rowid(keys: Sequence[ColumnSpec]) -> bool:
+    """Whether the key is the rowid (an INTEGER PRIMARY KEY), never NULL whatever the
+    catalog says."""
+    return len(keys) == 1 and keys[0].source_type.strip().upper() == "INTEGER"
+
+
+def _untyped(column: ColumnSpec) -> str | None:
+    """Why a column without a declared type cannot bound chunks (None: it has one)."""
+    if column.source_type.strip():
+        return None
+    return (
+        "has no declared type, so its integers, reals and texts are all carried as text "
+        "and a chunk's last value cannot be compared back"
+    )
 
 
 if TYPE_CHECKING:

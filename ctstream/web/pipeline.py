@@ -102,7 +102,8 @@ def worker_row(
 
 def combine_tables(statuses: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per table, the workers' figures combined: counters summed (failed polls by
-    reason too), the most telling state, the poller's version, lag and snapshot."""
+    reason too), the state of the worker polling it (else the most telling of the
+    workers'), the highest version and lag, and the snapshot."""
     tables: dict[str, dict[str, Any]] = {}
     for status in statuses:
         for name, row in (status.get("tables") or {}).items():
@@ -112,15 +113,22 @@ def combine_tables(statuses: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
             for reason, count in (row.get("poll_failures") or {}).items():
                 into["poll_failures"][reason] = into["poll_failures"].get(reason, 0) + count
             state = row.get("state", "waiting")
-            if STATE_ORDER.index(state) < STATE_ORDER.index(into["state"]):
+            # The poller's state wins: another worker's may be stale (it polled the
+            # table before a rebalance); without a poller, the most telling one.
+            poller = bool(row.get("polled_here"))
+            current = poller >= into["_from_poller"]
+            if poller > into["_from_poller"] or (
+                current and STATE_ORDER.index(state) < STATE_ORDER.index(into["state"])
+            ):
                 into["state"] = state
                 into["reason"] = (
                     row.get("stopped_reason") or row.get("snapshot_reason") or row.get("poll_error")
                 )
-            for key in ("schema_notes",):
-                into[key] = into[key] or row.get(key) or []
+            if poller > into["_from_poller"]:  # what others said before is not current
+                into.update(snapshot=None, poll_error=None, _from_poller=True)
+            into["schema_notes"] = into["schema_notes"] or row.get("schema_notes") or []
             for key in ("snapshot", "last_snapshot", "poll_error"):
-                if row.get(key) is not None:
+                if row.get(key) is not None and (current or key == "last_snapshot"):
                     into[key] = row[key]
             for key in ("saved_version", "source_version_lag", "oldest_unsent_change_age_s"):
                 value = row.get(key)
@@ -129,12 +137,15 @@ def combine_tables(statuses: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
             p99 = row.get("latency_p99_s")
             if p99 is not None and (into["worst_worker_latency_p99_s"] or 0) < p99:
                 into["worst_worker_latency_p99_s"] = p99
+    for row in tables.values():
+        del row["_from_poller"]
     return dict(sorted(tables.items()))
 
 
 def _empty_table() -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(SUMMED, 0)
     row.update(
+        _from_poller=False,
         state="waiting",
         reason=None,
         poll_failures={},

@@ -51,6 +51,7 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
                 _round(poll.unsent_age.get(name)) if name in lag_here else None
             ),
             "lag_checked_at": poll.lag_checked_at.get(name) if name in lag_here else None,
+            "polled_here": name in lag_here,
             "dedup_seen": dedup.seen.get(name, 0),
             "duplicates_dropped": dedup.dropped.get(name, 0),
             "rows_written": sink.rows_written.get(name, 0),

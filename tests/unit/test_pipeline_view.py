@@ -272,3 +272,14 @@ def test_a_snapshot_under_way_shows_a_progress_bar_rate_and_eta() -> None:
     page = render_page(page_data({"big": {"state": "snapshotting", "snapshot": progress}}, {}))
     assert '<progress value="30000" max="100000"></progress>' in page
     assert "reading: 30,000 rows, 3 chunks, 12,000 rows/s, ETA 6 s" in page
+
+
+def test_the_poller_s_state_wins_over_a_stale_one() -> None:
+    stale = status(
+        {"items": {"state": "snapshotting", "snapshot": {"phase": "reading", "rows": 5}}}
+    )
+    poller = status({"items": {"state": "streaming", "polled_here": True}})
+    for order in ([stale, poller], [poller, stale]):
+        combined = combine_tables(order)["items"]
+        assert combined["state"] == "streaming" and combined["snapshot"] is None, order
+        assert "_from_poller" not in combined

@@ -8,6 +8,7 @@ import logging
 import logging.config
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 from ctstream.agents.registry import TableRegistry, name_clash
@@ -91,6 +92,14 @@ def uvloop_everywhere() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def worker_threads(settings: Settings) -> int:
+    """Threads for the blocking calls of a worker (ODBC through aioodbc, BigQuery's client
+    through ``asyncio.to_thread``): enough that the source's connections never wait
+    behind BigQuery requests, which come up to ``tables_at_once`` per batch in flight."""
+    sink = settings.sink
+    return settings.source.max_connections + sink.tables_at_once * sink.max_in_flight + 4
+
+
 def calm_gc() -> None:
     """Collect cyclic garbage less often, and never scan what start-up built again.
 
@@ -154,6 +163,9 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
     if crash.armed:
         log.warning("FAULT TEST: this worker may kill itself at %s", crash.armed)
     loop = uvloop_everywhere()
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=worker_threads(settings), thread_name_prefix="ctstream")
+    )
     app = create_app(settings)
     pipeline = install(app, settings, registry, writer, crash)
     install_views(app, pipeline)

@@ -1,7 +1,8 @@
 """Sink agent: deduped topics → BigQuery, in batches, acknowledging only what was written.
 
 :class:`BigQuerySink` has the shape of quix-streams' ``BatchingSink``: events are *added*
-to a batch (routed to their table, parsed), the batch is *written* table by table, and a
+to a batch (routed to their table, parsed), the batch is *written*, several tables at
+once, and a
 *flush* ends with every row either accepted by BigQuery or parked with its reason. The
 checkpoint order is faust's, made explicit in :meth:`BigQuerySink.checkpoint`:
 
@@ -113,10 +114,24 @@ class BigQuerySink:
         stats.batch_rows.observe(batch.size)
 
     async def flush(self, batch: SinkBatch) -> None:
-        """Write every table of ``batch``; rows BigQuery refused join ``batch.bad``."""
+        """Write every table of ``batch``, up to ``sink.tables_at_once`` at a time; rows
+        BigQuery refused join ``batch.bad``. Every table's write ends (written, or failed
+        for good) before the first failure is raised: the batch is then not finished,
+        and what was written is written again with it (at least once)."""
         refreshed: set[str] = set()
-        for (table, restricted), items in batch.tables.items():
-            await self.write(table, restricted, items, batch.bad, refreshed)
+        gate = asyncio.Semaphore(self.settings.tables_at_once)
+
+        async def one(table: str, restricted: bool, items: Any) -> None:
+            async with gate:
+                await self.write(table, restricted, items, batch.bad, refreshed)
+
+        outcomes = await asyncio.gather(
+            *(one(table, restricted, items) for (table, restricted), items in batch.tables.items()),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def write(
         self,

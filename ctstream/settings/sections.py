@@ -35,6 +35,9 @@ class SinkSettings(Section):
     max_request_bytes: int = Field(default=9_000_000, ge=1_000, le=10_485_760)
     # Batches written at once; while this many are unfinished the sink reads no more.
     max_in_flight: int = Field(default=2, ge=1, le=32)
+    # The tables of one batch written at once (each table is its own BigQuery request):
+    # with many tables changing a little each, one request after another would add up.
+    tables_at_once: int = Field(default=8, ge=1, le=64)
 
 
 class BigQueryTableOptions(Section):

@@ -99,6 +99,8 @@ def render_main(data: PageData) -> str:
     ]  # fmt: skip
     if data.focus is None or data.focus in data.tables:
         parts.append(_tables(data, marked))
+    else:
+        parts.insert(3, f'<p class="err">No table {escape(data.focus)!r} in this pipeline.</p>')
     parts.append(_workers(data))
     return "\n".join(parts)
 

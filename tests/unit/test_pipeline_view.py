@@ -283,3 +283,11 @@ def test_the_poller_s_state_wins_over_a_stale_one() -> None:
         combined = combine_tables(order)["items"]
         assert combined["state"] == "streaming" and combined["snapshot"] is None, order
         assert "_from_poller" not in combined
+
+
+def test_an_unknown_table_is_said_to_be_unknown() -> None:
+    data = page_data({"items": {"state": "streaming"}}, {})
+    data.focus = "<nope>"
+    page = render_page(data)
+    assert "No table '&lt;nope&gt;' in this pipeline." in page
+    assert 'data-table="items"' not in page

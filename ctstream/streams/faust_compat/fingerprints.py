@@ -118,6 +118,11 @@ UPSTREAM: tuple[Upstream, ...] = (
         "6f65b92dd1012485",
         "faust_compat/same_loop.py: patch 15 replaces it",
     ),
+    Upstream(
+        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._commit",
+        "932852ce7a23f658",
+        "faust_compat/commits.py: patch 16 copies it",
+    ),
     # Steps copied inline, and behaviour a patch relies on.
     Upstream(
         "faust.transport.consumer:Consumer.getmany",

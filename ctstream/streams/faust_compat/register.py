@@ -80,6 +80,7 @@ PATCHES: tuple[Patch, ...] = (
         replaced_by(same_loop.gather_remaining_tasks),
         REPLACED,
     ),
+    Patch(16, ConsumerThread, "_commit", replaced_by(commits.commit), COPIED),
 )
 
 

@@ -215,3 +215,29 @@ async def test_the_worker_consumer_waits_at_most_fetch_max_wait_ms() -> None:
     finally:
         await original.stop()
         await patched.stop()
+
+
+def test_a_commit_reads_the_assignment_once_and_commits_only_assigned_partitions() -> None:
+    assigned = {TP("t", p) for p in range(0, 400, 2)}
+    reads: list[int] = []
+    sent: list[dict[Any, Any]] = []
+
+    class Kafka:
+        async def commit(self, offsets: dict[Any, Any]) -> None:
+            sent.append(offsets)
+
+    def assignment() -> set[TP]:
+        reads.append(1)
+        return set(assigned)
+
+    thread: Any = SimpleNamespace(
+        _ensure_consumer=Kafka, assignment=assignment, tp_last_committed_at={}
+    )
+    offsets = {TP("t", p): 10 + p for p in range(400)}
+    assert asyncio.run(commits.commit(thread, offsets)) is True
+    assert len(reads) == 1
+    [committed] = sent
+    assert {(tp.topic, tp.partition): o.offset for tp, o in committed.items()} == {
+        ("t", p): 10 + p for p in range(0, 400, 2)
+    }
+    assert set(thread.tp_last_committed_at) == assigned

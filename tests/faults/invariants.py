@@ -1,10 +1,11 @@
-"""What must hold after a fault run, read from Kafka (the views are compared elsewhere)."""
+"""What must hold after a fault run, read from Kafka (the views are compared elsewhere),
+and what must hold of a latest view at every moment of a snapshot (``view_keys_lost``)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -122,3 +123,68 @@ def dedup_effect(raw: Counter[str], deduped: Counter[str]) -> tuple[int, int]:
     dropped = sum(max(0, n - deduped[uid]) for uid, n in raw.items())
     passed = sum(m - 1 for m in deduped.values() if m > 1)
     return dropped, passed
+
+
+ViewKey = tuple[str, ...]  # a key's values as text (BigQuery's CAST(... AS STRING))
+
+
+@dataclass
+class ViewLoss:
+    missing: list[ViewKey] = field(default_factory=list)  # left the view, not the source
+    older: list[ViewKey] = field(default_factory=list)  # in the view with an older version
+    # Missing, but deleted and inserted again at the source, the re-insert not in BigQuery
+    # yet: its delete is BigQuery's newest change of it ...
+    excused: list[ViewKey] = field(default_factory=list)
+    # ... or the snapshot hides it, having (may be) read it while it was deleted
+    read_deleted: list[ViewKey] = field(default_factory=list)
+
+
+def view_keys_lost(
+    before: Mapping[ViewKey, int],
+    now: Mapping[ViewKey, int],
+    source: Set[ViewKey],
+    gone: Mapping[ViewKey, tuple[int, bool]],
+    snapshot: int,
+    created: Mapping[ViewKey, int],
+    deletes: Mapping[ViewKey, Sequence[tuple[int, int]]],
+    upto_seq: int,
+) -> ViewLoss:
+    """Keys a latest view held ``before`` (key → change version) that it lacks ``now``,
+    or holds at an older version, although the source still has them.
+
+    ``source``: the keys the source held both just before and just after the view was
+    read (a key deleted meanwhile is not counted).
+
+    A key the source deleted and inserted again may be missing from the view until its
+    re-insert reaches BigQuery, and nothing is lost. Such a key is excused when the source
+    logged a delete of it after the version the view had (``deletes``: key → (seq,
+    version) of the workload's ``delete_log``, counted up to ``upto_seq``, the log's end
+    when the source was read after the view), and, as BigQuery stood when ``now`` was read
+    (``gone``: key → (its newest change's version, whether that change is a delete), for
+    the keys whose newest change is a delete or older than the table's newest recorded
+    ``snapshot``):
+    - its newest change is that delete; or
+    - its newest change is older than the snapshot (which hides it), and the source
+      inserted it again after the snapshot began (``created``: key → the version of its
+      last insert, from the source's change table), so the snapshot may have read it
+      while it was deleted (a delete lost to the overrun, or one that Change Tracking
+      folded into the re-insert).
+    """
+    loss = ViewLoss()
+    for key, version in before.items():
+        if key not in source:
+            continue
+        held = now.get(key)
+        if held is not None:
+            if held < version:
+                loss.older.append(key)
+            continue
+        logged = [v for seq, v in deletes.get(key, ()) if seq <= upto_seq and v > version]
+        newest, is_delete = gone.get(key, (-1, False))
+        if is_delete and newest in logged:  # its delete landed, its re-insert not yet
+            loss.excused.append(key)
+        elif not is_delete and logged and 0 <= newest < snapshot < created.get(key, -1):
+            loss.read_deleted.append(key)  # hidden by the snapshot, which read it deleted
+        else:
+            loss.missing.append(key)
+    return loss

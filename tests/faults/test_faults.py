@@ -31,5 +31,11 @@ async def test_nothing_is_lost_or_repeated_under_kills_outages_poison_and_overru
     assert summary.refused_requests > 0 and summary.outage_seconds >= plan.outage
     assert summary.poison >= 20
     assert summary.overruns >= 1
+    # The latest views were sampled all through the overrun's snapshots (not once or
+    # twice: that would check nothing) and never lacked a key they held before.
+    assert summary.view_samples, "no snapshot began while the latest views were sampled"
+    for table, samples in summary.view_samples.items():
+        assert samples >= 3, f"{table}: {samples} samples of its latest view during its snapshot"
+    assert summary.view_keys_lost == 0
     assert summary.raw_copies > 0  # the kills made the pollers send copies ...
     assert summary.duplicates_dropped > 0  # ... and dedup dropped them

@@ -4,11 +4,16 @@
 composite text key. Each transaction inserts new keys, updates existing ones (some keys
 far more often than others), deletes, and re-inserts keys deleted earlier — the cases
 where a lost or reordered change shows in the latest-state view.
+
+Every delete is also written to ``delete_log`` (untracked) with its change version, so a
+check can tell a key that left the source and came back (a latest view may lack it until
+the re-insert lands) from one that never left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sqlite3
 import threading
@@ -17,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ctstream.source.sqlite_tracking import VERSION_TABLE
 
 TABLES = {
     "accounts": "CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, "
@@ -145,6 +152,14 @@ class Workload:
                     conn.execute(
                         "INSERT OR IGNORE INTO deleted_keys VALUES (?, ?)", (table, repr(key))
                     )
+                    # The delete's change version: the trigger has just bumped the counter.
+                    (version,) = conn.execute(
+                        f"SELECT current_version FROM {VERSION_TABLE} WHERE id = 1"
+                    ).fetchone()
+                    conn.execute(
+                        "INSERT INTO delete_log (t, k, version) VALUES (?, ?, ?)",
+                        (table, key_text(key), version),
+                    )
                     self.changes["delete"] += 1
                 changed += 1
         return changed
@@ -158,8 +173,18 @@ def _where(table: str) -> str:
     }[table]
 
 
+def key_text(key: Key) -> str:
+    """A key as ``delete_log`` holds it: its values as text, as BigQuery casts them."""
+    return json.dumps([str(v) for v in key])
+
+
 def create_bookkeeping(db: Path) -> None:
-    """An untracked table of keys deleted so far (to tell re-inserts from inserts)."""
+    """Untracked tables: the keys deleted so far (to tell re-inserts from inserts), and
+    every delete with its change version (``delete_log``)."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS deleted_keys (t TEXT, k TEXT, PRIMARY KEY (t, k))")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS delete_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "t TEXT NOT NULL, k TEXT NOT NULL, version INTEGER NOT NULL)"
+        )
         conn.commit()

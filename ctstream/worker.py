@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 from ctstream.agents.registry import TableRegistry, name_clash
+from ctstream.bigquery.client import DEFAULT_CONNECTIONS
 from ctstream.bigquery.drift import prepare_table
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.devstack.crash_points import CrashPoints
@@ -100,6 +101,13 @@ def worker_threads(settings: Settings) -> int:
     return settings.source.max_connections + sink.tables_at_once * sink.max_in_flight + 4
 
 
+def bigquery_connections(settings: Settings) -> int:
+    """BigQuery connections a worker keeps open: one per request the sink makes at once
+    (``tables_at_once`` per batch in flight), and two for its other calls."""
+    sink = settings.sink
+    return max(DEFAULT_CONNECTIONS, sink.tables_at_once * sink.max_in_flight + 2)
+
+
 def calm_gc() -> None:
     """Collect cyclic garbage less often, and never scan what start-up built again.
 
@@ -157,6 +165,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
         settings.bigquery,
         timeout=settings.sink.request_timeout,
         max_request_bytes=settings.sink.max_request_bytes,
+        connections=bigquery_connections(settings),
     )
     registry = asyncio.run(preflight(settings, writer))
     crash = CrashPoints({str(k): p for k, p in settings.faults.crash_points.items()})

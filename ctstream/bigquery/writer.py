@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from google.cloud import bigquery
 
-from ctstream.bigquery.client import classify, make_client
+from ctstream.bigquery.client import DEFAULT_CONNECTIONS, classify, make_client
 from ctstream.bigquery.layout import (
     apply_layout,
     latest_view_sql,
@@ -60,10 +60,14 @@ class BigQueryWriter:
     """One dataset: change tables, their latest-state views and the error records table."""
 
     def __init__(
-        self, settings: BigQuerySettings, timeout: float = 60.0, max_request_bytes: int = 9_000_000
+        self,
+        settings: BigQuerySettings,
+        timeout: float = 60.0,
+        max_request_bytes: int = 9_000_000,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self.settings = settings
-        self._client = make_client(settings)
+        self._client = make_client(settings, connections)
         self._timeout = timeout
         self._max_bytes = max_request_bytes
         self._write_client: Any = None  # the Storage Write API client, made on first use

@@ -37,7 +37,7 @@ class SinkSettings(Section):
     max_in_flight: int = Field(default=2, ge=1, le=32)
     # The tables of one batch written at once (each table is its own BigQuery request):
     # with many tables changing a little each, one request after another would add up.
-    tables_at_once: int = Field(default=8, ge=1, le=64)
+    tables_at_once: int = Field(default=16, ge=1, le=64)
 
 
 class BigQueryTableOptions(Section):

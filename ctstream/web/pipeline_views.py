@@ -7,6 +7,7 @@ own figures only.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -17,6 +18,7 @@ from ctstream.streams.app import PipelineApp
 from ctstream.web.figures import recent_figures
 from ctstream.web.page import PageData, TableLinks, Thresholds, render_main, render_page
 from ctstream.web.pipeline import (
+    PEER_TIMEOUT_S,
     WorkerBook,
     combine_tables,
     gather_workers,
@@ -80,12 +82,20 @@ class PipelineView:
             for w in (workers or [])
             if w["state"] == "up" and not same_url(w["url"], self.url)
         ]
-        docs = [own]
-        for url in urls:
-            try:
-                docs.append(await self._fetch(url, "/api/series/?scope=local"))
-            except Exception:  # noqa: S112 - shown as a gap; its status says why
-                continue
+        answers = await asyncio.gather(
+            *(
+                asyncio.wait_for(self._fetch(url, "/api/series/?scope=local"), PEER_TIMEOUT_S)
+                for url in urls
+            ),
+            return_exceptions=True,
+        )
+        # A worker that does not answer in time leaves a gap (its status says why); one
+        # sampling at another step (another config) cannot be merged and is left out.
+        docs = [own] + [
+            doc
+            for doc in answers
+            if isinstance(doc, dict) and doc.get("step") in (None, own["step"])
+        ]
         return merge_series(docs)
 
     def links(self) -> dict[str, TableLinks]:

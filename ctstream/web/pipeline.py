@@ -134,9 +134,6 @@ def combine_tables(statuses: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
                 value = row.get(key)
                 if value is not None and (into[key] is None or value > into[key]):
                     into[key] = value
-            p99 = row.get("latency_p99_s")
-            if p99 is not None and (into["worst_worker_latency_p99_s"] or 0) < p99:
-                into["worst_worker_latency_p99_s"] = p99
     for row in tables.values():
         del row["_from_poller"]
     return dict(sorted(tables.items()))
@@ -156,7 +153,6 @@ def _empty_table() -> dict[str, Any]:
         saved_version=None,
         source_version_lag=None,
         oldest_unsent_change_age_s=None,
-        worst_worker_latency_p99_s=None,
     )
     return row
 

@@ -145,6 +145,23 @@ storage_endpoint = "{stack.bigquery_grpc}"
     def status(self, worker: WorkerProcess) -> dict[str, Any]:
         return fetch_worker_status(worker.web_port, timeout=5)
 
+    async def wait_all_own_partitions(
+        self,
+        workers: Sequence[WorkerProcess],
+        timeout: float = 90,
+    ) -> None:
+        """Until every one of ``workers`` answers its status page and owns partitions."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                owned = [len(self.status(w)["partitions"]) for w in workers]
+            except OSError:
+                owned = [0]
+            if all(owned):
+                return
+            assert time.monotonic() < deadline, owned
+            await asyncio.sleep(0.5)
+
     def logs(self) -> str:
         return "\n".join(
             p.read_text(errors="replace")[-4000:] for p in sorted(self.workdir.glob("worker-*.log"))

@@ -146,16 +146,7 @@ async def test_the_dashboard_shows_the_whole_pipeline(make_harness: Any) -> None
     )
     first = await h.start_worker()
     second = await h.start_worker(wait=False)
-    deadline = time.monotonic() + 120
-    while True:  # until both workers own partitions
-        try:
-            owned = [len(h.status(w)["partitions"]) for w in (first, second)]
-        except OSError:
-            owned = [0]
-        if all(owned):
-            break
-        assert time.monotonic() < deadline, owned
-        await asyncio.sleep(0.5)
+    await h.wait_all_own_partitions([first, second], timeout=120)
     for round_ in range(4):  # changes over several chart steps
         h.execute(
             "INSERT INTO items VALUES (?, ?, ?)",

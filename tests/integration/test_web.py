@@ -163,16 +163,7 @@ async def test_tables_are_inspected_from_either_of_two_workers(make_harness: Any
     def api(worker: Any, path: str) -> Any:
         return orjson.loads(get(worker, path)[1])
 
-    deadline = time.monotonic() + 90
-    while True:  # until both workers are up and own partitions
-        try:
-            owned = [len(h.status(w)["partitions"]) for w in (first, second)]
-        except OSError:
-            owned = [0]
-        if all(owned):
-            break
-        assert time.monotonic() < deadline, owned
-        await asyncio.sleep(0.5)
+    await h.wait_all_own_partitions([first, second], timeout=90)
     listed = await asyncio.to_thread(api, second, "/api/tables/")
     assert {t["name"] for t in listed["tables"]} == {"ct-versions", "seen-ids"}
 

@@ -186,6 +186,20 @@ class FaultRun:
             await asyncio.sleep(0.25)
         return worker.proc.poll()
 
+    async def _wait_exit_once_ready(
+        self, slot: _Slot, ready_timeout: float, timeout: float
+    ) -> int | None:
+        """Wait for the worker to exit, up to ``timeout`` seconds from when it was ready
+        (or from ``ready_timeout``): a loaded machine's slow start is not a missed point."""
+        worker = slot.worker
+        assert worker is not None
+        deadline = time.monotonic() + ready_timeout
+        while worker.proc.poll() is None and time.monotonic() < deadline:
+            if READY in slot.log_since_start():
+                break
+            await asyncio.sleep(0.25)
+        return await self._wait_exit(worker, timeout)
+
     async def _wait_answering(self, worker: WorkerProcess, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and worker.proc.poll() is None:
@@ -251,7 +265,7 @@ class FaultRun:
         """Wait for an armed worker to kill itself at ``point``; restart it unarmed.
         False when it did not reach the point (e.g. it owned no partition of that kind)."""
         assert slot.worker is not None
-        code = await self._wait_exit(slot.worker, timeout=60)
+        code = await self._wait_exit_once_ready(slot, ready_timeout=180, timeout=60)
         reached = code == -signal.SIGKILL and self._crashed_at(slot, point)
         if reached:
             self.summary.kills[point] += 1

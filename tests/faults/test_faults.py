@@ -12,7 +12,7 @@ from tests.faults.chaos import FaultPlan, run_faults
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 async def test_nothing_is_lost_or_repeated_under_kills_outages_poison_and_overruns(
     stack: StackInfo, tmp_path: Path
 ) -> None:

@@ -245,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--json", action="store_true", help="print the result as JSON")
     redrive.set_defaults(func=_command("redrive"))
 
+    compact = sub.add_parser(
+        "compact",
+        help="merge change tables into <table>_current now, or rebuild it",
+        description="Merge each table's change log (and its restricted copy's) into "
+        "<table>_current up to bigquery.compact_settle ago, as the workers' leader does "
+        "every bigquery.compact_interval: to catch up after the workers were down longer "
+        "than bigquery.compact_horizon. --rebuild empties <table>_current and merges the "
+        "whole change log again (rows whose change-log partitions expired cannot come "
+        "back); the latest-state view stays right meanwhile.",
+    )
+    compact.add_argument("--config", "-c", required=True, help="TOML config file")
+    compact.add_argument(
+        "--table", "-t", action="append", default=[], help="only this table (repeatable)"
+    )
+    compact.add_argument(
+        "--rebuild", action="store_true", help="rebuild <table>_current from the change log"
+    )
+    compact.add_argument("--json", action="store_true", help="print the results as JSON")
+    compact.set_defaults(func=_command("compact"))
+
     replay = sub.add_parser(
         "replay",
         help="re-read a table's topic and write it to BigQuery again (backfill, repair)",

@@ -1,5 +1,5 @@
 """The pipeline's agents: poll (CT → raw), dedup (raw → deduped), sink (deduped → BigQuery),
-and table discovery; :func:`install` puts those of the worker's roles on its app."""
+table discovery and compaction; :func:`install` puts those of the worker's roles on its app."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctstream.agents.compaction import CompactionStats, install_compaction
 from ctstream.agents.dedup import install_dedup
 from ctstream.agents.discovery import TableDiscovery, install_discovery
 from ctstream.agents.poll import TablePoller
@@ -46,6 +47,7 @@ class Pipeline:
     dedup_stats: DedupStats
     sink_stats: SinkStats
     crash: CrashPoints = field(default_factory=CrashPoints)
+    compaction_stats: CompactionStats = field(default_factory=CompactionStats)
     # Source connections the agents opened; closed when the worker stops.
     readers: list[SourceReader] = field(default_factory=list)
 
@@ -92,6 +94,8 @@ def install(
     )
     crash = pipeline.crash
     roles = settings.app.roles
+    # Whatever its roles, the leader merges the change tables into <t>_current.
+    install_compaction(app, registry, writer, pipeline.compaction_stats)
     discovery = None
     if settings.source.discover:
         # Its own connection: polls run long.

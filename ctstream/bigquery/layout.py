@@ -26,8 +26,14 @@ def apply_layout(
     spec: TableSpec,
     fields: list[bigquery.SchemaField],
     options: BigQueryTableOptions,
+    retention: float | None = None,
 ) -> None:
-    """Partitioning and clustering from the options; refuse columns that cannot serve."""
+    """Partitioning and clustering from the options; refuse columns that cannot serve.
+
+    ``retention`` (``bigquery.change_log_retention``, seconds): without a partition column
+    of its own, the table is partitioned by day of ``bigquery_insert_time`` and its
+    partitions expire after that long (compaction has merged them long before).
+    """
     types = {f.name: f.field_type for f in fields}
     by_source = {c.name: c.bq_name for c in spec.columns}
     where = f"bigquery.tables.{spec.name!r}"
@@ -52,6 +58,10 @@ def apply_layout(
                 if options.partition_expiration is None
                 else int(options.partition_expiration * 1000)
             ),
+        )
+    elif retention is not None:
+        table.time_partitioning = bigquery.TimePartitioning(
+            type_="DAY", field="bigquery_insert_time", expiration_ms=int(retention * 1000)
         )
     if options.cluster_by is not None:
         table.clustering_fields = [
@@ -86,7 +96,8 @@ def time_travel_function_sql(
 
 
 def latest_view_sql(table_ref: str, spec: TableSpec, snapshots_ref: str) -> str:
-    """Latest row per key by change version; deleted keys left out.
+    """Latest row per key by change version over the whole change table (for tables no
+    worker compacts, e.g. a replay's ``--to-table``); deleted keys left out.
 
     Keys whose newest row is older than the table's newest completed snapshot are left out
     too: the snapshot read every row that existed, so such a key was deleted while its

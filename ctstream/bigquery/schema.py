@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -53,6 +53,17 @@ SNAPSHOTS_FIELDS: tuple[SchemaField, ...] = (
     SchemaField("row_count", "INT64", mode="REQUIRED"),
     SchemaField("reason", "STRING"),
     SchemaField("completed_at", "TIMESTAMP", mode="REQUIRED"),
+)
+
+# One row per change table: up to when its change log is merged into <t>_current.
+# Written by DML only (compaction.py), never streamed.
+COMPACTION_TABLE = "_ctstream_compaction"
+COMPACTION_FIELDS: tuple[SchemaField, ...] = (
+    SchemaField("table_name", "STRING", mode="REQUIRED"),  # the change table
+    SchemaField("merged_to", "TIMESTAMP", mode="REQUIRED"),  # by bigquery_insert_time
+    SchemaField("merged_at", "TIMESTAMP"),
+    SchemaField("rows_merged", "INT64"),  # by the last merge
+    SchemaField("merge_seconds", "FLOAT64"),  # of the last merge
 )
 
 
@@ -287,3 +298,24 @@ class RowValidator:
             reason = verdicts[key] = _check_value(kind, value)
             return reason
         return _check_value(kind, value)
+
+
+def with_policy_tags(
+    schema: Sequence[SchemaField], fields: Sequence[SchemaField]
+) -> list[SchemaField] | None:
+    """``schema`` with the policy tags ``fields`` ask for on its columns; None when every
+    column has them already."""
+    wanted = {f.name.lower(): f.policy_tags for f in fields if f.policy_tags}
+    changed = False
+    out = []
+    for field in schema:
+        tags = wanted.get(field.name.lower())
+        if tags is not None and set(tags.names) != set(
+            field.policy_tags.names if field.policy_tags else ()
+        ):
+            api = field.to_api_repr()
+            api["policyTags"] = tags.to_api_repr()
+            field = SchemaField.from_api_repr(api)
+            changed = True
+        out.append(field)
+    return out if changed else None

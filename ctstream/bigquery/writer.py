@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,23 +19,23 @@ import orjson
 from google.cloud import bigquery
 
 from ctstream.bigquery.client import DEFAULT_CONNECTIONS, classify, make_client
-from ctstream.bigquery.layout import (
-    apply_layout,
-    latest_view_sql,
-    quote_bq,
-    time_travel_function_sql,
-)
+from ctstream.bigquery.compaction import ensure_current_and_views
+from ctstream.bigquery.layout import apply_layout, quote_bq
 from ctstream.bigquery.schema import (
+    COMPACTION_FIELDS,
+    COMPACTION_TABLE,
     ERROR_RECORDS_FIELDS,
     ERROR_RECORDS_TABLE,
     SNAPSHOTS_FIELDS,
     SNAPSHOTS_TABLE,
     RowValidator,
     table_schema,
+    with_policy_tags,
 )
 from ctstream.bigquery.storage_write import RowEncoder, append_rows, make_write_client
 from ctstream.errors import RequestTooLarge
 from ctstream.models import TableSpec
+from ctstream.models.values import iso_utc
 from ctstream.settings import BigQuerySettings, BigQueryTableOptions
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ class BigQueryWriter:
         except Exception as exc:
             raise classify(exc, what) from exc
 
-    async def _create(self, table: bigquery.Table, what: str) -> None:
+    async def create(self, table: bigquery.Table, what: str) -> None:
+        """Create ``table`` unless it exists."""
         await self._call(
             what, self._client.create_table, table, exists_ok=True, timeout=self._timeout
         )
@@ -112,30 +114,24 @@ class BigQueryWriter:
         )
         fields = list(ERROR_RECORDS_FIELDS)
         table = bigquery.Table(self.ref(ERROR_RECORDS_TABLE), schema=fields)
-        await self._create(table, "creating the error records table")
+        await self.create(table, "creating the error records table")
         self._validators[ERROR_RECORDS_TABLE] = RowValidator(fields)
         table = bigquery.Table(self.ref(SNAPSHOTS_TABLE), schema=list(SNAPSHOTS_FIELDS))
-        await self._create(table, "creating the snapshots table")
+        await self.create(table, "creating the snapshots table")
+        table = bigquery.Table(self.ref(COMPACTION_TABLE), schema=list(COMPACTION_FIELDS))
+        await self.create(table, "creating the compaction table")
 
     async def ensure_table(
         self, spec: TableSpec, options: BigQueryTableOptions | None = None
     ) -> None:
-        """Create the change table if missing; create or update its view and function."""
+        """Create the change table if missing, and its compacted table, latest-state view
+        and time-travel function (compaction.py)."""
         options = options or BigQueryTableOptions()
         fields = table_schema(spec, options.policy_tags)
         table = bigquery.Table(self.ref(spec.bq_table), schema=fields)
-        apply_layout(table, spec, fields, options)
-        await self._create(table, f"creating table {spec.bq_table}")
-        snapshots = self.ref(SNAPSHOTS_TABLE)
-        await self._ensure_view(
-            f"{spec.bq_table}_latest", latest_view_sql(self.ref(spec.bq_table), spec, snapshots)
-        )
-        function = self.ref(f"{spec.bq_table}_at")
-        await self._call(
-            f"creating table function {spec.bq_table}_at",
-            self._run_ddl,
-            time_travel_function_sql(function, self.ref(spec.bq_table), spec, snapshots),
-        )
+        apply_layout(table, spec, fields, options, self.settings.change_log_retention)
+        await self.create(table, f"creating table {spec.bq_table}")
+        await ensure_current_and_views(self, spec)
         self._validators[spec.bq_table] = RowValidator(fields)
 
     async def add_columns(
@@ -145,14 +141,28 @@ class BigQueryWriter:
         table: bigquery.Table | None = None,
     ) -> list[str]:
         """Add the spec's columns the BigQuery table lacks (NULLABLE); returns their names.
+        ``table``: the table as just read, if the caller has it."""
+        name = spec.bq_table
+        missing = await self.add_fields(name, table_schema(spec, options.policy_tags), table)
+        if missing:
+            await self.ensure_table(spec, options)  # views and function see the new columns
+        await self.refresh_validator(name)
+        return missing
+
+    async def add_fields(
+        self,
+        name: str,
+        fields: Sequence[bigquery.SchemaField],
+        table: bigquery.Table | None = None,
+    ) -> list[str]:
+        """Add the ``fields`` table ``name`` lacks (NULLABLE, in order), and their policy
+        tags; returns the names added.
 
         ``table``: the table as just read, if the caller has it. ``ALTER TABLE … ADD COLUMN
         IF NOT EXISTS`` first, then the table's schema metadata if it still lacks them: real
         BigQuery updates both with the DDL; bqemulator keeps its storage and its catalog
         apart and needs both, in the same column order.
         """
-        fields = table_schema(spec, options.policy_tags)
-        name = spec.bq_table
         if table is None:
             table = await self.table(name)
         have = {f.name.lower() for f in table.schema}
@@ -174,37 +184,17 @@ class BigQueryWriter:
                 await self._call(
                     f"adding columns to {name}", self._client.update_table, table, ["schema"]
                 )
-            await self.ensure_table(spec, options)  # views and function see the new columns
-        await self.refresh_validator(name)
         return [f.name for f in missing]
 
     async def _apply_policy_tags(
         self, table: bigquery.Table, fields: Sequence[bigquery.SchemaField]
     ) -> None:
         """Give existing columns the policy tags the config asks for (tags added later)."""
-        wanted = {f.name.lower(): f.policy_tags for f in fields if f.policy_tags}
-        if not wanted:
-            return
-        changed = False
-        schema = []
-        for field in table.schema:
-            tags = wanted.get(field.name.lower())
-            if tags is not None and set(tags.names) != set(
-                field.policy_tags.names if field.policy_tags else ()
-            ):
-                api = field.to_api_repr()
-                api["policyTags"] = tags.to_api_repr()
-                field = bigquery.SchemaField.from_api_repr(api)
-                changed = True
-            schema.append(field)
-        if changed:
+        schema = with_policy_tags(table.schema, fields)
+        if schema is not None:
             table.schema = schema
-            await self._call(
-                f"setting policy tags on {table.table_id}",
-                self._client.update_table,
-                table,
-                ["schema"],
-            )
+            what = f"setting policy tags on {table.table_id}"
+            await self._call(what, self._client.update_table, table, ["schema"])
 
     async def refresh_validator(self, name: str) -> RowValidator:
         """The validator of ``name`` from its current BigQuery schema."""
@@ -217,12 +207,12 @@ class BigQueryWriter:
     def _run_ddl(self, sql: str) -> None:
         self._client.query(sql, timeout=self._timeout).result(timeout=self._timeout)
 
-    async def _ensure_view(self, name: str, sql: str) -> None:
+    async def ensure_view(self, name: str, sql: str) -> None:
         """Create the view, or bring an older ctstream's definition up to date."""
         what = f"creating view {name}"
         view = bigquery.Table(self.ref(name))
         view.view_query = sql
-        await self._create(view, what)
+        await self.create(view, what)
         existing = await self._call(what, self._client.get_table, self.ref(name))
         if existing.view_query != sql:
             existing.view_query = sql
@@ -236,7 +226,14 @@ class BigQueryWriter:
 
         Rows go in requests of at most ``max_request_bytes``; a request BigQuery refuses as
         too large is split in halves; a row too large on its own is rejected, not sent.
+        A row's ``bigquery_insert_time``, when it has one, is set to the time of this call:
+        retried, a row lands at most a request timeout after its stamp, which compaction's
+        watermark relies on (compaction.py).
         """
+        stamp = iso_utc(time.time())
+        for row in rows:
+            if "bigquery_insert_time" in row:
+                row["bigquery_insert_time"] = stamp
         # Each row is encoded once, with orjson: its size decides the requests, and the
         # same bytes make the request body (the client would encode again with stdlib json).
         encoded = [
@@ -395,6 +392,20 @@ class BigQueryWriter:
 
         result: list[dict[str, Any]] = await self._call("query", run)
         return result
+
+    async def execute(
+        self, sql: str, params: Sequence[bigquery.ScalarQueryParameter], what: str
+    ) -> int:
+        """Run a DML or DDL statement; the rows it changed (0 for DDL)."""
+        config = bigquery.QueryJobConfig(query_parameters=list(params)) if params else None
+
+        def run() -> int:
+            job = self._client.query(sql, job_config=config, timeout=self._timeout)
+            job.result(timeout=self._timeout)
+            return int(job.num_dml_affected_rows or 0)
+
+        affected: int = await self._call(what, run)
+        return affected
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]

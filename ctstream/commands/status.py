@@ -20,7 +20,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from ctstream.bigquery.layout import quote_bq
-from ctstream.bigquery.schema import ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
+from ctstream.bigquery.schema import COMPACTION_TABLE, ERROR_RECORDS_TABLE, SNAPSHOTS_TABLE
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.commands.bigquery_tables import existing_table
 from ctstream.commands.saved_state import saved_states
@@ -153,6 +153,10 @@ async def _from_bigquery(
             "SELECT source_table, snapshot_version, row_count, completed_at FROM "
             f"{quote_bq(writer.ref(SNAPSHOTS_TABLE))} ORDER BY completed_at"
         )
+        merges = await writer.query(
+            "SELECT table_name, merged_to, merged_at, rows_merged, merge_seconds FROM "
+            f"{quote_bq(writer.ref(COMPACTION_TABLE))}"
+        )
     except CtstreamError as exc:
         problems.append(f"BigQuery: {exc}")
         return
@@ -161,6 +165,7 @@ async def _from_bigquery(
     for row in errors:
         if row["source_table"] in tables:
             tables[row["source_table"]]["error_records"] = row["n"]
+    _note_merges(tables, merges)
     for row in snapshots:
         if row["source_table"] in tables:
             tables[row["source_table"]]["last_snapshot"] = {
@@ -168,6 +173,22 @@ async def _from_bigquery(
                 "rows": row["row_count"],
                 "completed_at": str(row["completed_at"]),
             }
+
+
+def _note_merges(tables: dict[str, dict[str, Any]], merges: list[dict[str, Any]]) -> None:
+    by_bq_table = {TableSpec(name, None, name, ()).bq_table: name for name in tables}
+    now = time.time()
+    for row in merges:
+        name = by_bq_table.get(row["table_name"])
+        if name is None or row.get("merged_to") is None:
+            continue
+        tables[name]["compaction"] = {
+            "merged_to": str(row["merged_to"]),
+            "lag_s": round(now - row["merged_to"].timestamp(), 1),
+            "merged_at": str(row["merged_at"]),
+            "last_rows_merged": row["rows_merged"],
+            "last_seconds": row["merge_seconds"],
+        }
 
 
 def snapshot_summary(progress: SnapshotProgress) -> dict[str, Any]:
@@ -192,13 +213,15 @@ def render(status: dict[str, Any]) -> str:
     ]
     if status["workers"]:
         columns += [(key.replace("_", " "), key) for key in LIVE_COUNTERS]
-    rows = [["table", *(header for header, _ in columns), "last snapshot", "snapshot now"]]
+    head = ["table", *(header for header, _ in columns), "last snapshot", "snapshot now"]
+    rows = [[*head, "merged"]]
     for name, row in status["tables"].items():
         values = [row.get(key) for _, key in columns]
         snapshot = (row.get("last_snapshot") or {}).get("version")
         now = row.get("snapshot")
         under_way = None if now is None else f"{now['phase']} {now['rows']} rows"
-        cells = [*values, snapshot, under_way]
+        merged = row.get("compaction")
+        cells = [*values, snapshot, under_way, merged and f"{merged['lag_s']:.0f} s ago"]
         rows.append([name, *("-" if v is None else str(v) for v in cells)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]

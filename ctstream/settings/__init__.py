@@ -111,6 +111,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _merges_wait_for_writes(self) -> Settings:
+        if self.bigquery.compact_settle < 2 * self.sink.request_timeout:
+            raise ValueError(
+                "bigquery.compact_settle must be at least twice sink.request_timeout "
+                f"({2 * self.sink.request_timeout:.0f} s): a merge must not pass over a "
+                "row still being written"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -70,6 +70,37 @@ class BigQuerySettings(Section):
     storage_endpoint: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]+:\d{1,5}$")
     # Per source table (as named in source.tables): partitioning and clustering.
     tables: dict[str, BigQueryTableOptions] = Field(default_factory=dict)
+    # The leader merges each change table into <table>_current this often; the
+    # latest-state views read <table>_current plus the changes since (docs/bigquery.md).
+    compact_interval: Duration = Field(default=300.0, ge=10.0)
+    # A merge covers the rows inserted up to this long ago: a row may land in BigQuery
+    # up to one request timeout after its bigquery_insert_time, and worker clocks differ
+    # a little. At least twice sink.request_timeout.
+    compact_settle: Duration = Field(default=150.0, ge=1.0)
+    # The latest-state views read the change log's rows of this last stretch of time only
+    # (a constant bound, so BigQuery prunes the older partitions); compaction further
+    # behind than this makes the views fail with an error saying so.
+    compact_horizon: Duration = Field(default=86_400.0, ge=3_600.0)
+    # None: change tables are kept whole. Else the change tables created from now on are
+    # partitioned by day of bigquery_insert_time, partitions expiring after this long.
+    change_log_retention: Duration | None = None
+
+    @model_validator(mode="after")
+    def _compaction_keeps_up(self) -> BigQuerySettings:
+        if self.compact_horizon < 4 * self.compact_interval:
+            raise ValueError(
+                "bigquery.compact_horizon must be at least 4 times "
+                f"bigquery.compact_interval ({4 * self.compact_interval:.0f} s), so a failed "
+                "merge or two does not break the latest-state views"
+            )
+        retention = self.change_log_retention
+        if retention is not None and retention < self.compact_horizon + 86_400:
+            raise ValueError(
+                "bigquery.change_log_retention must be at least a day longer than "
+                f"bigquery.compact_horizon ({self.compact_horizon + 86_400:.0f} s): the "
+                "latest-state views read the change log that far back"
+            )
+        return self
 
     def options_for(self, table: str) -> BigQueryTableOptions:
         return self.tables.get(table) or BigQueryTableOptions()

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ctstream.agents.compaction import CompactionStats
 from ctstream.agents.stats import POLL_FAILURE_REASONS, Histogram, PollStats
 from ctstream.streams.app import PipelineApp
 from ctstream.streams.faust_compat.internals import committed_offsets, consumer_if_created
@@ -74,6 +75,7 @@ class PipelineCollector(Collector):
         yield drift
         yield from _source_lag(poll, polled_here(p))
         yield from _snapshots(poll)
+        yield from _compaction(p.compaction_stats)
         failures = CounterMetricFamily(
             "ctstream_poll_failures", "Failed polls, by reason", labels=["table", "reason"]
         )
@@ -119,6 +121,34 @@ class PipelineCollector(Collector):
         for (topic, partition), value in sorted(consumer_lag(p.app).items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
+
+
+def _compaction(stats: CompactionStats) -> Iterator[Metric]:
+    """<t>_current's merges, from the worker that ran them (the leader)."""
+    merged_to = GaugeMetricFamily(
+        "ctstream_compaction_merged_to_timestamp_seconds",
+        "The change log is merged into <table>_current up to this insert time",
+        labels=["bigquery_table"],
+    )
+    rows = CounterMetricFamily(
+        "ctstream_compaction_rows_merged",
+        "Rows of <table>_current inserted or updated by this worker's merges",
+        labels=["bigquery_table"],
+    )
+    failing = GaugeMetricFamily(
+        "ctstream_compaction_failing",
+        "1 when the last merge of the table failed",
+        labels=["bigquery_table"],
+    )
+    for table in sorted(stats.last.keys() | stats.last_error.keys()):
+        result = stats.last.get(table)
+        if result is not None:
+            merged_to.add_metric([table], result.merged_to.timestamp())
+        rows.add_metric([table], stats.rows_merged.get(table, 0))
+        failing.add_metric([table], 1 if table in stats.last_error else 0)
+    yield merged_to
+    yield rows
+    yield failing
 
 
 def _source_lag(poll: PollStats, tables: set[str]) -> Iterator[Metric]:

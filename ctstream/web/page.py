@@ -64,6 +64,9 @@ def attention(row: Mapping[str, Any], figures: Figures, thresholds: Thresholds) 
         reasons.append(
             f"latency p99 {figures.latency_p99_s:.2f} s > {thresholds.latency_p99_s:g} s"
         )
+    merged = row.get("compaction") or {}
+    if merged.get("error"):
+        reasons.append(f"last merge into its _current table failed: {merged['error']}")
     if figures.lag is not None and figures.lag > thresholds.consumer_lag:
         reasons.append(f"consumer lag {figures.lag:,} > {thresholds.consumer_lag:,}")
     return reasons
@@ -157,7 +160,7 @@ def _tables(data: PageData, marked: Mapping[str, list[str]]) -> str:
         "<tr><th>table</th><th>state</th><th>saved version</th><th>in rows/s</th>"
         f"<th>out rows/s</th><th>out, last {span}</th><th>lag</th><th>p50</th><th>p99</th>"
         "<th>duplicates dropped</th><th>rows written</th><th>error rows</th>"
-        "<th>snapshot</th><th>BigQuery</th></tr>"
+        "<th>snapshot</th><th>compacted</th><th>BigQuery</th></tr>"
     )
     rows = []
     shown = [data.focus] if data.focus else list(data.tables)
@@ -186,6 +189,7 @@ def _tables(data: PageData, marked: Mapping[str, list[str]]) -> str:
             f'<span class="{"err" if row.get("error_rows") else ""}">'
             f"{_num(row.get('error_rows'))}</span>",
             _snapshot(row),
+            _compaction(row, data.now),
             _bigquery(links),
         ]  # fmt: skip
         attrs = f' data-table="{escape(name)}"' + (' class="attention"' if reasons else "")
@@ -254,6 +258,17 @@ def _snapshot(row: Mapping[str, Any]) -> str:
     if last:
         return escape(f"{last.get('rows', '?')} rows @ {last.get('version', '?')}")
     return NONE
+
+
+def _compaction(row: Mapping[str, Any], now: float) -> str:
+    """How far ``<t>_current`` is merged (as the leader last did it)."""
+    merged = row.get("compaction")
+    if not merged or merged.get("merged_to") is None:
+        return NONE
+    text = f"up to {_duration(max(0.0, now - merged['merged_to']))} ago"
+    if merged.get("last_rows_merged") is not None:
+        text += f", {merged['last_rows_merged']:,} rows in {merged.get('last_seconds', 0):.1f} s"
+    return escape(text)
 
 
 def _bigquery(links: TableLinks | None) -> str:

@@ -130,6 +130,12 @@ def combine_tables(statuses: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
             for key in ("snapshot", "last_snapshot", "poll_error"):
                 if row.get(key) is not None and (current or key == "last_snapshot"):
                     into[key] = row[key]
+            merged = row.get("compaction")  # the newest merge wins (leaders change)
+            if merged and (
+                into["compaction"] is None
+                or (merged.get("merged_at") or 0) > (into["compaction"].get("merged_at") or 0)
+            ):
+                into["compaction"] = merged
             for key in ("saved_version", "source_version_lag", "oldest_unsent_change_age_s"):
                 value = row.get(key)
                 if value is not None and (into[key] is None or value > into[key]):
@@ -143,6 +149,7 @@ def _empty_table() -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(SUMMED, 0)
     row.update(
         _from_poller=False,
+        compaction=None,
         state="waiting",
         reason=None,
         poll_failures={},

@@ -21,7 +21,8 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
     source = pipeline.settings.source
     registry = pipeline.registry
     lag_here = polled_here(pipeline)  # the source lag as /metrics shows it
-    for name in pipeline.specs:
+    compaction, now = pipeline.compaction_stats, time.time()
+    for name, spec in pipeline.specs.items():
         if name in registry.untracked:
             state = "untracked"
         elif name in poll.snapshotting:
@@ -58,13 +59,15 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "error_rows": sink.error_rows.get(name, 0),
             "latency_p50_s": _percentile(sink.latency.get(name), 0.5),
             "latency_p99_s": _percentile(sink.latency.get(name), 0.99),
+            # Shown by the worker that merged it (the leader): <t>_current's merges.
+            "compaction": compaction.of(spec.bq_table, now),
         }
     app = pipeline.app
     lags = consumer_lag(app)
     return {
         "app": app.conf.id,
         "roles": list(pipeline.settings.app.roles),
-        "time": time.time(),
+        "time": now,
         "tables": tables,
         "discovery": {
             "enabled": source.discover,

@@ -291,3 +291,25 @@ def test_an_unknown_table_is_said_to_be_unknown() -> None:
     page = render_page(data)
     assert "No table '&lt;nope&gt;' in this pipeline." in page
     assert 'data-table="items"' not in page
+
+
+def test_the_newest_merge_is_shown_and_a_failed_one_needs_attention() -> None:
+    older = {"merged_to": 700.0, "merged_at": 850.0, "last_rows_merged": 5, "error": None}
+    newer = {
+        "merged_to": 880.0,
+        "merged_at": 990.0,
+        "last_rows_merged": 1234,
+        "last_seconds": 2.5,
+        "error": None,
+    }
+    # The leader changed: the worker that merged last wins, whichever answered first.
+    for statuses in (
+        [status({"t": {"compaction": older}}), status({"t": {"compaction": newer}})],
+        [status({"t": {"compaction": newer}}), status({"t": {"compaction": None}})],
+    ):
+        assert combine_tables(statuses)["t"]["compaction"]["merged_to"] == 880.0
+    page = render_page(page_data({"t": {"state": "streaming", "compaction": newer}}, {}))
+    assert "up to 2 min ago, 1,234 rows in 2.5 s" in page
+    failed = {**newer, "error": "403 Access Denied"}
+    reasons = attention({"state": "streaming", "compaction": failed}, Figures(), THRESHOLDS)
+    assert reasons == ["last merge into its _current table failed: 403 Access Denied"]

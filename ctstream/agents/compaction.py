@@ -1,5 +1,7 @@
 """The leader's compaction timer: every ``bigquery.compact_interval``, each table's change
-log (and its restricted copy's) is merged into ``<t>_current`` (bigquery/compaction.py).
+log (and its restricted copy's) is merged into ``<t>_current`` (bigquery/compaction.py),
+and once a day copied into ``<t>_daily`` when the change log has a retention
+(bigquery/daily_copies.py).
 
 Only the group's leader runs it, so one worker at a time merges; a failed merge is logged
 and tried again at the next interval (the latest-state views stay right meanwhile: they
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctstream.agents.registry import TableRegistry
-from ctstream.bigquery.compaction import MergeResult, compact
+from ctstream.bigquery.compaction import MergeResult
+from ctstream.bigquery.daily_copies import merge_round
 from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
@@ -74,7 +77,7 @@ async def compact_all(
     stats.rounds += 1
     for spec in compacted_specs(registry.specs):
         try:
-            result = await compact(writer, spec)
+            result = await merge_round(writer, spec)
         except CtstreamError as exc:
             stats.last_error[spec.bq_table] = str(exc)
             log.warning(

@@ -5,7 +5,7 @@ between any two is repaired by the next merge:
 
 1. MERGE the change log's rows inserted in ``(merged_to, now - settle]`` into
    ``<t>_current`` (the newest row per key wins; see compaction_sql.py);
-2. DELETE the rows older than the table's newest completed snapshot;
+2. DELETE the rows older than the table's newest snapshot completed by then;
 3. record ``merged_to = now - settle`` in ``_ctstream_compaction``.
 
 ``settle`` (``bigquery.compact_settle``) covers a write in flight: the writer stamps
@@ -29,14 +29,12 @@ from typing import TYPE_CHECKING
 from google.cloud import bigquery
 
 from ctstream.bigquery.compaction_sql import (
-    latest_view_sql,
     merge_sql,
     prune_sql,
     save_watermark_sql,
 )
-from ctstream.bigquery.layout import quote_bq, time_travel_function_sql
+from ctstream.bigquery.layout import quote_bq
 from ctstream.bigquery.schema import COMPACTION_TABLE, SNAPSHOTS_TABLE
-from ctstream.errors import CtstreamError
 from ctstream.models import TableSpec
 
 if TYPE_CHECKING:
@@ -110,7 +108,7 @@ async def compact(
         merge_sql(spec, columns, writer.ref(table), current), window, f"merging {table}"
     )
     pruned = await writer.execute(
-        prune_sql(spec, current, snapshots), (), f"pruning {current_table(table)}"
+        prune_sql(spec, current, snapshots), window[1:], f"pruning {current_table(table)}"
     )
     seconds = time.monotonic() - started
     await writer.execute(
@@ -145,58 +143,3 @@ async def rebuild(
         f"emptying {current_table(table)}",
     )
     return await compact(writer, spec, merged_to)
-
-
-async def ensure_current_and_views(writer: BigQueryWriter, spec: TableSpec) -> None:
-    """``<t>_current`` with every column of the change table (created like it, clustered
-    by the key; columns it lacks added), merged at least once, then the latest-state
-    view on both and the time-travel function."""
-    table = spec.bq_table
-    change = await writer.table(table)
-    retention = writer.settings.change_log_retention
-    if retention is not None and change.time_partitioning is None:
-        log.warning(
-            "table %s was created unpartitioned, so bigquery.change_log_retention does not "
-            "apply to it; BigQuery cannot partition an existing table (copy it into a "
-            "partitioned one to apply a retention)",
-            table,
-        )
-    fields = list(change.schema)
-    current = bigquery.Table(writer.ref(current_table(table)), schema=fields)
-    current.clustering_fields = (
-        change.clustering_fields or [c.bq_name for c in spec.key_columns][:4]
-    )
-    await writer.create(current, f"creating table {current_table(table)}")
-    await writer.add_fields(current_table(table), fields)
-    if await watermark(writer, table) is None:
-        # The view's tail reaches back a horizon only: merge what is there first (all of
-        # it when an older ctstream wrote this change log).
-        try:
-            result = await compact(writer, spec)
-            log.info(
-                "table %s: first merge into %s",
-                table,
-                current_table(table),
-                extra={"ctstream": result.as_json()},
-            )
-        except CtstreamError:
-            if await watermark(writer, table) is None:  # another worker's merge won
-                raise
-    snapshots = writer.ref(SNAPSHOTS_TABLE)
-    horizon = int(writer.settings.compact_horizon)
-    view = latest_view_sql(
-        spec,
-        [f.name for f in fields],
-        writer.ref(table),
-        writer.ref(current_table(table)),
-        snapshots,
-        writer.ref(COMPACTION_TABLE),
-        horizon,
-    )
-    await writer.ensure_view(f"{table}_latest", view)
-    function = writer.ref(f"{table}_at")
-    await writer.execute(
-        time_travel_function_sql(function, writer.ref(table), spec, snapshots),
-        (),
-        f"creating table function {table}_at",
-    )

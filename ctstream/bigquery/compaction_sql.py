@@ -71,12 +71,14 @@ def merge_sql(
 
 
 def prune_sql(spec: TableSpec, current_ref: str, snapshots_ref: str) -> str:
-    """Remove the rows older than the table's newest completed snapshot: their keys were
-    not seen by it, so they were deleted while their changes were lost (the latest-state
-    view hides them as well)."""
+    """Remove the rows older than the table's newest snapshot completed by ``@merged_to``:
+    their keys were not seen by it, so they were deleted while their changes were lost
+    (the latest-state view hides them as well). Snapshots completed later wait for a later
+    merge, so ``<t>_current`` is the state at its watermark (what a daily copy keeps)."""
     return (
-        f"DELETE FROM {quote_bq(current_ref)} "
-        f"WHERE changetrack_ver < {_snapshot_version(spec, snapshots_ref)}"
+        f"DELETE FROM {quote_bq(current_ref)} WHERE changetrack_ver < ("
+        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
+        f"WHERE table_name = '{spec.base_bq_table}' AND completed_at <= @merged_to)"
     )
 
 
@@ -135,4 +137,85 @@ def latest_view_sql(
         f"AND bigquery_insert_time > {_merged_to(table, compaction_ref)})) "
         "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= "
         f"{_snapshot_version(spec, snapshots_ref)} AND {guard}"
+    )
+
+
+COPY_COLUMN = "_ctstream_merged_to"  # in <t>_daily: the watermark of the copied state
+# <t>_at(ts) looks for a daily copy this far before ts (a constant bound: BigQuery prunes
+# the other days' partitions).
+COPY_LOOKBACK_DAYS = 7
+
+
+# The id of the row each copy adds, so that a copy of an empty table exists too: a
+# delete of a NULL key at version 0, which no query shows (deleted, and older than any
+# row of a real key).
+COPY_MARKER_ID = "_ctstream_daily_copy"
+_MARKER_VALUES = {
+    "message_unique_id": f"'{COPY_MARKER_ID}'",
+    "table_name": f"'{COPY_MARKER_ID}'",
+    "changetrack_type": "'D'",
+    "changetrack_ver": "0",
+}
+
+
+def daily_copy_sql(columns: Sequence[str], current_ref: str, daily_ref: str) -> str:
+    """Copy ``<t>_current`` into ``<t>_daily`` as the state merged up to ``@merged_to``,
+    with the copy's marker row."""
+    cols = ", ".join(quote_bq(c) for c in columns)
+    marker = ", ".join(_MARKER_VALUES.get(c, "NULL") for c in columns)
+    return (
+        f"INSERT INTO {quote_bq(daily_ref)} ({cols}, {COPY_COLUMN}) "
+        f"SELECT {cols}, @merged_to FROM {quote_bq(current_ref)} "
+        f"UNION ALL SELECT {marker}, @merged_to"
+    )
+
+
+def time_travel_from_copies_sql(
+    function_ref: str,
+    spec: TableSpec,
+    columns: Sequence[str],
+    change_ref: str,
+    daily_ref: str,
+    snapshots_ref: str,
+    retention_s: int,
+) -> str:
+    """``<t>_at(ts)`` from the newest daily copy made at or before ``ts`` (within
+    ``COPY_LOOKBACK_DAYS``) plus the change rows inserted after that copy's watermark and
+    read at or before ``ts``.
+
+    Raises a query error instead of answering when the answer could be wrong: no copy is
+    that close before ``ts``, or ``ts`` is after its copy while the change rows after the
+    copy may have expired (the copy is within a day of the change log's retention
+    ``retention_s``). At a copy's own time (00:00 UTC each day) the copy answers alone."""
+    cols = ", ".join(quote_bq(c) for c in columns)
+    keys = ", ".join(_keys(spec))
+    daily = quote_bq(daily_ref)
+    near = (
+        f"{COPY_COLUMN} <= ts AND {COPY_COLUMN} > "
+        f"TIMESTAMP_SUB(ts, INTERVAL {COPY_LOOKBACK_DAYS * 24} HOUR)"
+    )
+    copy = f"(SELECT MAX({COPY_COLUMN}) FROM {daily} WHERE {near})"
+    expired = f"TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {max(0, retention_s - 86_400)} SECOND)"
+    table = spec.bq_table
+    guard = (
+        f"(SELECT IF({copy} IS NULL, ERROR(CONCAT('{table}_at: no daily copy of {table} "
+        f"was made in the {COPY_LOOKBACK_DAYS} days before ', CAST(ts AS STRING), '; the "
+        f"change log alone may no longer reach back that far')), IF({copy} < ts AND "
+        f"{copy} < {expired}, ERROR(CONCAT('{table}_at: the changes after the daily copy "
+        f"of ', CAST({copy} AS STRING), ' may have expired from the change log "
+        "(bigquery.change_log_retention); ask for a time a daily copy was made "
+        "(00:00 UTC)')), TRUE)))"
+    )
+    return (
+        f"CREATE OR REPLACE TABLE FUNCTION {quote_bq(function_ref)}(ts TIMESTAMP) AS "
+        "SELECT * EXCEPT (_ctstream_rank) FROM ("
+        f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} {_RANK}) AS _ctstream_rank "
+        f"FROM (SELECT {cols} FROM {daily} WHERE {near} AND {COPY_COLUMN} = {copy} "
+        f"UNION ALL SELECT {cols} FROM {quote_bq(change_ref)} "
+        "WHERE changetrack_start_time <= ts AND bigquery_insert_time > "
+        f"TIMESTAMP_SUB(ts, INTERVAL {(COPY_LOOKBACK_DAYS + 1) * 24} HOUR) "
+        f"AND bigquery_insert_time > IFNULL({copy}, {_EPOCH}))) "
+        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
+        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
+        f"WHERE table_name = '{spec.base_bq_table}' AND completed_at <= ts) AND {guard}"
     )

@@ -19,7 +19,6 @@ import orjson
 from google.cloud import bigquery
 
 from ctstream.bigquery.client import DEFAULT_CONNECTIONS, classify, make_client
-from ctstream.bigquery.compaction import ensure_current_and_views
 from ctstream.bigquery.layout import apply_layout, quote_bq
 from ctstream.bigquery.schema import (
     COMPACTION_FIELDS,
@@ -33,6 +32,7 @@ from ctstream.bigquery.schema import (
     with_policy_tags,
 )
 from ctstream.bigquery.storage_write import RowEncoder, append_rows, make_write_client
+from ctstream.bigquery.table_views import ensure_current_and_views
 from ctstream.errors import RequestTooLarge
 from ctstream.models import TableSpec
 from ctstream.models.values import iso_utc
@@ -125,7 +125,7 @@ class BigQueryWriter:
         self, spec: TableSpec, options: BigQueryTableOptions | None = None
     ) -> None:
         """Create the change table if missing, and its compacted table, latest-state view
-        and time-travel function (compaction.py)."""
+        and time-travel function (table_views.py)."""
         options = options or BigQueryTableOptions()
         fields = table_schema(spec, options.policy_tags)
         table = bigquery.Table(self.ref(spec.bq_table), schema=fields)

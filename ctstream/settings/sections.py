@@ -84,6 +84,10 @@ class BigQuerySettings(Section):
     # None: change tables are kept whole. Else the change tables created from now on are
     # partitioned by day of bigquery_insert_time, partitions expiring after this long.
     change_log_retention: Duration | None = None
+    # With a change_log_retention: each day at 00:00 UTC the leader copies <table>_current
+    # into <table>_daily (a partition per day, expiring after this long), from which
+    # <table>_at(ts) answers for times the change log no longer holds.
+    daily_snapshot_retention: Duration = Field(default=90 * 86_400.0, ge=86_400.0)
 
     @model_validator(mode="after")
     def _compaction_keeps_up(self) -> BigQuerySettings:

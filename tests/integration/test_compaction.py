@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from ctstream.bigquery.compaction import compact, rebuild, watermark
 from ctstream.bigquery.compaction_sql import merge_sql
+from ctstream.bigquery.daily_copies import copy_current, merge_round
 from ctstream.bigquery.schema import COMPACTION_TABLE
 from ctstream.bigquery.snapshots import record_snapshot
 from ctstream.bigquery.writer import BigQueryWriter
@@ -58,7 +59,7 @@ def change(key: int, version: int, op: str, name: str | None) -> dict[str, Any]:
         "message_unique_id": unique_id("items", [key], version),
         "table_name": "items",
         "changetrack_interval": 1.0,
-        "changetrack_start_time": "2026-12-07T10:00:00Z",
+        "changetrack_start_time": dt.datetime.now(dt.UTC).isoformat(),
         "changetrack_type": op,
         "changetrack_ver": version,
         "bigquery_insert_time": None,  # the writer stamps it
@@ -238,3 +239,72 @@ async def test_merging_at_any_points_gives_the_newest_row_per_key(
         assert await latest(w) == expected
     finally:
         w.close()
+
+
+@pytest.fixture
+async def kept_writer(stack: StackInfo) -> AsyncIterator[BigQueryWriter]:
+    """A dataset whose change log has a retention: daily copies answer <t>_at."""
+    base = _settings(stack)
+    w = BigQueryWriter(base.model_copy(update={"change_log_retention": 3 * 86_400.0}))
+    await w.ensure_dataset()
+    await w.ensure_table(SPEC)
+    yield w
+    w.close()
+
+
+async def state_at(w: BigQueryWriter, ts: dt.datetime) -> dict[int, str | None]:
+    rows = await w.query(f"SELECT id, name FROM `{w.ref('items_at')}`(@ts)", [_ts("ts", ts)])
+    return {r["id"]: r["name"] for r in rows}
+
+
+async def test_time_travel_outlives_the_change_log_through_daily_copies(
+    kept_writer: BigQueryWriter,
+) -> None:
+    w = kept_writer
+    await write(w, [change(1, 1, "I", "a"), change(2, 2, "I", "b")])
+    copied_at = await newest_insert(w)
+    await compact(w, SPEC, merged_to=copied_at)
+    assert await copy_current(w, SPEC, copied_at) == 3  # with the copy's marker row
+    await write(w, [change(1, 3, "U", "a2"), change(2, 4, "D", None), change(3, 5, "I", "c")])
+    await merge_all(w)
+    # Expiry of the change rows up to the copy, as partition expiration would.
+    await w.execute(
+        f"DELETE FROM `{w.ref('items')}` WHERE bigquery_insert_time <= @t",
+        [_ts("t", copied_at)],
+        "expiring",
+    )
+    assert await state_at(w, copied_at) == {1: "a", 2: "b"}
+    assert await state_at(w, dt.datetime.now(dt.UTC)) == {1: "a2", 3: "c"}
+    assert await latest(w) == {1: "a2", 3: "c"}
+
+    # A copy older than the retention answers at its own time only; before any copy, no
+    # answer at all: never a silently incomplete one.
+    old = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=5)
+    await w.execute(
+        f"UPDATE `{w.ref('items_daily')}` SET _ctstream_merged_to = @t WHERE TRUE",
+        [_ts("t", old)],
+        "aging the copy",
+    )
+    assert await state_at(w, old) == {1: "a", 2: "b"}
+    with pytest.raises(SinkError, match="may have expired from the change log"):
+        await state_at(w, old + dt.timedelta(hours=1))
+    with pytest.raises(SinkError, match="no daily copy of items was made"):
+        await state_at(w, old - dt.timedelta(days=1))
+
+
+async def test_the_leader_copies_once_a_day_at_midnight(kept_writer: BigQueryWriter) -> None:
+    w = kept_writer
+    await write(w, [change(1, 1, "I", "a")])
+    tomorrow = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    tomorrow += dt.timedelta(days=1)
+    later = tomorrow.timestamp() + w.settings.compact_settle + 60
+    await merge_round(w, SPEC, now=later)
+    await merge_round(w, SPEC, now=later + 60)
+    copies = await w.query(
+        f"SELECT _ctstream_merged_to AS copied, COUNT(*) AS n FROM `{w.ref('items_daily')}` "
+        "GROUP BY copied ORDER BY copied"
+    )
+    # The start's merge passed today's midnight without a copy; the day's copy is made
+    # at exactly its midnight, once.
+    assert [(c["copied"], c["n"]) for c in copies][-1:] == [(tomorrow, 2)]  # 1 row, 1 marker
+    assert await state_at(w, tomorrow) == {1: "a"}

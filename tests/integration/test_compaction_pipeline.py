@@ -1,6 +1,7 @@
-"""Compaction in a running pipeline: the leader merges every table and its restricted copy,
-and the latest views stay equal to the source when the merged change log is gone (as
-partition expiry would remove it; the emulator does not expire partitions itself)."""
+"""Compaction in a running pipeline: the leader merges every table and its restricted copy
+(and copies them into <t>_daily, the change log having a retention), and the latest views
+stay equal to the source when the merged change log is gone (as partition expiry would
+remove it; the emulator does not expire partitions itself)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ async def test_the_leader_merges_and_the_views_outlive_the_change_log(make_harne
         {"items": ITEMS},
         sink_extra='request_timeout = "2s"',
         source_extra='restricted = { "items" = ["secret"] }',
-        bigquery_extra='compact_interval = "10s"\ncompact_settle = "4s"',
+        bigquery_extra='compact_interval = "10s"\ncompact_settle = "4s"\n'
+        'change_log_retention = "3d"',
     )
     rows = [(i, f"n{i}", f"s{i}") for i in range(200)]
     h.execute("INSERT INTO items VALUES (?, ?, ?)", rows)
@@ -66,6 +68,10 @@ async def test_the_leader_merges_and_the_views_outlive_the_change_log(make_harne
         metrics = response.read().decode()
     assert 'ctstream_compaction_rows_merged_total{bigquery_table="items_restricted"}' in metrics
 
+    # With a retention, the leader's first round also made the day's copy of each table.
+    for table in ("items_daily", "items_restricted_daily"):
+        copies = await h.query(f"SELECT COUNT(*) AS n FROM `{h.writer.ref(table)}`")
+        assert copies[0]["n"] > 0, table
     summary = await collect_status(h.settings)
     assert summary["tables"]["items"]["compaction"]["last_rows_merged"] is not None
     assert "s ago" in render(summary)

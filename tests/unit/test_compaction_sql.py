@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from ctstream.bigquery.compaction_sql import (
+    daily_copy_sql,
     latest_view_sql,
     merge_sql,
     prune_sql,
     save_watermark_sql,
+    time_travel_from_copies_sql,
 )
 from ctstream.models import ColumnSpec, TableSpec
 
@@ -43,6 +45,10 @@ def test_any_names_give_well_formed_sql(table: str, key: str, other: str) -> Non
     assert bq_key in _columns(merge)
     view = latest_view_sql(spec, columns, "p.d.t", "p.d.t_current", "p.d.s", "p.d.c", 86400)
     assert _columns(view) >= {bq_key, "merged_to", "snapshot_version"}
+    copy = daily_copy_sql(columns, "p.d.t_current", "p.d.t_daily")
+    assert _columns(copy) <= set(columns)
+    at = time_travel_from_copies_sql("p.d.t_at", spec, columns, "p.d.t", "p.d.t_daily", "p.d.s", 7)
+    assert bq_key in _columns(at)
     for sql in (prune_sql(spec, "p.d.t_current", "p.d.s"), save_watermark_sql("p.d.c")):
         sqlglot.parse_one(sql, read="bigquery")
 

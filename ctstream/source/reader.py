@@ -10,7 +10,9 @@ column. Results are streamed with ``fetchmany`` and never loaded whole.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any
@@ -81,17 +83,27 @@ class SourceReader(SnapshotReads):
             dialect.configure_connection(raw)
 
         dsn = self._secure_dsn(self._settings.dsn.get_secret_value(), self._settings.dialect)
+        # Each connection's calls run on a thread of its own, one after another: a poll
+        # cancelled mid-statement (a rebalance) leaves its statement running, and the pool
+        # then closes the connection; on a shared pool of threads the close would run
+        # beside the statement on the same ODBC handle, which ODBC drivers do not allow
+        # (the SQLite driver crashed the worker). Queued behind it, the close waits.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctstream-odbc")
         try:
             conn = await aioodbc.connect(
                 dsn=dialect.connection_string(dsn),
                 autocommit=False,
                 timeout=login_timeout(dsn),
                 after_created=configure,
+                executor=executor,
             )
         except pyodbc.Error as exc:
+            executor.shutdown(wait=False)
             raise SourceUnavailable(
                 connect_failure(dsn, self._settings.dialect, odbc_message(exc))
             ) from None
+        # The thread ends once the connection is closed and gone.
+        weakref.finalize(conn, executor.shutdown, wait=False)
         try:
             lock_ms = round(self._settings.lock_timeout * 1000)
             async with conn.cursor() as cur:

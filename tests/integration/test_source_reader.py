@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -181,5 +183,36 @@ async def test_source_statements_get_poll_timeout_as_their_query_timeout(tmp_pat
         # The ODBC statement attribute SQL Server's driver enforces (SQL_ATTR_QUERY_TIMEOUT).
         async with reader._pool.lease() as conn:  # the connection database_info used
             assert conn.timeout == 7
+    finally:
+        await reader.close()
+
+
+# A statement that runs for a while in SQLite: a recursive count.
+_SLOW = Statement(
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) "
+    "SELECT COUNT(*) FROM n",
+    (),
+)
+
+
+async def test_a_statement_cancelled_midway_is_not_closed_under_itself(db: Path) -> None:
+    """A poll cancelled mid-statement (a rebalance): the pool closes its connection, and
+    the close must wait for the statement, which goes on in its thread (a close beside it
+    on the same ODBC handle can crash the process). The cancelled read returns once the
+    statement is over, and the reader goes on with a new connection."""
+    reader = reader_for(db)
+    try:
+        started = time.monotonic()
+        assert tuple(await reader._fetch("slow", _SLOW)) == (3000000,)
+        whole = time.monotonic() - started
+        task = asyncio.create_task(reader._fetch("slow", _SLOW))
+        await asyncio.sleep(whole / 5)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The close waited for the rest of the statement (most of its run).
+        assert time.monotonic() - started >= whole / 3
+        assert tuple(await reader._fetch("after", Statement("SELECT 7", ()))) == (7,)
     finally:
         await reader.close()

@@ -200,6 +200,7 @@ class PipelineConfig:
     prefix: str = "bench"
     dataset: str = "bench"
     write_api: str = "insert_all"
+    bigquery_extra: str = ""  # more [bigquery] lines
 
     def describe(self) -> str:
         return (
@@ -243,7 +244,8 @@ project = "local"
 dataset = "{cfg.dataset}"
 endpoint = "{stack.bigquery_endpoint}"
 write_api = "{cfg.write_api}"
-{storage}""",
+{storage}{cfg.bigquery_extra}
+""",
         encoding="utf-8",
     )
     return path

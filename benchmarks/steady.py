@@ -145,6 +145,7 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         batch_rows=args.batch_rows,
         batch_wait=args.batch_wait,
         app_id="bench-steady",
+        bigquery_extra=f'compact_interval = "{args.compact_interval}s"',
     )
     config = write_config(workdir, db, stack, cfg)
     settings = settings_of(config)
@@ -236,11 +237,31 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         "worker_cpu_s_per_1000_rows": round(1000 * meter.used["workers"] / max(1, measured), 3),
         "worker_rss_mb_max": round(max(rss), 1) if rss else None,
         "sink_batches": sum(s["sink"]["batches"] for s in statuses),
+        "compaction": _merges(statuses),
         "raw_events": totals["raw"],
         "deduped_events": totals["deduped"],
         "drained_after_stop_s": round(drained_at - t_to, 1),
         "profile": profiler.summary() if profiler else None,
     }
+
+
+def _merges(statuses: list[dict[str, Any]]) -> str:
+    """The leader's merges into <t>_current during the run, from the workers' status."""
+    merged = [
+        t["compaction"]
+        for s in statuses
+        for t in s["tables"].values()
+        if t.get("compaction") and t["compaction"].get("merges")
+    ]
+    if not merged:
+        return "no merge during the run"
+    merges = sum(m["merges"] for m in merged)
+    rows = sum(m["rows_merged"] for m in merged)
+    seconds = sum(m["merge_seconds"] for m in merged)
+    return (
+        f"{merges} merges of {len(merged)} tables, {rows:,} rows merged, "
+        f"{seconds / merges:.2f} s and {rows / merges:,.0f} rows per merge on average"
+    )
 
 
 def report(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -264,6 +285,7 @@ def report(r: dict[str, Any]) -> list[tuple[str, str]]:
                                f"{r['worker_cpu_s_per_1000_rows']} in the worker(s)"),
         ("worker RSS max", f"{r['worker_rss_mb_max']} MB"),
         ("sink batches", str(r["sink_batches"])),
+        ("compaction", r["compaction"]),
         ("backlog", f"all events consumed {r['drained_after_stop_s']} s after the changes "
                     f"stopped ({r['raw_events']} raw, {r['deduped_events']} deduped events)"),
     ]  # fmt: skip
@@ -281,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="s (default 1)")
     parser.add_argument("--batch-rows", type=int, default=2000, help="sink batch (default 2000)")
     parser.add_argument("--batch-wait", type=float, default=0.2, help="s (default 0.2)")
+    parser.add_argument(
+        "--compact-interval",
+        type=float,
+        default=30.0,
+        help="s between the leader's merges into <t>_current (default 30; each merges up "
+        "to bigquery.compact_settle, 150 s, ago)",
+    )
     common_args(parser)
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:

@@ -33,6 +33,8 @@ class CompactionStats:
     last: dict[str, MergeResult] = field(default_factory=dict)
     merged_at: dict[str, float] = field(default_factory=dict)  # wall time of the last merge
     rows_merged: dict[str, int] = field(default_factory=dict)  # since start
+    merges: dict[str, int] = field(default_factory=dict)  # since start
+    merge_seconds: dict[str, float] = field(default_factory=dict)  # since start
     last_error: dict[str, str] = field(default_factory=dict)
     rounds: int = 0
 
@@ -41,6 +43,9 @@ class CompactionStats:
         self.last[table] = result
         self.merged_at[table] = at
         self.rows_merged[table] = self.rows_merged.get(table, 0) + result.rows_merged
+        if result.merged_to > result.merged_from:  # not a merge that found nothing to do
+            self.merges[table] = self.merges.get(table, 0) + 1
+            self.merge_seconds[table] = self.merge_seconds.get(table, 0.0) + result.seconds
         self.last_error.pop(table, None)
 
     def of(self, bq_table: str, now: float) -> dict[str, Any] | None:
@@ -56,6 +61,8 @@ class CompactionStats:
             "last_rows_merged": result.rows_merged if result else None,
             "last_seconds": round(result.seconds, 3) if result else None,
             "rows_merged": self.rows_merged.get(bq_table, 0),
+            "merges": self.merges.get(bq_table, 0),
+            "merge_seconds": round(self.merge_seconds.get(bq_table, 0.0), 3),
             "error": error,
         }
 

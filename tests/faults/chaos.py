@@ -32,6 +32,7 @@ from ctstream.models import TableSpec
 from ctstream.source.sqlite_tracking import cleanup_database
 from ctstream.streams.commit_holes import REREAD_NOTICE
 from ctstream.streams.topics import TopicNames
+from tests.faults.expiry import compact_and_expire
 from tests.faults.invariants import (
     dedup_effect,
     poison_not_reported,
@@ -96,6 +97,8 @@ class Summary:
     view_keys_lost: int = 0
     # lacked, but deleted and inserted again at the source meanwhile (lag, not loss)
     view_keys_excused: int = 0
+    # Change rows deleted after merging every table at the end (expiry.py).
+    merged_rows_expired: int = 0
     elapsed: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -116,7 +119,8 @@ class Summary:
             f"latest views sampled during snapshots: "
             f"{', '.join(f'{k} {n}' for k, n in sorted(self.view_samples.items())) or 'none'}"
             f" ({self.view_sampling}), keys lost {self.view_keys_lost} "
-            f"({self.view_keys_excused} excused: re-inserted, not yet in BigQuery) | "
+            f"({self.view_keys_excused} excused: re-inserted, not yet in BigQuery), "
+            f"merged change rows expired {self.merged_rows_expired} | "
             f"{self.elapsed:.0f}s | "
             + ("OK" if not self.problems else f"{len(self.problems)} PROBLEMS")
         )
@@ -475,6 +479,11 @@ class FaultRun:
             await asyncio.sleep(1)
         s.rows_lost = sum("missing" in p or "column" in p for p in problems)
         s.problems += problems[:20]
+        if not problems:  # the views must not depend on the merged change rows
+            s.merged_rows_expired = await compact_and_expire(h)
+            after = [p for table in h.tables for p in await h.differences(table)]
+            s.rows_lost += sum("missing" in p or "column" in p for p in after)
+            s.problems += [f"after the merged change rows expired: {p}" for p in after[:20]]
         for slot in self.slots:  # the pipeline kept running: every worker still answers
             w = slot.worker
             if w is None or w.proc.poll() is not None or worker_status(w.web_port) is None:
@@ -525,7 +534,9 @@ async def run_faults(
             bigquery_endpoint=endpoint,
             snapshot_mode="when_needed",
             seed=seed,
-            sink_extra='retry_max = "5s"',
+            sink_extra='retry_max = "5s"\nrequest_timeout = "10s"',
+            # The leader merges every 15 s, through the kills and outages.
+            bigquery_extra='compact_interval = "15s"\ncompact_settle = "20s"',
             # Several chunks per table: the first worker dies after one of them.
             source_extra="snapshot_chunk_rows = 64",
         )

@@ -1,0 +1,39 @@
+"""The change log's merged rows expire: after the fault run, every table is merged up to
+its newest row (as the leader would, a settle time later) and the merged change rows are
+deleted, as partition expiration would delete them (the emulator does not expire
+partitions); the latest views must still equal the source."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.cloud import bigquery
+
+from ctstream.bigquery.compaction import compact
+from ctstream.source.reader import SourceReader
+from tests.integration.harness import Harness
+
+
+async def compact_and_expire(h: Harness) -> int:
+    """Merge each table (and restricted copy) up to its newest row, then delete every
+    change row the merge covered; the rows deleted."""
+    reader = SourceReader(h.settings.source)
+    deleted = 0
+    try:
+        for name in h.tables:
+            spec = await reader.describe(name)
+            for each in [spec, spec.restricted_copy()] if spec.restricted else [spec]:
+                table = h.writer.ref(each.bq_table)
+                rows = await h.writer.query(f"SELECT MAX(bigquery_insert_time) AS t FROM `{table}`")
+                newest = rows[0]["t"] if rows else None
+                if not isinstance(newest, dt.datetime):
+                    continue
+                await compact(h.writer, each, merged_to=newest)
+                deleted += await h.writer.execute(
+                    f"DELETE FROM `{table}` WHERE bigquery_insert_time <= @t",
+                    [bigquery.ScalarQueryParameter("t", "TIMESTAMP", newest)],
+                    f"expiring the merged rows of {each.bq_table}",
+                )
+    finally:
+        await reader.close()
+    return deleted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import logging.config
@@ -154,6 +155,9 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> NoReturn:
     from ctstream.streams.faust_compat import check_versions
     from ctstream.web import install_views
 
+    # A crash in native code (an ODBC driver, a C extension) leaves the Python stacks of
+    # every thread on stderr instead of nothing.
+    faulthandler.enable()
     # Set up before the checks at start, so what they find is logged too; faust's worker
     # gets the same configuration.
     log_config = logging_config(

@@ -5,6 +5,12 @@ table's BigQuery schema (one message type per schema, cached). Each append is on
 request on its own short bidirectional stream, so a failure affects one batch only and
 the caller's retries work exactly as for insertAll. The client is synchronous and runs
 in a worker thread.
+
+BigQuery appends none of the rows of a request with row errors, and names the bad rows
+so that the rest can be sent again without them (``AppendRowsResponse.row_errors``).
+``append_rows`` answers such a request as insertAll's answer to a request with an invalid
+row reads: the rows named are refused with BigQuery's reason, every other row is held
+back, and the writer sends those again on their own (writer.py).
 """
 
 from __future__ import annotations
@@ -121,17 +127,32 @@ def make_write_client(settings: BigQuerySettings) -> Any:
     return BigQueryWriteClient(credentials=credentials)  # type: ignore[no-untyped-call]
 
 
+def stream_name(settings: BigQuerySettings, table: str) -> str:
+    """The name of the default stream of ``table`` in the configured dataset."""
+    return (
+        f"projects/{settings.project}/datasets/{settings.dataset}/tables/{table}/streams/_default"
+    )
+
+
 def append_rows(
     client: Any,
     stream: str,
     encoder: RowEncoder,
     rows: Sequence[dict[str, Any]],
     timeout: float,
-) -> list[tuple[int, str]]:
-    """One append to ``stream``; per-row rejections as (index, reason). Raises on failure."""
+) -> tuple[list[tuple[int, str]], list[int]]:
+    """One append to ``stream``: the rows refused as (index, reason), and the indexes of
+    the rows held back (not appended, to be sent again). Raises on failure.
+
+    A row that cannot be encoded is refused and not sent. An answer with row errors
+    appended nothing, whatever its ``error`` says: the rows it names are refused with
+    their message and every other row sent is held back. Row errors that name no row of
+    the request leave nothing to send again without them: every row sent is refused.
+    The other rows of an answer without row errors were appended.
+    """
     from google.cloud.bigquery_storage_v1 import types
 
-    rejected: list[tuple[int, str]] = []
+    refused: list[tuple[int, str]] = []
     proto_rows = types.ProtoRows()
     sent: list[int] = []  # request row → caller's row index
     for index, row in enumerate(rows):
@@ -139,9 +160,9 @@ def append_rows(
             proto_rows.serialized_rows.append(encoder.encode(row))
             sent.append(index)
         except (ValueError, TypeError, OverflowError) as exc:
-            rejected.append((index, f"cannot encode for the Storage Write API: {exc}"))
+            refused.append((index, f"cannot encode for the Storage Write API: {exc}"))
     if not sent:
-        return rejected
+        return refused, []
     request = types.AppendRowsRequest(
         write_stream=stream,
         proto_rows=types.AppendRowsRequest.ProtoData(
@@ -150,10 +171,32 @@ def append_rows(
     )
     responses = iter(client.append_rows(iter([request]), timeout=timeout))
     response = next(responses)
+    if response.row_errors:
+        named, held = _row_errors(response.row_errors, sent)
+        return sorted(refused + named), held
     if response.error.code:
         from google.api_core import exceptions
 
         raise exceptions.from_grpc_status(response.error.code, response.error.message)  # type: ignore[no-untyped-call]
-    for error in response.row_errors:
-        rejected.append((sent[int(error.index)], str(error.message) or "rejected by BigQuery"))
-    return rejected
+    return refused, []
+
+
+def _row_errors(errors: Sequence[Any], sent: list[int]) -> tuple[list[tuple[int, str]], list[int]]:
+    """The rows refused and held back by an answer with row errors (nothing appended).
+
+    ``sent``: the caller's index of each row of the request, in request order.
+    """
+    named: dict[int, list[str]] = {}  # request row → its messages
+    for error in errors:
+        if 0 <= int(error.index) < len(sent):
+            named.setdefault(int(error.index), []).append(str(error.message))
+    if not named:
+        reason = "row errors naming no row of the request: " + "; ".join(
+            str(e.message) for e in errors
+        )
+        return [(index, reason) for index in sent], []
+    refused = [
+        (sent[position], "; ".join(m for m in messages if m) or "rejected by BigQuery")
+        for position, messages in named.items()
+    ]
+    return refused, [index for position, index in enumerate(sent) if position not in named]

@@ -4,6 +4,9 @@ The google-cloud-bigquery client is synchronous; every call runs in a worker thr
 the event loop never blocks. Retrying is the caller's job (the sink agent retries forever
 with backoff and does not acknowledge meanwhile); this module only says, through the
 ``retriable`` attribute of the error it raises, whether trying again can help.
+
+On both write paths (insertAll, Storage Write) BigQuery writes nothing of a request with
+an invalid row: the rows it names are refused with its reason, the others sent again.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ctstream.bigquery.schema import (
     table_schema,
     with_policy_tags,
 )
-from ctstream.bigquery.storage_write import RowEncoder, append_rows, make_write_client
+from ctstream.bigquery.storage_write import RowEncoder, append_rows, make_write_client, stream_name
 from ctstream.bigquery.table_views import ensure_current_and_views
 from ctstream.errors import RequestTooLarge
 from ctstream.models import TableSpec
@@ -301,11 +304,12 @@ class BigQueryWriter:
 
         Without ``skipInvalidRows`` BigQuery inserts nothing of a request with an invalid
         row, and answers for each valid row the reason ``stopped``: those rows can be sent
-        again as they are.
+        again as they are. The Storage Write API appends nothing of a request with row
+        errors either; ``_append`` answers in the same shape.
         """
         table = batch.table
         if self.settings.write_api == "storage_write" and not table.startswith("_"):
-            return await self._append(table, batch.rows[start:end]), []
+            return await self._append(table, batch.rows[start:end])
         body = b'{"rows":[' + b",".join(batch.encoded[start:end]) + b"]}"
         response = await self._call(
             f"writing {end - start} rows to {table}", self._post_insert_all, table, body
@@ -344,29 +348,28 @@ class BigQueryWriter:
         )
         return response
 
-    async def _append(self, table: str, rows: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
-        """The Storage Write API's default stream (ctstream's own tables use insertAll)."""
+    async def _append(
+        self, table: str, rows: Sequence[dict[str, Any]]
+    ) -> tuple[list[tuple[int, str]], list[int]]:
+        """One append to the Storage Write API's default stream (ctstream's own tables use
+        insertAll): the rows refused (index, reason), and those held back (``append_rows``)."""
         encoder = self._encoders.get(table)
         if encoder is None:
             fields = list((await self.table(table)).schema)
             encoder = self._encoders[table] = RowEncoder(fields)
         if self._write_client is None:
             self._write_client = make_write_client(self.settings)
-        stream = (
-            f"projects/{self.settings.project}/datasets/{self.settings.dataset}"
-            f"/tables/{table}/streams/_default"
-        )
-        rejected: list[tuple[int, str]] = await self._call(
+        answer: tuple[list[tuple[int, str]], list[int]] = await self._call(
             f"appending {len(rows)} rows to {table}",
             append_rows,
             self._write_client,
-            stream,
+            stream_name(self.settings, table),
             encoder,
             list(rows),
             self._timeout,
         )
         self.requests["storage_write"] += 1
-        return rejected
+        return answer
 
     async def table(self, name: str) -> bigquery.Table:
         # Retried by the client for at most the request timeout (its default is 10

@@ -1,10 +1,11 @@
-"""Compaction: ``<t>_current`` kept up to date from the change log, and the views on it.
+"""Compaction: ``<t>_current`` kept up to date from the change log (the views reading it
+are made in table_views.py).
 
 One merge of a table (:func:`compact`) runs three statements, each idempotent, so a crash
 between any two is repaired by the next merge:
 
-1. MERGE the change log's rows inserted in ``(merged_to, now - settle]`` into
-   ``<t>_current`` (the newest row per key wins; see compaction_sql.py);
+1. MERGE the change log's rows inserted after the saved watermark and up to
+   ``now - settle`` into ``<t>_current`` (the newest row per key wins; compaction_sql.py);
 2. DELETE the rows older than the table's newest snapshot completed by then;
 3. record ``merged_to = now - settle`` in ``_ctstream_compaction``.
 
@@ -21,7 +22,6 @@ BigQuery allows DML on them at any time.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,8 +39,6 @@ from ctstream.models import TableSpec
 
 if TYPE_CHECKING:
     from ctstream.bigquery.writer import BigQueryWriter
-
-log = logging.getLogger(__name__)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -32,7 +32,7 @@ from ctstream.models import TableSpec
 from ctstream.source.sqlite_tracking import cleanup_database
 from ctstream.streams.commit_holes import REREAD_NOTICE
 from ctstream.streams.topics import TopicNames
-from tests.faults.expiry import compact_and_expire
+from tests.faults.expiry import compact_and_expire, repeated_ids
 from tests.faults.invariants import (
     dedup_effect,
     poison_not_reported,
@@ -99,6 +99,8 @@ class Summary:
     view_keys_excused: int = 0
     # Change rows deleted after merging every table at the end (expiry.py).
     merged_rows_expired: int = 0
+    # Change rows repeating an earlier row's unique id, before that (at-least-once).
+    change_log_repeats: int = 0
     elapsed: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -120,6 +122,7 @@ class Summary:
             f"{', '.join(f'{k} {n}' for k, n in sorted(self.view_samples.items())) or 'none'}"
             f" ({self.view_sampling}), keys lost {self.view_keys_lost} "
             f"({self.view_keys_excused} excused: re-inserted, not yet in BigQuery), "
+            f"change rows repeating an id {self.change_log_repeats}, "
             f"merged change rows expired {self.merged_rows_expired} | "
             f"{self.elapsed:.0f}s | "
             + ("OK" if not self.problems else f"{len(self.problems)} PROBLEMS")
@@ -480,6 +483,7 @@ class FaultRun:
         s.rows_lost = sum("missing" in p or "column" in p for p in problems)
         s.problems += problems[:20]
         if not problems:  # the views must not depend on the merged change rows
+            s.change_log_repeats = await repeated_ids(h)
             s.merged_rows_expired = await compact_and_expire(h)
             after = [p for table in h.tables for p in await h.differences(table)]
             s.rows_lost += sum("missing" in p or "column" in p for p in after)

@@ -14,6 +14,19 @@ from ctstream.source.reader import SourceReader
 from tests.integration.harness import Harness
 
 
+async def repeated_ids(h: Harness) -> int:
+    """Change rows whose ``message_unique_id`` an earlier row of their table has: the
+    change log is at-least-once (the views show each key once)."""
+    repeated = 0
+    for name in h.tables:
+        rows = await h.writer.query(
+            "SELECT COUNT(*) - COUNT(DISTINCT message_unique_id) AS n "
+            f"FROM `{h.writer.ref(h.spec(name).bq_table)}`"
+        )
+        repeated += int(rows[0]["n"])
+    return repeated
+
+
 async def compact_and_expire(h: Harness) -> int:
     """Merge each table (and restricted copy) up to its newest row, then delete every
     change row the merge covered; the rows deleted."""

@@ -228,10 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     redrive = sub.add_parser(
         "redrive",
         help="send rows parked in _error_records again, once the cause is fixed",
-        description="Select error records (the newest per unique id) of the given tables and "
-        "time range, read each change back from its kept payload (or from Kafka, when the "
-        "payload was too large to keep), check it against the BigQuery table's current "
-        "schema and write it with insertId = its unique id. Rows that still do not fit are "
+        description="Select error records of the given tables and time range (the newest "
+        "per unique id and table it was parked from), read each change back from its kept "
+        "payload (or from Kafka, when the payload was too large to keep), check it against "
+        "the current schema of the BigQuery table it was parked from (a restricted copy's "
+        "record goes to the restricted copy) and write it with insertId = its unique id. "
+        "Rows that still do not fit are "
         "listed with the reason and stay in _error_records. Exit status 1 when any row "
         "could not be redriven.",
     )

@@ -15,6 +15,8 @@ import pytest
 from google.cloud import bigquery
 
 from ctstream.bigquery.compaction import watermark
+from ctstream.commands.compact import compact_tables
+from ctstream.commands.compact import render as render_merge
 from ctstream.commands.status import collect_status, render
 
 pytestmark = pytest.mark.integration
@@ -91,3 +93,30 @@ async def test_the_leader_merges_and_the_views_outlive_the_change_log(make_harne
     h.execute("INSERT INTO items VALUES (500, 'new', 'x')")
     await h.wait_equal()
     h.stop_worker(worker)
+
+
+async def test_ctstream_compact_merges_and_rebuilds(make_harness: Any) -> None:
+    """The command merges up to compact_settle ago, so with a settle of 4 s a merge after
+    that long covers the rows written; --rebuild gives the same state again."""
+    h = make_harness(
+        {"items": ITEMS},
+        sink_extra='request_timeout = "2s"',
+        bigquery_extra='compact_interval = "1h"\ncompact_horizon = "4h"\ncompact_settle = "4s"',
+    )
+    h.execute("INSERT INTO items VALUES (?, ?, ?)", [(i, f"n{i}", "s") for i in range(30)])
+    worker = await h.start_worker()
+    h.execute("DELETE FROM items WHERE id < 10")
+    await h.wait_equal()
+    h.stop_worker(worker)
+    written = time.time()
+    while time.time() < written + h.settings.bigquery.compact_settle:
+        await asyncio.sleep(0.5)  # the settle time is what the command waits out
+    (merged,) = await compact_tables(h.settings, ["items"], rebuilt=False)
+    assert merged.merged_to.timestamp() > written - 1 and merged.rows_merged >= 30
+    current = f"SELECT COUNTIF(changetrack_type != 'D') AS n FROM `{h.writer.ref('items_current')}`"
+    assert await h.query(current) == [{"n": 20}]
+    (rebuilt,) = await compact_tables(h.settings, ["items"], rebuilt=True)
+    assert rebuilt.rows_merged >= 30  # every key again, from the change log
+    assert await h.query(current) == [{"n": 20}]
+    assert "rebuilt from its change log" in render_merge(rebuilt, rebuilt=True)
+    await h.wait_equal(timeout=10)

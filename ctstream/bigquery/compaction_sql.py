@@ -34,10 +34,13 @@ def _keys(spec: TableSpec) -> list[str]:
     return [quote_bq(c.bq_name) for c in spec.key_columns]
 
 
-def _snapshot_version(spec: TableSpec, snapshots_ref: str) -> str:
+def _snapshot_version(spec: TableSpec, snapshots_ref: str, completed_by: str = "") -> str:
+    """The table's newest completed snapshot's version (0: none), of those completed by
+    the SQL time ``completed_by`` when given."""
+    by = f" AND completed_at <= {completed_by}" if completed_by else ""
     return (
         f"(SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
-        f"WHERE table_name = '{spec.base_bq_table}')"
+        f"WHERE table_name = '{spec.base_bq_table}'{by})"
     )
 
 
@@ -76,9 +79,8 @@ def prune_sql(spec: TableSpec, current_ref: str, snapshots_ref: str) -> str:
     (the latest-state view hides them as well). Snapshots completed later wait for a later
     merge, so ``<t>_current`` is the state at its watermark (what a daily copy keeps)."""
     return (
-        f"DELETE FROM {quote_bq(current_ref)} WHERE changetrack_ver < ("
-        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
-        f"WHERE table_name = '{spec.base_bq_table}' AND completed_at <= @merged_to)"
+        f"DELETE FROM {quote_bq(current_ref)} WHERE changetrack_ver < "
+        f"{_snapshot_version(spec, snapshots_ref, '@merged_to')}"
     )
 
 
@@ -215,7 +217,6 @@ def time_travel_from_copies_sql(
         "WHERE changetrack_start_time <= ts AND bigquery_insert_time > "
         f"TIMESTAMP_SUB(ts, INTERVAL {(COPY_LOOKBACK_DAYS + 1) * 24} HOUR) "
         f"AND bigquery_insert_time > IFNULL({copy}, {_EPOCH}))) "
-        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= ("
-        f"SELECT IFNULL(MAX(snapshot_version), 0) FROM {quote_bq(snapshots_ref)} "
-        f"WHERE table_name = '{spec.base_bq_table}' AND completed_at <= ts) AND {guard}"
+        "WHERE _ctstream_rank = 1 AND changetrack_type != 'D' AND changetrack_ver >= "
+        f"{_snapshot_version(spec, snapshots_ref, 'ts')} AND {guard}"
     )

@@ -25,6 +25,7 @@ from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.devstack.local_stack import StackInfo
 from ctstream.errors import SinkError
 from ctstream.models import ColumnSpec, TableSpec, unique_id
+from ctstream.models.change_event import METADATA_COLUMNS
 from ctstream.settings import BigQuerySettings, BigQueryTableOptions
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,7 @@ async def test_a_merge_is_idempotent_and_older_copies_never_win(writer: BigQuery
     # A crash after the MERGE, before the watermark was saved: the same window again.
     to = await newest_insert(writer)
     merge = merge_sql(
-        SPEC, ["id", "name", *_META], writer.ref("items"), writer.ref("items_current")
+        SPEC, ["id", "name", *METADATA_COLUMNS], writer.ref("items"), writer.ref("items_current")
     )
     params = [_ts("merged_from", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)), _ts("merged_to", to)]
     assert await writer.execute(merge, params, "merging again") == 0
@@ -186,17 +187,6 @@ async def test_new_columns_reach_the_current_table_and_the_view(writer: BigQuery
     await merge_all(writer, wider)
     rows = await writer.query(f"SELECT id, size FROM `{writer.ref('items_current')}`")
     assert rows == [{"id": 1, "size": 7}]
-
-
-_META = [
-    "message_unique_id",
-    "table_name",
-    "changetrack_interval",
-    "changetrack_start_time",
-    "changetrack_type",
-    "changetrack_ver",
-    "bigquery_insert_time",
-]
 
 
 def _ts(name: str, value: dt.datetime) -> Any:

@@ -22,6 +22,7 @@ say what is wrong and what to do about it. A leaf module: it imports nothing of 
     ├── SinkError                   BigQuery rejected a request; retrying cannot fix it
     │   ├── RequestTooLarge         refused for its size; send fewer rows at once
     │   ├── TableMissing            a table ctstream needs does not exist (yet)
+    │   ├── StreamFenced            a write stream takes no more appends from this worker
     │   └── SinkUnavailable         slow, throttling or down                       (retriable)
     ├── RetryAborted                retrying stopped because the worker is stopping
     └── StackError                  the local broker or emulator could not be started
@@ -127,6 +128,12 @@ class RequestTooLarge(SinkError):
 
 class TableMissing(SinkError):
     """A BigQuery table ctstream needs does not exist; a worker creates it at start."""
+
+
+class StreamFenced(SinkError):
+    """A committed-type write stream takes no more appends from this worker: the next owner
+    of its partition finalized it, it is gone, or its end is not where this worker counted.
+    What was not appended is written again on a new stream, never twice."""
 
 
 class SinkUnavailable(SinkError):

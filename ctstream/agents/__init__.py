@@ -10,6 +10,7 @@ from typing import Any
 from ctstream.agents.compaction import CompactionStats, install_compaction
 from ctstream.agents.dedup import install_dedup
 from ctstream.agents.discovery import TableDiscovery, install_discovery
+from ctstream.agents.exactly_once import ExactlyOnceWrites
 from ctstream.agents.poll import TablePoller
 from ctstream.agents.poll_ticks import install_pollers
 from ctstream.agents.registry import TableRegistry
@@ -117,8 +118,21 @@ def install(
     if "dedup" in roles:
         install_dedup(app, topics, errors, pipeline.dedup_stats, specs, crash)
     if "sink" in roles:
+        exactly_once = None
+        if topics.written_ids is not None:
+            exactly_once = ExactlyOnceWrites(
+                app, writer, topics.written_ids, settings.sink, pipeline.sink_stats
+            )
         sink = BigQuerySink(
-            app, settings.sink, specs, topics, writer, errors, pipeline.sink_stats, crash
+            app,
+            settings.sink,
+            specs,
+            topics,
+            writer,
+            errors,
+            pipeline.sink_stats,
+            crash,
+            exactly_once,
         )
         install_sink(app, sink)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ctstream.agents.batches import run_in_flight
+from ctstream.agents.exactly_once import ExactlyOnceWrites
 from ctstream.agents.stats import SinkStats
 from ctstream.bigquery.error_sink import ErrorRecord, ErrorReporter
 from ctstream.bigquery.schema import RowValidator, payload_row
@@ -51,8 +52,11 @@ class SinkBatch:
     """Events taken together, routed to their tables: what one checkpoint writes."""
 
     size: int = 0
-    # (table, restricted copy?) → (parsed payload, event) of each of its rows
-    tables: dict[tuple[str, bool], list[tuple[dict[str, Any], Any]]] = field(default_factory=dict)
+    # (table, restricted copy?, partition or -1) → (parsed payload, event) of each of its
+    # rows; the exactly-once path writes each partition on its own stream.
+    tables: dict[tuple[str, bool, int], list[tuple[dict[str, Any], Any]]] = field(
+        default_factory=dict
+    )
     bad: list[ErrorRecord] = field(default_factory=list)  # rows parked with their reason
 
 
@@ -69,6 +73,7 @@ class BigQuerySink:
         errors: ErrorReporter,
         stats: SinkStats,
         crash: CrashPoints,
+        exactly_once: ExactlyOnceWrites | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -78,6 +83,7 @@ class BigQuerySink:
         self.errors = errors
         self.stats = stats
         self.crash = crash
+        self.exactly_once = exactly_once
         self._refresh = _RefreshLimit()
 
     def add(self, batch: SinkBatch, event: Any) -> None:
@@ -94,7 +100,8 @@ class BigQuerySink:
             batch.bad.append(_record(f"sink: {exc}", event, table))
             return
         restricted = message.topic in self.topics.restricted_topics
-        batch.tables.setdefault((table, restricted), []).append((payload, event))
+        partition = message.partition if self.exactly_once else -1
+        batch.tables.setdefault((table, restricted, partition), []).append((payload, event))
 
     async def checkpoint(self, events: Sequence[Any]) -> None:
         """Write ``events``: flush the sink, then the producer (module docstring). Returns
@@ -126,7 +133,7 @@ class BigQuerySink:
                 await self.write(table, restricted, items, batch.bad, refreshed)
 
         outcomes = await asyncio.gather(
-            *(one(table, restricted, items) for (table, restricted), items in batch.tables.items()),
+            *(one(t, restricted, items) for (t, restricted, _), items in batch.tables.items()),
             return_exceptions=True,
         )
         for outcome in outcomes:
@@ -180,7 +187,16 @@ class BigQuerySink:
             rows.append(row)
             ids.append(unique_id)
             sources.append((unique_id, event))
-        rejected = await self._insert(table, bq_table, rows, ids)
+        before: list[int] = []
+        if self.exactly_once is None:
+            rejected = await self._insert(table, bq_table, rows, ids)
+        else:
+            events = [event for _, event in sources]
+            message = items[0][1].message
+            outcome = await self.exactly_once.write(
+                message.topic, message.partition, bq_table, rows, events, ids
+            )
+            rejected, before = outcome.refused, outcome.written_before
         for index, reason in rejected:
             if 0 <= index < len(sources):
                 unique_id, event = sources[index]
@@ -196,8 +212,8 @@ class BigQuerySink:
         if restricted:  # the counters and latencies are the main table's
             return
         stats = self.stats
-        stats.rows_written[table] = stats.rows_written.get(table, 0) + len(rows) - len(rejected)
-        refused = {index for index, _ in rejected}
+        refused = {index for index, _ in rejected} | set(before)
+        stats.rows_written[table] = stats.rows_written.get(table, 0) + len(rows) - len(refused)
         stats.observe_latency(
             table,
             [r["changetrack_start_time"] for i, r in enumerate(rows) if i not in refused],

@@ -209,6 +209,11 @@ class SinkStats:
     retries: int = 0
     last_batch_at: float | None = None
     last_batch_rows: int = 0
+    # The exactly-once path (agents/exactly_once.py): rows left out as written before,
+    # write streams opened, rows looked up in BigQuery after a take-over.
+    copies_refused: int = 0
+    streams_opened: int = 0
+    rows_looked_up: int = 0
     # bigquery_insert_time - changetrack_start_time per written row, and rows per batch.
     latency: dict[str, Histogram] = field(default_factory=dict)
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))

@@ -127,11 +127,14 @@ def make_write_client(settings: BigQuerySettings) -> Any:
     return BigQueryWriteClient(credentials=credentials)  # type: ignore[no-untyped-call]
 
 
+def table_path(settings: BigQuerySettings, table: str) -> str:
+    """``table`` of the configured dataset, as the Storage Write API names it."""
+    return f"projects/{settings.project}/datasets/{settings.dataset}/tables/{table}"
+
+
 def stream_name(settings: BigQuerySettings, table: str) -> str:
     """The name of the default stream of ``table`` in the configured dataset."""
-    return (
-        f"projects/{settings.project}/datasets/{settings.dataset}/tables/{table}/streams/_default"
-    )
+    return f"{table_path(settings, table)}/streams/_default"
 
 
 def append_rows(
@@ -140,9 +143,14 @@ def append_rows(
     encoder: RowEncoder,
     rows: Sequence[dict[str, Any]],
     timeout: float,
+    offset: int | None = None,
 ) -> tuple[list[tuple[int, str]], list[int]]:
     """One append to ``stream``: the rows refused as (index, reason), and the indexes of
     the rows held back (not appended, to be sent again). Raises on failure.
+
+    ``offset``: where the request's first row must go in a committed-type stream
+    (bigquery/committed_streams.py); BigQuery fails the request when that is not the
+    stream's end.
 
     A row that cannot be encoded is refused and not sent. An answer with row errors
     appended nothing, whatever its ``error`` says: the rows it names are refused with
@@ -169,6 +177,8 @@ def append_rows(
             writer_schema=types.ProtoSchema(proto_descriptor=encoder.descriptor), rows=proto_rows
         ),
     )
+    if offset is not None:
+        request.offset = offset
     responses = iter(client.append_rows(iter([request]), timeout=timeout))
     response = next(responses)
     if response.row_errors:
@@ -181,22 +191,31 @@ def append_rows(
     return refused, []
 
 
-def _row_errors(errors: Sequence[Any], sent: list[int]) -> tuple[list[tuple[int, str]], list[int]]:
-    """The rows refused and held back by an answer with row errors (nothing appended).
-
-    ``sent``: the caller's index of each row of the request, in request order.
-    """
+def row_errors_answer(errors: Sequence[Any], count: int) -> list[tuple[int, str]]:
+    """(request row, reason) of each row a request of ``count`` rows with row errors
+    refused; nothing of it was appended. Row errors that name no row of the request leave
+    nothing to send again without them: every row is refused then."""
     named: dict[int, list[str]] = {}  # request row → its messages
     for error in errors:
-        if 0 <= int(error.index) < len(sent):
+        if 0 <= int(error.index) < count:
             named.setdefault(int(error.index), []).append(str(error.message))
     if not named:
         reason = "row errors naming no row of the request: " + "; ".join(
             str(e.message) for e in errors
         )
-        return [(index, reason) for index in sent], []
-    refused = [
-        (sent[position], "; ".join(m for m in messages if m) or "rejected by BigQuery")
-        for position, messages in named.items()
+        return [(position, reason) for position in range(count)]
+    return [
+        (position, "; ".join(m for m in messages if m) or "rejected by BigQuery")
+        for position, messages in sorted(named.items())
     ]
-    return refused, [index for position, index in enumerate(sent) if position not in named]
+
+
+def _row_errors(errors: Sequence[Any], sent: list[int]) -> tuple[list[tuple[int, str]], list[int]]:
+    """The rows refused and held back by an answer with row errors (nothing appended).
+
+    ``sent``: the caller's index of each row of the request, in request order.
+    """
+    refused = row_errors_answer(errors, len(sent))
+    named = {position for position, _ in refused}
+    held = [index for position, index in enumerate(sent) if position not in named]
+    return [(sent[position], reason) for position, reason in refused], held

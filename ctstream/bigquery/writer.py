@@ -49,6 +49,7 @@ TOO_LARGE = "row too large for one BigQuery request"
 # The reason of a valid row BigQuery did not insert because another row of its request
 # was invalid.
 STOPPED = "held back by BigQuery (stopped)"
+QueryParameter = bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class BigQueryWriter:
     def validator(self, table: str) -> RowValidator:
         return self._validators[table]
 
-    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn`` in a worker thread; its failure as ctstream's error (``classify``)."""
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except Exception as exc:
@@ -93,7 +95,7 @@ class BigQueryWriter:
 
     async def create(self, table: bigquery.Table, what: str) -> None:
         """Create ``table`` unless it exists."""
-        await self._call(
+        await self.run(
             what, self._client.create_table, table, exists_ok=True, timeout=self._timeout
         )
 
@@ -107,7 +109,7 @@ class BigQueryWriter:
         dataset = bigquery.Dataset(f"{self.settings.project}.{self.settings.dataset}")
         if self.settings.location:
             dataset.location = self.settings.location
-        await self._call(
+        await self.run(
             f"creating dataset {self.settings.dataset}",
             self._client.create_dataset,
             dataset,
@@ -172,19 +174,18 @@ class BigQueryWriter:
         missing = [f for f in fields if f.name.lower() not in have]
         await self._apply_policy_tags(table, fields)
         for field in missing:
-            await self._call(
-                f"adding column {field.name} to {name}",
-                self._run_ddl,
+            sql = (
                 f"ALTER TABLE {quote_bq(self.ref(name))} ADD COLUMN IF NOT EXISTS "
-                f"{quote_bq(field.name)} {field.field_type}",
+                f"{quote_bq(field.name)} {field.field_type}"
             )
+            await self.execute(sql, (), f"adding column {field.name} to {name}")
         if missing:
             table = await self.table(name)
             have = {f.name.lower() for f in table.schema}
             still = [f for f in missing if f.name.lower() not in have]
             if still:
                 table.schema = [*table.schema, *still]
-                await self._call(
+                await self.run(
                     f"adding columns to {name}", self._client.update_table, table, ["schema"]
                 )
         return [f.name for f in missing]
@@ -197,7 +198,7 @@ class BigQueryWriter:
         if schema is not None:
             table.schema = schema
             what = f"setting policy tags on {table.table_id}"
-            await self._call(what, self._client.update_table, table, ["schema"])
+            await self.run(what, self._client.update_table, table, ["schema"])
 
     async def refresh_validator(self, name: str) -> RowValidator:
         """The validator of ``name`` from its current BigQuery schema."""
@@ -207,19 +208,16 @@ class BigQueryWriter:
         self._encoders.pop(name, None)  # rebuilt from the new schema on the next append
         return validator
 
-    def _run_ddl(self, sql: str) -> None:
-        self._client.query(sql, timeout=self._timeout).result(timeout=self._timeout)
-
     async def ensure_view(self, name: str, sql: str) -> None:
         """Create the view, or bring an older ctstream's definition up to date."""
         what = f"creating view {name}"
         view = bigquery.Table(self.ref(name))
         view.view_query = sql
         await self.create(view, what)
-        existing = await self._call(what, self._client.get_table, self.ref(name))
+        existing = await self.run(what, self._client.get_table, self.ref(name))
         if existing.view_query != sql:
             existing.view_query = sql
-            await self._call(what, self._client.update_table, existing, ["view_query"])
+            await self.run(what, self._client.update_table, existing, ["view_query"])
             log.info("updated the definition of view %s", name)
 
     async def insert(
@@ -311,7 +309,7 @@ class BigQueryWriter:
         if self.settings.write_api == "storage_write" and not table.startswith("_"):
             return await self._append(table, batch.rows[start:end])
         body = b'{"rows":[' + b",".join(batch.encoded[start:end]) + b"]}"
-        response = await self._call(
+        response = await self.run(
             f"writing {end - start} rows to {table}", self._post_insert_all, table, body
         )
         self.requests["insert_all"] += 1
@@ -353,16 +351,11 @@ class BigQueryWriter:
     ) -> tuple[list[tuple[int, str]], list[int]]:
         """One append to the Storage Write API's default stream (ctstream's own tables use
         insertAll): the rows refused (index, reason), and those held back (``append_rows``)."""
-        encoder = self._encoders.get(table)
-        if encoder is None:
-            fields = list((await self.table(table)).schema)
-            encoder = self._encoders[table] = RowEncoder(fields)
-        if self._write_client is None:
-            self._write_client = make_write_client(self.settings)
-        answer: tuple[list[tuple[int, str]], list[int]] = await self._call(
+        encoder = await self.encoder(table)
+        answer: tuple[list[tuple[int, str]], list[int]] = await self.run(
             f"appending {len(rows)} rows to {table}",
             append_rows,
-            self._write_client,
+            self.write_client(),
             stream_name(self.settings, table),
             encoder,
             list(rows),
@@ -371,10 +364,24 @@ class BigQueryWriter:
         self.requests["storage_write"] += 1
         return answer
 
+    async def encoder(self, table: str) -> RowEncoder:
+        """The Storage Write encoder of ``table``'s schema (read once, then cached)."""
+        encoder = self._encoders.get(table)
+        if encoder is None:
+            fields = list((await self.table(table)).schema)
+            encoder = self._encoders[table] = RowEncoder(fields)
+        return encoder
+
+    def write_client(self) -> Any:
+        """The Storage Write API client (made on first use)."""
+        if self._write_client is None:
+            self._write_client = make_write_client(self.settings)
+        return self._write_client
+
     async def table(self, name: str) -> bigquery.Table:
         # Retried by the client for at most the request timeout (its default is 10
         # minutes): callers retry themselves, and a command should fail in that time.
-        table: bigquery.Table = await self._call(
+        table: bigquery.Table = await self.run(
             f"reading table {name}",
             self._client.get_table,
             self.ref(name),
@@ -383,9 +390,7 @@ class BigQueryWriter:
         )
         return table
 
-    async def query(
-        self, sql: str, params: Sequence[bigquery.ScalarQueryParameter] = ()
-    ) -> list[dict[str, Any]]:
+    async def query(self, sql: str, params: Sequence[QueryParameter] = ()) -> list[dict[str, Any]]:
         """Rows of a query; ``params`` are its named ``@parameters``."""
         config = bigquery.QueryJobConfig(query_parameters=list(params)) if params else None
 
@@ -393,7 +398,7 @@ class BigQueryWriter:
             job = self._client.query(sql, job_config=config, timeout=self._timeout)
             return [dict(row.items()) for row in job.result(timeout=self._timeout)]
 
-        result: list[dict[str, Any]] = await self._call("query", run)
+        result: list[dict[str, Any]] = await self.run("query", run)
         return result
 
     async def execute(
@@ -407,7 +412,7 @@ class BigQueryWriter:
             job.result(timeout=self._timeout)
             return int(job.num_dml_affected_rows or 0)
 
-        affected: int = await self._call(what, run)
+        affected: int = await self.run(what, run)
         return affected
 
     def close(self) -> None:

@@ -64,8 +64,9 @@ class BigQuerySettings(Section):
     # Default Credentials, or anonymous when an emulator endpoint is set.
     credentials_file: Path | None = None
     # How rows are written: insertAll (with insertIds) or the Storage Write API's
-    # default stream (at-least-once; duplicates are left to the latest-state views).
-    write_api: Literal["insert_all", "storage_write"] = "insert_all"
+    # default stream (both at-least-once; duplicates are left to the latest-state views),
+    # or committed-type streams with offsets: each change once (docs/bigquery.md).
+    write_api: Literal["insert_all", "storage_write", "storage_write_committed"] = "insert_all"
     # host:port of a Storage Write API emulator (plaintext gRPC); None: Google's endpoint.
     storage_endpoint: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-]+:\d{1,5}$")
     # Per source table (as named in source.tables): partitioning and clustering.

@@ -30,6 +30,7 @@ from ctstream.streams.faust_compat.internals import (
 )
 from ctstream.streams.security import tls_failure
 from ctstream.streams.seen_ids import SeenIds
+from ctstream.streams.written_ids import WrittenIds
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class PipelineTopics:
     errors: Any
     poll_ticks: Any
     seen_ids: SeenIds | None  # ids forwarded per dedup window; None without the dedup role
+    # What the exactly-once sink wrote (streams/written_ids.py); None on other write paths.
+    written_ids: WrittenIds | None
     versions: Any  # table: source table name → SourceState; None without the poll role
     table_of_raw_topic: dict[str, str]
     # The sink's topics → table: the deduped topics and the restricted copies' topics.
@@ -259,6 +262,20 @@ def declare(app: faust.App, settings: Settings, specs: Sequence[TableSpec]) -> P
             ),
             window,
         )
+    written_ids = None
+    if "sink" in roles and settings.bigquery.write_api == "storage_write_committed":
+        written_ids = WrittenIds(
+            app.Table(
+                "sink-written",
+                default=None,
+                partitions=n,
+                key_type=bytes,
+                value_type=bytes,
+                help="message_unique_ids the exactly-once sink wrote, per partition and "
+                "dedup window, and its write streams",
+            ),
+            window,
+        )
     if "poll" in roles:
         versions = app.Table(
             "ct-versions",
@@ -278,6 +295,7 @@ def declare(app: faust.App, settings: Settings, specs: Sequence[TableSpec]) -> P
         errors=topic(names.errors),
         poll_ticks=topic(names.poll_ticks),
         seen_ids=seen_ids,
+        written_ids=written_ids,
         versions=versions,
         table_of_raw_topic={names.raw(s): s.name for s in specs},
         table_of_deduped_topic={

@@ -121,7 +121,7 @@ def install(
         exactly_once = None
         if topics.written_ids is not None:
             exactly_once = ExactlyOnceWrites(
-                app, writer, topics.written_ids, settings.sink, pipeline.sink_stats
+                app, writer, topics.written_ids, settings.sink, pipeline.sink_stats, crash
             )
         sink = BigQuerySink(
             app,

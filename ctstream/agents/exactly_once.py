@@ -39,6 +39,7 @@ from ctstream.bigquery.committed_streams import CommittedStreams, WriteStream
 from ctstream.bigquery.layout import quote_bq
 from ctstream.bigquery.storage_write import table_path
 from ctstream.bigquery.writer import BigQueryWriter
+from ctstream.devstack.crash_points import CrashPoints
 from ctstream.errors import RetryAborted, StreamFenced
 from ctstream.settings import SinkSettings
 from ctstream.streams.faust_compat.internals import set_current_event
@@ -80,8 +81,10 @@ class ExactlyOnceWrites:
         written: WrittenIds,
         settings: SinkSettings,
         stats: SinkStats,
+        crash: CrashPoints,
     ) -> None:
         self.app = app
+        self.crash = crash
         self.writer = writer
         self.written = written
         self.settings = settings
@@ -163,6 +166,7 @@ class ExactlyOnceWrites:
             encoder = await self.writer.encoder(bq_table)
             answer = await self.streams.append(state.stream, encoder, [rows[i] for i in todo])
             refused = [(todo[position], reason) for position, reason in answer]
+            self.crash.reach("sink.appended")
             refused_at = {index for index, _ in refused}
             appended = [(stamps[i], digests[i]) for i in todo if i not in refused_at]
             state.record.rows = state.stream.rows

@@ -9,6 +9,8 @@ at-least-once delivery; these points are those windows:
 * ``snapshot.acked``: every row of a snapshot is in BigQuery; it is neither recorded nor
   saved as done.
 * ``dedup.forwarded``: deduplicated copies are acknowledged; their ids are not remembered.
+* ``sink.appended``: the exactly-once path appended a table's rows of a partition; the
+  sink's record of them is not written yet (agents/exactly_once.py).
 * ``sink.written``: BigQuery accepted a batch; its offsets are not committed yet.
 
 A worker owns one :class:`CrashPoints`, unarmed unless its settings arm it (the only sane
@@ -27,6 +29,7 @@ CRASH_POINTS = (
     "snapshot.chunk_acked",
     "snapshot.acked",
     "dedup.forwarded",
+    "sink.appended",
     "sink.written",
 )
 

@@ -196,7 +196,12 @@ class AppSettings(Section):
 
 
 CrashPoint = Literal[
-    "poll.acked", "snapshot.chunk_acked", "snapshot.acked", "dedup.forwarded", "sink.written"
+    "poll.acked",
+    "snapshot.chunk_acked",
+    "snapshot.acked",
+    "dedup.forwarded",
+    "sink.appended",
+    "sink.written",
 ]
 
 

@@ -82,6 +82,10 @@ def status_snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "last_batch_rows": sink.last_batch_rows,
             "write_api": pipeline.settings.bigquery.write_api,
             "requests": dict(pipeline.writer.requests),
+            # The exactly-once path's (agents/exactly_once.py); 0 on the others.
+            "copies_refused": sink.copies_refused,
+            "streams_opened": sink.streams_opened,
+            "rows_looked_up": sink.rows_looked_up,
         },
         "partitions": [{"topic": t, "partition": p} for t, p in sorted(_owned(app))],
         "consumer_lag": {f"{t}/{p}": lag for (t, p), lag in sorted(lags.items())},

@@ -46,7 +46,9 @@ def sink_with(writes: Writes, tables_at_once: int) -> BigQuerySink:
 
 
 def batch_of(tables: int) -> SinkBatch:
-    return SinkBatch(size=tables, tables={(f"t{i}", False, -1): [({}, None)] for i in range(tables)})
+    return SinkBatch(
+        size=tables, tables={(f"t{i}", False, -1): [({}, None)] for i in range(tables)}
+    )
 
 
 @pytest.mark.parametrize(("tables", "at_once"), [(1, 8), (20, 8), (20, 1), (3, 8)])

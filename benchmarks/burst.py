@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-wait", type=float, default=0.3, help="s (default 0.3)")
     parser.add_argument("--max-in-flight", type=int, default=2, help="default 2")
     parser.add_argument(
-        "--write-api", choices=["insert_all", "storage_write"], default="insert_all"
+        "--write-api",
+        choices=["insert_all", "storage_write", "storage_write_committed"],
+        default="insert_all",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="s (default 900)")
     common_args(parser)

@@ -215,7 +215,7 @@ def write_config(workdir: Path, db: Path, stack: StackInfo, cfg: PipelineConfig)
     tables = ", ".join(f'"{t}"' for t in cfg.tables)
     roles = ", ".join(f'"{r}"' for r in cfg.roles)
     storage = (
-        f'storage_endpoint = "{stack.bigquery_grpc}"\n' if cfg.write_api == "storage_write" else ""
+        f'storage_endpoint = "{stack.bigquery_grpc}"\n' if cfg.write_api != "insert_all" else ""
     )
     path.write_text(
         f"""[app]

@@ -62,6 +62,8 @@ async def preflight(settings: Settings, writer: BigQueryWriter) -> TableRegistry
     registry = TableRegistry(specs)
     try:
         await writer.ensure_dataset()
+        if settings.bigquery.write_api != "insert_all" and "sink" in settings.app.roles:
+            writer.write_client()  # credentials are checked now, not at the first batch
         for spec in list(specs.values()):
             options = settings.bigquery.options_for(spec.name)
             drift = await prepare_table(writer, spec, options)

@@ -23,6 +23,7 @@ from typing import Any
 from google.cloud import bigquery
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from ctstream.errors import ConfigError
 from ctstream.settings import BigQuerySettings
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -106,6 +107,10 @@ class RowEncoder:
 
 
 def make_write_client(settings: BigQuerySettings) -> Any:
+    """The Storage Write API client: plaintext to ``storage_endpoint`` (an emulator), else
+    Google's endpoint with the service-account key in ``credentials_file`` or Application
+    Default Credentials. Raises ConfigError when there are none (never naming a secret)."""
+    from google.auth.exceptions import DefaultCredentialsError
     from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
 
     if settings.storage_endpoint:
@@ -124,7 +129,14 @@ def make_write_client(settings: BigQuerySettings) -> Any:
         credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
             str(settings.credentials_file)
         )
-    return BigQueryWriteClient(credentials=credentials)  # type: ignore[no-untyped-call]
+    try:
+        return BigQueryWriteClient(credentials=credentials)  # type: ignore[no-untyped-call]
+    except DefaultCredentialsError:
+        raise ConfigError(
+            f"bigquery.write_api = {settings.write_api!r} needs Google credentials for the "
+            "Storage Write API: set bigquery.credentials_file or Application Default "
+            "Credentials, or bigquery.storage_endpoint for a local emulator"
+        ) from None
 
 
 def table_path(settings: BigQuerySettings, table: str) -> str:

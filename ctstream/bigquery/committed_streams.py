@@ -10,9 +10,10 @@ go at the same offset, which :meth:`CommittedStreams.append` keeps true: a reque
 rows are fixed until BigQuery answered it; only an answer that appended nothing (row
 errors, too large) changes what is sent there next.
 
-BigQuery's answers, as documented for the Storage Write API and seen on bqemulator 1.4.0
-(ALREADY_EXISTS, OUT_OF_RANGE, FAILED_PRECONDITION "Stream is FINALIZED", NOT_FOUND), are
-read from the response's ``error``; row errors as in storage_write.py.
+BigQuery's answers are read from the response's ``error``: its status code and, where
+Google attaches one, its ``StorageError`` detail (STREAM_FINALIZED, OFFSET_ALREADY_EXISTS…).
+bqemulator 1.4.0 answers ALREADY_EXISTS, OUT_OF_RANGE, FAILED_PRECONDITION "Stream is
+FINALIZED" and NOT_FOUND without details. Row errors are read as in storage_write.py.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 # The Storage Write API takes requests of up to 10 MB; the rows' bytes are most of it.
 MAX_REQUEST_BYTES = 9_000_000
 _ALREADY_EXISTS, _OUT_OF_RANGE, _NOT_FOUND, _FAILED_PRECONDITION = 6, 11, 5, 9
+# StorageError codes: STREAM_NOT_FOUND, STREAM_FINALIZED, OFFSET_OUT_OF_RANGE; and
+# OFFSET_ALREADY_EXISTS.
+_FENCED_DETAILS = {3, 6, 9}
+_OFFSET_ALREADY_EXISTS = 8
 
 
 @dataclass
@@ -93,13 +98,26 @@ def _append_at(
     if response.row_errors:
         return _Answer(False, row_errors_answer(response.row_errors, len(rows)))
     code, message = response.error.code, response.error.message
-    if not code:
+    detail = _storage_error_code(response.error)
+    if not code or code == _ALREADY_EXISTS or detail == _OFFSET_ALREADY_EXISTS:
         return _Answer(True, [])
-    if code == _ALREADY_EXISTS:
-        return _Answer(True, [])
-    if code in (_OUT_OF_RANGE, _NOT_FOUND, _FAILED_PRECONDITION) or "finaliz" in message.lower():
+    if (
+        code in (_OUT_OF_RANGE, _NOT_FOUND, _FAILED_PRECONDITION)
+        or detail in _FENCED_DETAILS
+        or "finaliz" in message.lower()
+    ):
         raise StreamFenced(f"write stream {name} at offset {offset}: {message}")
     raise gexc.from_grpc_status(code, message)  # type: ignore[no-untyped-call]
+
+
+def _storage_error_code(status: Any) -> int | None:
+    """The ``StorageError`` code among a status' details (Google's documented detail), if any."""
+    from google.cloud.bigquery_storage_v1 import types
+
+    for detail in status.details:
+        if detail.type_url.endswith("google.cloud.bigquery.storage.v1.StorageError"):
+            return int(types.StorageError.deserialize(detail.value).code)
+    return None
 
 
 class CommittedStreams:

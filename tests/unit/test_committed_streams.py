@@ -158,3 +158,22 @@ async def test_rows_that_cannot_be_encoded_are_refused_and_not_sent() -> None:
     refused = await streams(client).append(stream, encoder, rows)
     assert [index for index, _ in refused] == [0]
     assert names_in(client, encoder) == ["y"]
+
+
+async def test_a_storage_error_detail_says_finalized_whatever_the_status_code() -> None:
+    from google.protobuf import any_pb2
+
+    class GoogleFinalized(DocumentedStream):
+        def append_rows(self, requests: Iterator[Any], timeout: float) -> Iterator[Any]:
+            detail = any_pb2.Any(
+                type_url="type.googleapis.com/google.cloud.bigquery.storage.v1.StorageError",
+                value=types.StorageError.serialize(
+                    types.StorageError(code=types.StorageError.StorageErrorCode.STREAM_FINALIZED)
+                ),
+            )
+            status = status_pb2.Status(code=3, message="Stream is closed", details=[detail])
+            return iter([types.AppendRowsResponse(error=status)])
+
+    encoder = RowEncoder(FIELDS)
+    with pytest.raises(StreamFenced, match="closed"):
+        await streams(GoogleFinalized()).append(WriteStream("s"), encoder, rows_of(["a"]))

@@ -28,7 +28,7 @@ from ctstream.bigquery.writer import BigQueryWriter
 from ctstream.devstack.collector import run_collector
 from ctstream.devstack.demo_check import compare_tables, kafka_totals, latency_percentiles
 from ctstream.devstack.demo_source import SCHEMA, ChangeDriver, create_source, current_version
-from ctstream.devstack.local_stack import stack_running
+from ctstream.devstack.local_stack import StackInfo, stack_running
 from ctstream.devstack.workers import (
     WorkerProcess,
     wait_until_polled,
@@ -89,9 +89,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             progress(f"kafka {info.kafka_bootstrap}, bigquery {info.bigquery_endpoint}")
             db = workdir / "demo.db"
             create_source(db)
-            config = write_config(
-                workdir, info.kafka_bootstrap, info.bigquery_endpoint, db, options.poll_interval
-            )
+            config = write_config(workdir, info, db, options.poll_interval)
             settings = load_settings(config)
             with workers_running(config, options.workers, workdir) as workers:
                 progress(
@@ -105,8 +103,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     return summary
 
 
-def write_config(workdir: Path, kafka: str, bigquery: str, db: Path, poll: str) -> Path:
+def write_config(workdir: Path, stack: StackInfo, db: Path, poll: str) -> Path:
     """The demo's config file, ``<workdir>/ctstream.toml``, for the :data:`SCHEMA` tables."""
+    kafka, bigquery = stack.kafka_bootstrap, stack.bigquery_endpoint
     path = workdir / "ctstream.toml"
     tables = ", ".join(f'"{t}"' for t in SCHEMA)
     path.write_text(
@@ -137,6 +136,7 @@ batch_wait = "300ms"
 project = "local"
 dataset = "cdc"
 endpoint = "{bigquery}"
+storage_endpoint = "{stack.bigquery_grpc}"
 """,
         encoding="utf-8",
     )

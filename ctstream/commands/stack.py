@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"local stack {state} (state in {state_path(base)})")
             print(f"  kafka_bootstrap    {info.kafka_bootstrap}")
             print(f"  bigquery_endpoint  {info.bigquery_endpoint}")
+            print(f"  bigquery_grpc      {info.bigquery_grpc}")
         return 0
     stopped = stack_down(base)
     if args.json:

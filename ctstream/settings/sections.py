@@ -105,6 +105,12 @@ class BigQuerySettings(Section):
                 f"bigquery.compact_horizon ({self.compact_horizon + 86_400:.0f} s): the "
                 "latest-state views read the change log that far back"
             )
+        if self.endpoint and self.write_api != "insert_all" and not self.storage_endpoint:
+            raise ValueError(
+                f"bigquery.write_api = {self.write_api!r} with bigquery.endpoint set (an "
+                "emulator) needs bigquery.storage_endpoint, the emulator's gRPC host:port; "
+                "without it the Storage Write API would go to Google's endpoint"
+            )
         return self
 
     def options_for(self, table: str) -> BigQueryTableOptions:

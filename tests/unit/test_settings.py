@@ -518,3 +518,12 @@ def test_environment_that_is_not_json_is_a_config_error(
     with pytest.raises(ConfigError, match="CTSTREAM_SOURCE__TABLES") as raised:
         load_settings(write(tmp_path, config()))
     assert "not valid JSON" in str(raised.value)
+
+
+def test_a_storage_write_path_against_an_emulator_needs_its_grpc_endpoint(tmp_path: Path) -> None:
+    emulator = 'dataset = "cdc"\nendpoint = "http://127.0.0.1:9050"'
+    text = config().replace('dataset = "cdc"', f'{emulator}\nwrite_api = "storage_write_committed"')
+    msg = config_error(tmp_path, text)
+    assert "bigquery.storage_endpoint" in msg and "Google's endpoint" in msg
+    fixed = text.replace(emulator, f'{emulator}\nstorage_endpoint = "127.0.0.1:9060"')
+    assert load_settings(write(tmp_path, fixed)).bigquery.write_api == "storage_write_committed"

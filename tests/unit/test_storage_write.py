@@ -126,7 +126,11 @@ def storage_writer(monkeypatch: pytest.MonkeyPatch) -> Iterator[BigQueryWriter]:
     """A writer on the Storage Write path of an unreachable endpoint: its ``write_client``
     is the one ``make_write_client`` gives, and table ``items`` has the schema ITEMS."""
     settings = BigQuerySettings(
-        project="p", dataset="d", endpoint="http://127.0.0.1:9", write_api="storage_write"
+        project="p",
+        dataset="d",
+        endpoint="http://127.0.0.1:9",
+        write_api="storage_write",
+        storage_endpoint="127.0.0.1:9",
     )
     writer = BigQueryWriter(settings)
 

@@ -21,6 +21,9 @@ such cost to the writer.
 Off, writes still publish the emulator's table-changed event (its query cache and
 materialized views depend on it); ``FOR SYSTEM_TIME AS OF`` then reads the live table.
 
+The Storage Write API's handlers do their DuckDB work on the event loop's thread, where
+the REST handlers do theirs: DuckDB 2 refuses one connection to two threads at once.
+
 Once both servers accept connections it writes
 ``{"rest_port": .., "grpc_port": .., "pid": ..}`` atomically (temp file + rename) to the
 ready file, then runs until SIGTERM or SIGINT and stops cleanly. The ready file is removed
@@ -33,14 +36,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
@@ -107,8 +114,56 @@ def _disable_write_snapshots() -> None:
     SnapshotManager.record_change = _changed_without_snapshot  # type: ignore[method-assign]
 
 
+# The Storage Write handler's methods that use the emulator's one DuckDB connection.
+_WRITE_HANDLER_METHODS = (
+    "_handle_create_write_stream",
+    "_handle_get_write_stream",
+    "_handle_finalize_write_stream",
+    "_handle_batch_commit_write_streams",
+    "_handle_flush_rows",
+    "_ensure_stream_bound",
+    "_perform_append",
+)
+
+
+def _storage_write_on_the_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the Storage Write handler's DuckDB work on the event loop's thread.
+
+    The emulator serves REST on its event loop and the Storage Write API on grpc's thread
+    pool, all on one DuckDB connection, which DuckDB 2 refuses to share between threads at
+    once ("connection is busy with another call"): a query during an append failed with
+    400. Handing that work to the loop's thread makes every use of the connection take
+    turns, as the REST handlers already do.
+    """
+    from bqemulator.grpc_api.write_servicer import BigQueryWriteHandler
+
+    loop_thread = threading.get_ident()
+
+    def on_the_loop(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run_there(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == loop_thread:
+                return fn(*args, **kwargs)
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+            def call() -> None:
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # the gRPC thread re-raises it (aborts too)
+                    future.set_exception(exc)
+
+            loop.call_soon_threadsafe(call)
+            return future.result()
+
+        return run_there
+
+    for name in _WRITE_HANDLER_METHODS:
+        setattr(BigQueryWriteHandler, name, on_the_loop(getattr(BigQueryWriteHandler, name)))
+
+
 async def serve(args: argparse.Namespace) -> None:
     _disable_spatial()
+    _storage_write_on_the_loop(asyncio.get_running_loop())
     if not args.time_travel:
         _disable_write_snapshots()
     from bqemulator.config import Settings

@@ -44,6 +44,7 @@ from tests.faults.poison import Poison, inject
 from tests.faults.view_sampler import SamplerResult, ViewSampler, sampler_line
 from tests.faults.workload import TABLES, Workload, create_bookkeeping
 from tests.integration.fault_proxy import FaultProxy, fault_proxy
+from tests.integration.grpc_fault_proxy import GrpcFaultProxy
 from tests.integration.harness import Harness
 
 READY = "Recovery]: Worker ready"  # faust's line once a worker's tables are recovered
@@ -68,6 +69,9 @@ class FaultPlan:
     seed_rows: int = 300  # rows per table before tracking starts (the first snapshot)
     settle: float = 300.0  # how long the pipeline may take to catch up afterwards
     seed: int = 1
+    # The sink's write path: with a Storage Write one, a gRPC proxy in front of the
+    # emulator fails its calls as the HTTP proxy fails insertAll, and loses answers.
+    write_api: str = "insert_all"
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Summary:
     outage_seconds: float = 0.0
     storms: int = 0
     refused_requests: int = 0
+    lost_answers: int = 0  # Storage Write appends that landed and whose answer was lost
     poison: int = 0
     overruns: int = 0
     changes: Counter[str] = field(default_factory=Counter)
@@ -111,7 +116,8 @@ class Summary:
             f"faults: {sum(self.kills.values())} SIGKILLs ({kills}; {self.poller_kills} of "
             f"a polling worker; crash points armed but not reached: {missed}), "
             f"{self.rebalances} join/leave rebalances, BigQuery down {self.outage_seconds:.0f}s "
-            f"+ {self.storms} error storms ({self.refused_requests} requests refused), "
+            f"+ {self.storms} error storms ({self.refused_requests} requests refused, "
+            f"{self.lost_answers} answers lost after the rows landed), "
             f"{self.poison} poison messages, {self.overruns} tables past retention | "
             f"changes {sum(self.changes.values())} "
             f"({', '.join(f'{k} {n}' for k, n in sorted(self.changes.items()))}), "
@@ -145,9 +151,15 @@ class _Slot:
 
 class FaultRun:
     def __init__(
-        self, h: Harness, proxy: FaultProxy, plan: FaultPlan, say: Callable[[str], None]
+        self,
+        h: Harness,
+        proxy: FaultProxy,
+        plan: FaultPlan,
+        say: Callable[[str], None],
+        grpc: GrpcFaultProxy | None = None,
     ) -> None:
         self.h, self.proxy, self.plan, self.say = h, proxy, plan, say
+        self.grpc = grpc  # in front of the Storage Write API, on its write paths
         self.rng = random.Random(plan.seed)
         self.summary = Summary()
         self.slots = [_Slot(i) for i in range(plan.workers)]
@@ -306,17 +318,23 @@ class FaultRun:
 
     # -- BigQuery, poison, retention ------------------------------------------------------
 
+    def _mode(self, mode: str | None) -> None:
+        """Both proxies fail BigQuery's calls alike; only Storage Write answers get lost."""
+        self.proxy.mode = None if mode == "lost_answer" else mode
+        if self.grpc is not None:
+            self.grpc.mode = mode
+
     async def outage(self) -> None:
         if self.plan.outage <= 0:
             return
         await self._at(0.35)
         self.say(f"BigQuery down for {self.plan.outage:.0f}s")
         t0 = time.monotonic()
-        self.proxy.mode = "503"
+        self._mode("503")
         await asyncio.sleep(self.plan.outage / 2)
-        self.proxy.mode = "drop"
+        self._mode("drop")
         await asyncio.sleep(self.plan.outage / 2)
-        self.proxy.mode = None
+        self._mode(None)
         self.summary.outage_seconds += time.monotonic() - t0
 
     async def storm(self) -> None:
@@ -324,11 +342,15 @@ class FaultRun:
             return
         await self._at(0.8)
         self.proxy.delay = 1.0
+        modes: list[str | None] = ["503", "429", "403", "drop", "slow", None]
+        if self.grpc is not None:
+            self.grpc.delay = 1.0
+            modes.append("lost_answer")
         end = time.monotonic() + self.plan.storm
         while time.monotonic() < end:
-            self.proxy.mode = self.rng.choice(["503", "429", "403", "drop", "slow", None])
+            self._mode(self.rng.choice(modes))
             await asyncio.sleep(self.rng.uniform(0.3, 1.5))
-        self.proxy.mode = None
+        self._mode(None)
         self.summary.storms += 1
 
     async def poison_rounds(self) -> None:
@@ -452,12 +474,15 @@ class FaultRun:
             await asyncio.gather(*faults)
             await self._at(1.0)
         finally:
-            self.proxy.mode = None
+            self._mode(None)
             self.workload.stop()
             self.done.set()
             await watchdog
         self.summary.changes = self.workload.changes
         self.summary.refused_requests = self.proxy.refused
+        if self.grpc is not None:
+            self.summary.refused_requests += self.grpc.refused
+            self.summary.lost_answers = self.grpc.lost_answers
         self.say(f"faults done; {self.workload.total} changes; waiting for the pipeline")
         try:
             # A snapshot of the overrun still under way (its record is the moment that
@@ -515,6 +540,7 @@ async def run_faults(
     stack: StackInfo, workdir: Path, plan: FaultPlan, say: Callable[[str], None] = print
 ) -> Summary:
     """One fault run on ``stack`` (tables, topics and dataset of its own)."""
+    grpc = GrpcFaultProxy(stack.bigquery_grpc) if plan.write_api != "insert_all" else None
     async with fault_proxy(stack.bigquery_endpoint) as (proxy, endpoint):
         seed: list[tuple[str, list[tuple[object, ...]]]] = [
             (
@@ -536,6 +562,8 @@ async def run_faults(
             TABLES,
             partitions=4,
             bigquery_endpoint=endpoint,
+            write_api=plan.write_api,
+            storage_endpoint=grpc.endpoint if grpc else None,
             snapshot_mode="when_needed",
             seed=seed,
             sink_extra='retry_max = "5s"\nrequest_timeout = "10s"',
@@ -545,6 +573,8 @@ async def run_faults(
             source_extra="snapshot_chunk_rows = 64",
         )
         try:
-            return await FaultRun(h, proxy, plan, say).run()
+            return await FaultRun(h, proxy, plan, say, grpc).run()
         finally:
             h.close()
+            if grpc is not None:
+                grpc.close()

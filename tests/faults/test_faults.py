@@ -16,7 +16,11 @@ pytestmark = pytest.mark.integration
 async def test_nothing_is_lost_or_repeated_under_kills_outages_poison_and_overruns(
     stack: StackInfo, tmp_path: Path
 ) -> None:
-    plan = FaultPlan()
+    # The exactly-once write path, with a gRPC proxy failing and losing its answers.
+    plan = FaultPlan(
+        write_api="storage_write_committed",
+        crash_points=("poll.acked", "dedup.forwarded", "sink.appended", "sink.written"),
+    )
     summary = await run_faults(stack, tmp_path, plan)
     print(summary.line())
     assert summary.problems == [], "\n".join(summary.problems)
@@ -40,3 +44,6 @@ async def test_nothing_is_lost_or_repeated_under_kills_outages_poison_and_overru
     assert summary.merged_rows_expired > 0  # and the views stayed equal to the source
     assert summary.raw_copies > 0  # the kills made the pollers send copies ...
     assert summary.duplicates_dropped > 0  # ... and dedup dropped them
+    # Each change once in every change table, through kills, outages and lost answers.
+    assert summary.lost_answers > 0
+    assert summary.change_log_repeats == 0

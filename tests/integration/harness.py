@@ -55,6 +55,7 @@ class Harness:
         selection: Sequence[str] | None = None,
         source_extra: str = "",
         bigquery_extra: str = "",
+        storage_endpoint: str | None = None,
     ) -> None:
         """``tables``: name → DDL, all created and tracked. ``selection``: the config's
         source.tables when not those names (patterns); ``self.tables`` then lists what
@@ -103,7 +104,7 @@ project = "local"
 dataset = "ds_{self.name}"
 endpoint = "{bigquery_endpoint or stack.bigquery_endpoint}"
 write_api = "{write_api}"
-storage_endpoint = "{stack.bigquery_grpc}"
+storage_endpoint = "{storage_endpoint or stack.bigquery_grpc}"
 {bigquery_extra}
 """
         self.write_config(self.config, f"app-{self.name}", ["poll", "dedup", "sink"])

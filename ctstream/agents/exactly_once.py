@@ -96,12 +96,16 @@ class ExactlyOnceWrites:
             settings.retry_max,
             should_abort=lambda: bool(app.should_stop),
             timeout=settings.request_timeout,
+            on_retry=self._count_retry,
         )
         # The most rows looked up after a take-over before giving up on finding the rest.
         self.lookup_limit = 4 * settings.max_in_flight * settings.batch_rows
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         written.table.on_recover(self._on_recover)
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
 
     async def _on_recover(self) -> None:
         self._partitions.clear()  # every partition is taken over again on its next batch
@@ -165,6 +169,7 @@ class ExactlyOnceWrites:
         if todo:
             encoder = await self.writer.encoder(bq_table)
             answer = await self.streams.append(state.stream, encoder, [rows[i] for i in todo])
+            self.writer.requests["storage_write_committed"] = self.streams.appends
             refused = [(todo[position], reason) for position, reason in answer]
             self.crash.reach("sink.appended")
             refused_at = {index for index, _ in refused}

@@ -7,6 +7,7 @@ the request) or ``SinkError`` (trying again will not help).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import google.auth
@@ -119,3 +120,20 @@ def classify(exc: BaseException, what: str) -> SinkError:
     if isinstance(exc, gexc.GoogleAPICallError) and exc.code in (408, 409, 500, 502, 503, 504):
         return SinkUnavailable(message)
     return SinkError(message)
+
+
+async def in_thread(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a worker thread; its failure as ctstream's error
+    (``classify``). A StopIteration, which cannot cross ``asyncio.to_thread`` (the
+    awaiting task would never wake), is a retriable failure."""
+
+    def call() -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StopIteration as exc:
+            raise SinkUnavailable(f"{what}: the call ended without an answer") from exc
+
+    try:
+        return await asyncio.to_thread(call)
+    except Exception as exc:
+        raise classify(exc, what) from exc

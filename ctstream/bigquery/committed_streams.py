@@ -26,7 +26,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from ctstream.bigquery.storage_write import RowEncoder, row_errors_answer
+from ctstream.bigquery.storage_write import RowEncoder, first_answer, row_errors_answer
 from ctstream.errors import (
     CtstreamError,
     RequestTooLarge,
@@ -68,6 +68,7 @@ def create_stream(client: Any, table_path: str, timeout: float) -> str:
     stream = client.create_write_stream(
         parent=table_path,
         write_stream=types.WriteStream(type_=types.WriteStream.Type.COMMITTED),
+        retry=None,  # ctstream retries, with its own backoff
         timeout=timeout,
     )
     return str(stream.name)
@@ -76,7 +77,8 @@ def create_stream(client: Any, table_path: str, timeout: float) -> str:
 def finalize_stream(client: Any, name: str, timeout: float) -> int | None:
     """Finalize ``name``: no more appends; the rows it holds, or None when it is gone."""
     try:
-        return int(client.finalize_write_stream(name=name, timeout=timeout).row_count)
+        answer = client.finalize_write_stream(name=name, retry=None, timeout=timeout)
+        return int(answer.row_count)
     except gexc.NotFound:
         return None
 
@@ -94,7 +96,7 @@ def _append_at(
             rows=types.ProtoRows(serialized_rows=list(rows)),
         ),
     )
-    response = next(iter(client.append_rows(iter([request]), timeout=timeout)))
+    response = first_answer(client.append_rows(iter([request]), retry=None, timeout=timeout))
     if response.row_errors:
         return _Answer(False, row_errors_answer(response.row_errors, len(rows)))
     code, message = response.error.code, response.error.message
@@ -135,13 +137,15 @@ class CommittedStreams:
         retry_max: float,
         should_abort: Callable[[], bool],
         timeout: float = 60.0,
+        on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         self._call = call
+        self._on_retry = on_retry
         self._client = client
         self._retry = (retry_initial, retry_max)
         self._should_abort = should_abort
         self._timeout = timeout
-        self.retries = 0
+        self.appends = 0  # requests BigQuery answered (appended, or found appended)
 
     async def create(self, table_path: str) -> WriteStream:
         name: str = await self._retrying(
@@ -193,6 +197,7 @@ class CommittedStreams:
                 for unsent in [request, *pending]:
                     refused += [(index, str(exc)) for index, _ in unsent]
                 break
+            self.appends += 1
             if answer.appended:
                 stream.rows += len(request)
                 continue
@@ -242,7 +247,7 @@ class CommittedStreams:
 
     async def _retry_forever(self, once: Callable[[], Any], what: str) -> Any:
         def on_retry(attempt: int, exc: CtstreamError) -> None:
-            self.retries += 1
+            self._on_retry()
 
         return await retry_forever(
             once, what, *self._retry, on_retry=on_retry, should_abort=self._should_abort

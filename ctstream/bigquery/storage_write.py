@@ -23,7 +23,7 @@ from typing import Any
 from google.cloud import bigquery
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from ctstream.errors import ConfigError
+from ctstream.errors import ConfigError, SinkUnavailable
 from ctstream.settings import BigQuerySettings
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -191,8 +191,7 @@ def append_rows(
     )
     if offset is not None:
         request.offset = offset
-    responses = iter(client.append_rows(iter([request]), timeout=timeout))
-    response = next(responses)
+    response = first_answer(client.append_rows(iter([request]), retry=None, timeout=timeout))
     if response.row_errors:
         named, held = _row_errors(response.row_errors, sent)
         return sorted(refused + named), held
@@ -201,6 +200,21 @@ def append_rows(
 
         raise exceptions.from_grpc_status(response.error.code, response.error.message)  # type: ignore[no-untyped-call]
     return refused, []
+
+
+def first_answer(responses: Any) -> Any:
+    """The first answer of an AppendRows call.
+
+    Callers pass ``retry=None``: the client's own retry of AppendRows opens the call again
+    with the request iterator it already used up, so the retried call sends nothing and
+    ends without an answer. ctstream retries itself, with the same request. An answer
+    missing anyway is a retriable failure (and no StopIteration, which cannot cross
+    ``asyncio.to_thread``).
+    """
+    response = next(iter(responses), None)
+    if response is None:
+        raise SinkUnavailable("AppendRows ended without an answer")
+    return response
 
 
 def row_errors_answer(errors: Sequence[Any], count: int) -> list[tuple[int, str]]:

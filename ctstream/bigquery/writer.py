@@ -11,7 +11,6 @@ an invalid row: the rows it names are refused with its reason, the others sent a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Any
 import orjson
 from google.cloud import bigquery
 
-from ctstream.bigquery.client import DEFAULT_CONNECTIONS, classify, make_client
+from ctstream.bigquery.client import DEFAULT_CONNECTIONS, in_thread, make_client
 from ctstream.bigquery.layout import apply_layout, quote_bq
 from ctstream.bigquery.schema import (
     COMPACTION_FIELDS,
@@ -88,10 +87,7 @@ class BigQueryWriter:
 
     async def run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn`` in a worker thread; its failure as ctstream's error (``classify``)."""
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except Exception as exc:
-            raise classify(exc, what) from exc
+        return await in_thread(what, fn, *args, **kwargs)
 
     async def create(self, table: bigquery.Table, what: str) -> None:
         """Create ``table`` unless it exists."""

@@ -93,6 +93,18 @@ class PipelineCollector(Collector):
         retries = CounterMetricFamily("ctstream_sink_retries", "Retried BigQuery writes")
         retries.add_metric([], sink.retries)
         yield retries
+        for name, help_text, value in (
+            (
+                "copies_refused",
+                "Rows left out as written before (exactly-once path)",
+                sink.copies_refused,
+            ),
+            ("write_streams_opened", "Committed-type write streams opened", sink.streams_opened),
+            ("rows_looked_up", "Rows looked up in BigQuery after a take-over", sink.rows_looked_up),
+        ):
+            family = CounterMetricFamily(f"ctstream_sink_{name}", help_text)
+            family.add_metric([], value)
+            yield family
         batches = CounterMetricFamily("ctstream_sink_batches", "Batches written")
         batches.add_metric([], sink.batches)
         yield batches

@@ -13,17 +13,22 @@ their status), except while ``mode`` is set:
   but the client gets UNAVAILABLE instead of the answer — what offsets are for: a retry at
   the same offset must be answered ALREADY_EXISTS and append nothing.
 
-The errors modes fail AppendRows requests and CreateWriteStream / FinalizeWriteStream
-calls, with an ``injected: …`` message and nothing forwarded (``refused``). UNAVAILABLE and
-RESOURCE_EXHAUSTED as the answers to retry with backoff, and ALREADY_EXISTS for an offset
-already written, are Google's documented behaviour (Storage Write API, "Error handling");
-the lost answer is what a dropped connection after the server appended looks like.
+The error modes fail AppendRows requests and CreateWriteStream / FinalizeWriteStream
+calls with an ``injected: …`` message, forwarding nothing. Google's documented behaviour:
+UNAVAILABLE and RESOURCE_EXHAUSTED are the transient errors to retry with backoff, one
+answer per AppendRows request in order, and an append at an offset already written is
+answered ALREADY_EXISTS (beyond the end OUT_OF_RANGE). Not documented but what the client
+sees: a dropped connection (here an UNAVAILABLE status, not a real TCP reset) and a lost
+answer (a connection dropped after the server appended). An AppendRows call that sends
+no request (google-cloud-bigquery-storage retries AppendRows on UNAVAILABLE by reopening
+the call with the request iterator it already consumed) is forwarded as it is.
 
-``budget``: while not None, the number of faults still to inject; when it reaches 0 the
-mode is cleared, so a test knows exactly how many requests fail. AppendRows gets one
-answer per request, in order (as Google documents), so a bidi call is forwarded request
-by request on one upstream call. Counters are updated under a lock; the server runs on
-its own thread pool, so the proxy can be used from async tests.
+``budget``: while not None, the faults still to inject; at 0 the mode is cleared, so a
+test knows exactly how many requests fail. Counters (``refused``: failed without
+forwarding; ``forwarded_appends``, ``lost_answers``, ``already_exists``: AppendRows
+answers ALREADY_EXISTS; ``calls`` per method) change under a lock. The server runs on its
+own thread pool, so async tests use it as is; a bidi call is forwarded request by request
+on one upstream call.
 """
 
 from __future__ import annotations

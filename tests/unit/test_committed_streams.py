@@ -39,7 +39,9 @@ class DocumentedStream:
         self.faults = list(faults or [])  # per append: "lost", "down" or "" (none)
         self.appends = 0
 
-    def append_rows(self, requests: Iterator[Any], timeout: float) -> Iterator[Any]:
+    def append_rows(
+        self, requests: Iterator[Any], timeout: float, retry: Any = None
+    ) -> Iterator[Any]:
         [request] = list(requests)
         fault = self.faults.pop(0) if self.faults else ""
         if fault == "down":
@@ -68,7 +70,7 @@ class DocumentedStream:
         self.rows += rows
         return types.AppendRowsResponse(append_result=types.AppendRowsResponse.AppendResult())
 
-    def finalize_write_stream(self, name: str, timeout: float) -> Any:
+    def finalize_write_stream(self, name: str, timeout: float, retry: Any = None) -> Any:
         self.finalized = True
         return types.FinalizeWriteStreamResponse(row_count=len(self.rows))
 
@@ -164,7 +166,9 @@ async def test_a_storage_error_detail_says_finalized_whatever_the_status_code() 
     from google.protobuf import any_pb2
 
     class GoogleFinalized(DocumentedStream):
-        def append_rows(self, requests: Iterator[Any], timeout: float) -> Iterator[Any]:
+        def append_rows(
+            self, requests: Iterator[Any], timeout: float, retry: Any = None
+        ) -> Iterator[Any]:
             detail = any_pb2.Any(
                 type_url="type.googleapis.com/google.cloud.bigquery.storage.v1.StorageError",
                 value=types.StorageError.serialize(

@@ -95,7 +95,9 @@ class DocumentedWriteClient:
         self.requests: list[list[dict[str, object]]] = []  # rows of each request
         self.appended: list[dict[str, object]] = []
 
-    def append_rows(self, requests: Iterator[Any], timeout: float) -> Iterator[Any]:
+    def append_rows(
+        self, requests: Iterator[Any], timeout: float, retry: Any = None
+    ) -> Iterator[Any]:
         for request in requests:
             rows = [decode(self.encoder, raw) for raw in request.proto_rows.rows.serialized_rows]
             self.requests.append(rows)
@@ -204,7 +206,9 @@ async def test_an_error_without_row_errors_fails_the_whole_request(
     storage_writer: BigQueryWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Unavailable(DocumentedWriteClient):
-        def append_rows(self, requests: Iterator[Any], timeout: float) -> Iterator[Any]:
+        def append_rows(
+            self, requests: Iterator[Any], timeout: float, retry: Any = None
+        ) -> Iterator[Any]:
             for _ in requests:
                 yield types.AppendRowsResponse(error=status_pb2.Status(code=14, message="down"))
 

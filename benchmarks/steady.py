@@ -145,6 +145,7 @@ async def run(args: argparse.Namespace, workdir: Path, stack: StackInfo) -> dict
         batch_rows=args.batch_rows,
         batch_wait=args.batch_wait,
         app_id="bench-steady",
+        write_api=args.write_api,
         bigquery_extra=f'compact_interval = "{args.compact_interval}s"',
     )
     config = write_config(workdir, db, stack, cfg)
@@ -309,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="s between the leader's merges into <t>_current (default 30; each merges up "
         "to bigquery.compact_settle, 150 s, ago)",
+    )
+    parser.add_argument(
+        "--write-api",
+        choices=["insert_all", "storage_write", "storage_write_committed"],
+        default="insert_all",
     )
     common_args(parser)
     args = parser.parse_args(argv)

@@ -196,7 +196,14 @@ class ExactlyOnceWrites:
             set_current_event(None)
 
     async def _take_over(self, topic: str, partition: int, bq_table: str, event: Any) -> _Partition:
-        """Finalize the partition's earlier streams, then open one (saved before use)."""
+        """Finalize the partition's earlier streams, then open one (saved before use).
+
+        Only the partition's owner takes it over: a worker that lost it (its batch still
+        running) would otherwise open a stream the new owner never hears of, and write
+        there what the new owner writes again. Its batch is left to the new owner.
+        """
+        if not self._owns(topic, partition):
+            raise RetryAborted(f"{topic}/{partition} is not this worker's (now)")
         unknown, since = 0, time.time()
         set_current_event(event)
         try:
@@ -212,6 +219,15 @@ class ExactlyOnceWrites:
                     unknown = self.lookup_limit  # how many is not known: look up to the limit
                 elif rows > old.rows:
                     unknown += rows - old.rows
+                elif rows < old.rows:  # never on BigQuery as documented: say so loudly
+                    log.error(
+                        "write stream %s of %s/%d holds %d rows, %d were counted appended",
+                        old.name,
+                        topic,
+                        partition,
+                        rows,
+                        old.rows,
+                    )
                 since = min(since, old.opened)
                 self.written.drop(old)
             stream = await self.streams.create(table_path(self.writer.settings, bq_table))
@@ -261,6 +277,10 @@ class ExactlyOnceWrites:
         return found
 
     def _owns(self, topic: str, partition: int) -> bool:
+        """Whether this worker owns the partition now. During a rebalance it may be another
+        worker's already while the assignment still says otherwise: no."""
+        if self.app.rebalancing:
+            return False
         return any(
             tp.topic == topic and tp.partition == partition
             for tp in self.app.assignor.assigned_actives()

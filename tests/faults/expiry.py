@@ -27,6 +27,21 @@ async def repeated_ids(h: Harness) -> int:
     return repeated
 
 
+async def repeated_samples(h: Harness, per_table: int = 3) -> list[str]:
+    """For a post-mortem: a few repeated ids per table, with when and how each copy came."""
+    lines: list[str] = []
+    for name in h.tables:
+        table = h.writer.ref(h.spec(name).bq_table)
+        rows = await h.writer.query(
+            "SELECT message_unique_id, ARRAY_AGG(STRUCT(bigquery_insert_time, "
+            "changetrack_start_time, changetrack_ver, operation)) AS copies "
+            f"FROM `{table}` GROUP BY message_unique_id HAVING COUNT(*) > 1 "
+            f"ORDER BY message_unique_id LIMIT {per_table}"
+        )
+        lines += [f"{name}: {r['message_unique_id']} {r['copies']}" for r in rows]
+    return lines
+
+
 async def compact_and_expire(h: Harness) -> int:
     """Merge each table (and restricted copy) up to its newest row, then delete every
     change row the merge covered; the rows deleted."""

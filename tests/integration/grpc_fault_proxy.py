@@ -162,7 +162,10 @@ class GrpcFaultProxy:
             outbox.put(None)  # the client half-closed: so does the upstream call
             yield from upstream
         except grpc.RpcError as exc:
-            context.abort(exc.code(), exc.details())
+            code = getattr(exc, "code", None)
+            if callable(code):  # the upstream failed: so does this call
+                context.abort(code(), exc.details())
+            # else the client went away: nothing to answer
         finally:
             outbox.put(None)
             upstream.cancel()

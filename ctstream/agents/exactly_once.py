@@ -16,7 +16,8 @@ once. Three things keep a change from being written twice across batches and wor
 3. **The unremembered rows are looked up.** Until that many rows are found, the
    partition's rows are first looked up by id in the BigQuery table (a query over the
    rows inserted since the stream was opened), and those found are remembered, not
-   written again.
+   written again. The finalized streams' records stay, counting the rows found, until
+   all are found: a crash meanwhile leaves the next owner the rest to look up.
 
 All of it runs under one lock per topic-partition, so appends, lookups and the record of
 what was written follow one another. A worker that finds its stream fenced while it no
@@ -29,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.cloud import bigquery
@@ -61,6 +62,10 @@ class _Partition:
     unknown: int = 0  # rows appended by an earlier stream and not remembered
     since: float = 0.0  # look rows up from this bigquery_insert_time on
     looked_at: int = 0  # rows looked up so far
+    # The earlier streams holding those rows, each with the rows BigQuery said it holds
+    # (None: gone). Their records stay until the rows are found, counted as found, so a
+    # crash meanwhile leaves the next owner the rest to look up.
+    finalized: list[tuple[StreamRecord, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -160,8 +165,13 @@ class ExactlyOnceWrites:
                 todo.append(index)
         if state.unknown > 0 and todo:
             found = await self._look_up(state, bq_table, [ids[i] for i in todo])
+            save, drop = self._count_found(state, len(found))
             self._remember(
-                events[0], partition, [(stamps[i], digests[i]) for i in todo if ids[i] in found]
+                events[0],
+                partition,
+                [(stamps[i], digests[i]) for i in todo if ids[i] in found],
+                save,
+                drop,
             )
             before += [i for i in todo if ids[i] in found]
             todo = [i for i in todo if ids[i] not in found]
@@ -175,7 +185,7 @@ class ExactlyOnceWrites:
             refused_at = {index for index, _ in refused}
             appended = [(stamps[i], digests[i]) for i in todo if i not in refused_at]
             state.record.rows = state.stream.rows
-            self._remember(events[0], partition, appended, state.record)
+            self._remember(events[0], partition, appended, [state.record])
         self.stats.copies_refused += len(before)
         return Outcome(sorted(refused), sorted(before))
 
@@ -184,16 +194,40 @@ class ExactlyOnceWrites:
         event: Any,
         partition: int,
         written: list[tuple[float, bytes]],
-        record: StreamRecord | None = None,
+        save: Sequence[StreamRecord] = (),
+        drop: Sequence[StreamRecord] = (),
     ) -> None:
+        """Record ids written, then stream records (in this order on the changelog)."""
         set_current_event(event)  # the changelog messages go to this partition
         try:
             if written:
                 self.written.remember(partition, written)
-            if record is not None:
+            for record in save:
                 self.written.save(record)
+            for record in drop:
+                self.written.drop(record)
         finally:
             set_current_event(None)
+
+    @staticmethod
+    def _count_found(
+        state: _Partition, found: int
+    ) -> tuple[list[StreamRecord], list[StreamRecord]]:
+        """Count rows found against the earlier streams, oldest first: the records to save
+        (more of their rows now recorded) and to drop (all found, or the look-up ended)."""
+        save: list[StreamRecord] = []
+        for record, holds in state.finalized:
+            room = found if holds is None else min(found, holds - record.rows)
+            if room > 0:
+                record.rows += room
+                found -= room
+                save.append(record)
+        if state.unknown > 0:
+            done = [r for r, holds in state.finalized if holds is not None and r.rows >= holds]
+        else:
+            done = [r for r, _ in state.finalized]
+        state.finalized = [(r, h) for r, h in state.finalized if r not in done]
+        return [r for r in save if r not in done], done
 
     async def _take_over(self, topic: str, partition: int, bq_table: str, event: Any) -> _Partition:
         """Finalize the partition's earlier streams, then open one (saved before use).
@@ -205,6 +239,7 @@ class ExactlyOnceWrites:
         if not self._owns(topic, partition):
             raise RetryAborted(f"{topic}/{partition} is not this worker's (now)")
         unknown, since = 0, time.time()
+        finalized: list[tuple[StreamRecord, int | None]] = []
         set_current_event(event)
         try:
             for old in self.written.streams(topic, partition):
@@ -219,7 +254,11 @@ class ExactlyOnceWrites:
                     unknown = self.lookup_limit  # how many is not known: look up to the limit
                 elif rows > old.rows:
                     unknown += rows - old.rows
-                elif rows < old.rows:  # never on BigQuery as documented: say so loudly
+                if rows is None or rows > old.rows:
+                    finalized.append((old, rows))
+                    since = min(since, old.opened)
+                    continue  # its record stays until its rows are found
+                if rows < old.rows:  # never on BigQuery as documented: say so loudly
                     log.error(
                         "write stream %s of %s/%d holds %d rows, %d were counted appended",
                         old.name,
@@ -228,7 +267,6 @@ class ExactlyOnceWrites:
                         rows,
                         old.rows,
                     )
-                since = min(since, old.opened)
                 self.written.drop(old)
             stream = await self.streams.create(table_path(self.writer.settings, bq_table))
             record = StreamRecord(topic, partition, stream.name, 0, time.time())
@@ -239,6 +277,7 @@ class ExactlyOnceWrites:
         # after appending would otherwise leave rows no take-over knows of.
         await self.app.producer.flush()
         self.stats.streams_opened += 1
+        log.info("%s/%d: writing to stream %s", topic, partition, stream.name.rsplit("/", 1)[-1])
         if unknown:
             log.warning(
                 "%s/%d: %d rows were written but not recorded before a crash; looking "
@@ -247,7 +286,7 @@ class ExactlyOnceWrites:
                 partition,
                 unknown,
             )
-        return _Partition(record, stream, unknown, since - LOOKUP_MARGIN_S)
+        return _Partition(record, stream, unknown, since - LOOKUP_MARGIN_S, 0, finalized)
 
     async def _look_up(self, state: _Partition, bq_table: str, ids: list[str]) -> set[str]:
         sql = (

@@ -33,12 +33,17 @@ async def repeated_samples(h: Harness, per_table: int = 3) -> list[str]:
     for name in h.tables:
         table = h.writer.ref(h.spec(name).bq_table)
         rows = await h.writer.query(
-            "SELECT message_unique_id, ARRAY_AGG(STRUCT(bigquery_insert_time, "
-            "changetrack_start_time, changetrack_ver, operation)) AS copies "
-            f"FROM `{table}` GROUP BY message_unique_id HAVING COUNT(*) > 1 "
-            f"ORDER BY message_unique_id LIMIT {per_table}"
+            "SELECT message_unique_id, bigquery_insert_time, changetrack_start_time, "
+            f"changetrack_ver, changetrack_type FROM `{table}` WHERE message_unique_id IN ("
+            f"SELECT message_unique_id FROM `{table}` GROUP BY message_unique_id "
+            f"HAVING COUNT(*) > 1 ORDER BY message_unique_id LIMIT {per_table}) "
+            "ORDER BY message_unique_id, bigquery_insert_time"
         )
-        lines += [f"{name}: {r['message_unique_id']} {r['copies']}" for r in rows]
+        lines += [
+            f"{name}: {r['message_unique_id']} inserted {r['bigquery_insert_time']} "
+            f"polled {r['changetrack_start_time']} ver {r['changetrack_ver']} {r['changetrack_type']}"
+            for r in rows
+        ]
     return lines
 
 

@@ -16,6 +16,7 @@ back, and the writer sends those again on their own (writer.py).
 from __future__ import annotations
 
 import base64
+import functools
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +50,7 @@ _PROTO_TYPES = {
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+@functools.lru_cache(maxsize=4096)  # the rows of a poll share their times
 def _timestamp_micros(value: str) -> int:
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
     if parsed.tzinfo is None:

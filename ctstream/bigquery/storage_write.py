@@ -16,8 +16,8 @@ back, and the writer sends those again on their own (writer.py).
 from __future__ import annotations
 
 import base64
-import functools
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 

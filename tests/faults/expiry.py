@@ -41,7 +41,8 @@ async def repeated_samples(h: Harness, per_table: int = 3) -> list[str]:
         )
         lines += [
             f"{name}: {r['message_unique_id']} inserted {r['bigquery_insert_time']} "
-            f"polled {r['changetrack_start_time']} ver {r['changetrack_ver']} {r['changetrack_type']}"
+            f"polled {r['changetrack_start_time']} ver {r['changetrack_ver']} "
+            f"{r['changetrack_type']}"
             for r in rows
         ]
     return lines

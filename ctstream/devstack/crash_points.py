@@ -23,15 +23,12 @@ import os
 import random
 import signal
 from collections.abc import Mapping
+from typing import get_args
 
-CRASH_POINTS = (
-    "poll.acked",
-    "snapshot.chunk_acked",
-    "snapshot.acked",
-    "dedup.forwarded",
-    "sink.appended",
-    "sink.written",
-)
+from ctstream.settings import CrashPoint
+
+# The points, in the order the module's docstring lists them (the settings' type names them).
+CRASH_POINTS: tuple[str, ...] = get_args(CrashPoint)
 
 
 class CrashPoints:
